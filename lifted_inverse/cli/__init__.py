@@ -1,0 +1,46 @@
+"""``lifted-inverse`` command line: argument parsing only; each command calls library code.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds a parser
+whose ``func`` default takes the parsed ``argparse.Namespace`` and returns an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("reconstruct", "data", "train", "invert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lifted-inverse",
+        description="Forward operators, classical reconstruction, lifted Bregman training and "
+        "stable inversion of neural networks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:  # a command whose module is not written yet
+            if err.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as err:
+        # one readable line, non-zero exit
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"lifted-inverse {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

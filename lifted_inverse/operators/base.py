@@ -1,0 +1,268 @@
+"""Linear operator algebra on batched tensors.
+
+Every operator maps a batch ``x`` of shape ``(B, *in_shape)`` to ``(B, *out_shape)``; the batch
+dimension is never looped over. ``forward`` and ``adjoint`` are built from differentiable torch
+ops, so autograd's vector-Jacobian product of ``forward`` equals ``adjoint`` (tested).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+Shape = tuple[int, ...]
+
+
+def check_batch(x: torch.Tensor, shape: Shape, name: str = "x") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``x`` has shape ``(B, *shape)`` and is finite."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape (B, {_fmt(shape)}), got {type(x).__name__}")
+    if tuple(x.shape[1:]) != tuple(shape) or x.ndim != len(shape) + 1:
+        raise ValueError(f"{name}: expected shape (B, {_fmt(shape)}), got {tuple(x.shape)}")
+    if not x.is_floating_point() and not x.is_complex():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or Inf."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or Inf values")
+
+
+def _fmt(shape: Shape) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Real inner product Re<a, b> summed over everything."""
+    if a.is_complex() or b.is_complex():
+        return (torch.conj(a) * b).real.sum()
+    return (a * b).sum()
+
+
+class LinearOperator(nn.Module):
+    """A bounded linear map ``A: R^{in_shape} -> R^{out_shape}`` applied per sample.
+
+    Subclasses implement ``_forward`` (``x -> A x``) and ``_adjoint`` (``y -> A^* y``) on batched
+    tensors; inputs are shape-checked here. Algebra: ``A @ B`` (composition), ``A + B``,
+    ``c * A``, ``A.T`` (adjoint operator), ``A.normal(x) = A^*A x``.
+    """
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int]):
+        super().__init__()
+        self.in_shape: Shape = tuple(int(s) for s in in_shape)
+        self.out_shape: Shape = tuple(int(s) for s in out_shape)
+        self._norm_cache: dict[tuple, float] = {}
+
+    # ---- to implement -------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- public API ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for ``x`` of shape ``(B, *in_shape)``."""
+        check_batch(x, self.in_shape, "x")
+        return self._forward(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^* y`` for ``y`` of shape ``(B, *out_shape)``."""
+        check_batch(y, self.out_shape, "y")
+        return self._adjoint(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^* A x``."""
+        return self.adjoint(self.forward(x))
+
+    @property
+    def T(self) -> "LinearOperator":
+        """The adjoint as an operator: ``A.T(y) = A^* y``."""
+        return Adjoint(self)
+
+    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Composition(self, other)
+
+    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Sum(self, other)
+
+    def __sub__(self, other: "LinearOperator") -> "LinearOperator":
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Sum(self, Scaled(other, -1.0))
+
+    def __mul__(self, scalar: float) -> "LinearOperator":
+        if not isinstance(scalar, (int, float)):
+            return NotImplemented
+        return Scaled(self, float(scalar))
+
+    __rmul__ = __mul__
+
+    def _probe_tensor(self) -> torch.Tensor:
+        """Any tensor registered on the operator (for default device/dtype), else None."""
+        for t in list(self.buffers()) + list(self.parameters()):
+            return t
+        return None
+
+    def _default_device_dtype(self, device, dtype):
+        probe = self._probe_tensor()
+        if device is None:
+            device = probe.device if probe is not None else torch.device("cpu")
+        if dtype is None:
+            dtype = probe.dtype if (probe is not None and probe.is_floating_point()) else torch.float64
+        return device, dtype
+
+    @torch.no_grad()
+    def norm(
+        self,
+        iterations: int = 200,
+        tol: float = 1e-7,
+        seed: int = 0,
+        device=None,
+        dtype=None,
+        recompute: bool = False,
+    ) -> float:
+        """Operator norm ``||A|| = sqrt(lambda_max(A^*A))`` by seeded power iteration (cached).
+
+        Returns the norm, not its square.
+        """
+        device, dtype = self._default_device_dtype(device, dtype)
+        key = (str(device), str(dtype), seed)
+        if not recompute and key in self._norm_cache:
+            return self._norm_cache[key]
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn((1, *self.in_shape), generator=gen, dtype=dtype).to(device)
+        x = x / torch.linalg.vector_norm(x)
+        estimate = 0.0
+        for _ in range(iterations):
+            y = self.normal(x)
+            new = float(torch.linalg.vector_norm(y))
+            if new == 0.0:
+                estimate = 0.0
+                break
+            x = y / new
+            if abs(new - estimate) <= tol * new:
+                estimate = new
+                break
+            estimate = new
+        value = math.sqrt(estimate)
+        self._norm_cache[key] = value
+        return value
+
+    @torch.no_grad()
+    def adjoint_test(self, batch: int = 2, seed: int = 0, device=None, dtype=torch.float64) -> float:
+        """Relative adjoint error ``|<Ax, y> - <x, A^*y>| / (||Ax|| ||y|| + ||x|| ||A^*y||)``."""
+        device, dtype = self._default_device_dtype(device, dtype)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn((batch, *self.in_shape), generator=gen, dtype=dtype).to(device)
+        y = torch.randn((batch, *self.out_shape), generator=gen, dtype=dtype).to(device)
+        ax, aty = self.forward(x), self.adjoint(y)
+        lhs, rhs = _inner(ax, y), _inner(x, aty)
+        scale = float(torch.linalg.vector_norm(ax) * torch.linalg.vector_norm(y)
+                      + torch.linalg.vector_norm(x) * torch.linalg.vector_norm(aty))
+        return float(abs(lhs - rhs)) / max(scale, torch.finfo(dtype).tiny)
+
+    def dense_matrix(self, device=None, dtype=torch.float64) -> torch.Tensor:
+        """The matrix of ``A`` (size ``prod(out_shape) x prod(in_shape)``): small sizes only."""
+        device, dtype = self._default_device_dtype(device, dtype)
+        n = math.prod(self.in_shape)
+        eye = torch.eye(n, dtype=dtype, device=device).reshape(n, *self.in_shape)
+        with torch.no_grad():
+            cols = self.forward(eye).reshape(n, -1)
+        return cols.T
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
+
+
+class Adjoint(LinearOperator):
+    """``A^*`` as an operator."""
+
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.out_shape, op.in_shape)
+        self.op = op
+
+    def _forward(self, x):
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y):
+        return self.op._forward(y)
+
+    @property
+    def T(self):
+        return self.op
+
+
+class Composition(LinearOperator):
+    """``(A @ B) x = A(B x)``."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator):
+        if tuple(outer.in_shape) != tuple(inner.out_shape):
+            raise ValueError(
+                f"cannot compose: outer operator expects input shape {outer.in_shape}, "
+                f"inner operator produces {inner.out_shape}"
+            )
+        super().__init__(inner.in_shape, outer.out_shape)
+        self.outer, self.inner = outer, inner
+
+    def _forward(self, x):
+        return self.outer._forward(self.inner._forward(x))
+
+    def _adjoint(self, y):
+        return self.inner._adjoint(self.outer._adjoint(y))
+
+
+class Sum(LinearOperator):
+    """``(A + B) x = A x + B x``."""
+
+    def __init__(self, a: LinearOperator, b: LinearOperator):
+        if a.in_shape != b.in_shape or a.out_shape != b.out_shape:
+            raise ValueError(
+                f"cannot add operators with shapes {a.in_shape}->{a.out_shape} and "
+                f"{b.in_shape}->{b.out_shape}"
+            )
+        super().__init__(a.in_shape, a.out_shape)
+        self.a, self.b = a, b
+
+    def _forward(self, x):
+        return self.a._forward(x) + self.b._forward(x)
+
+    def _adjoint(self, y):
+        return self.a._adjoint(y) + self.b._adjoint(y)
+
+
+class Scaled(LinearOperator):
+    """``(c A) x = c (A x)``."""
+
+    def __init__(self, op: LinearOperator, scalar: float):
+        super().__init__(op.in_shape, op.out_shape)
+        self.op, self.scalar = op, float(scalar)
+
+    def _forward(self, x):
+        return self.scalar * self.op._forward(x)
+
+    def _adjoint(self, y):
+        return self.scalar * self.op._adjoint(y)
+
+
+class Identity(LinearOperator):
+    """``I x = x`` (the denoising forward model)."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__(shape, shape)
+
+    def _forward(self, x):
+        return x
+
+    def _adjoint(self, y):
+        return y
+
+    def norm(self, *args, **kwargs) -> float:
+        return 1.0
