@@ -1,0 +1,53 @@
+"""Pixel masking (inpainting forward model)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import LinearOperator
+
+__all__ = ["Mask", "random_mask"]
+
+
+class Mask(LinearOperator):
+    """``(A x)[c, i, j] = m[c, i, j] x[c, i, j]`` with a 0/1 mask ``m`` broadcast to ``(C, H, W)``.
+
+    Self-adjoint (``A^* = A``), ``||A|| = 1`` unless the mask is all zero. Missing pixels are
+    stored as zeros, so the output has the input's shape.
+    """
+
+    def __init__(self, image_shape: Sequence[int], mask):
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"image_shape: expected (C, H, W) with positive sizes, got {image_shape!r}")
+        m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        m = m.detach().to(torch.float64)
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError("mask: contains NaN or Inf values")
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("mask: expected only 0/1 (or boolean) values")
+        try:
+            m = torch.broadcast_to(m, shape).clone()
+        except RuntimeError:
+            raise ValueError(f"mask: shape {tuple(m.shape)} does not broadcast to {shape}") from None
+        super().__init__(shape, shape)
+        self.register_buffer("mask", m)
+
+    def _forward(self, x):
+        return x * self.mask.to(dtype=x.dtype, device=x.device)
+
+    def _adjoint(self, y):
+        return y * self.mask.to(dtype=y.dtype, device=y.device)
+
+    def extra_repr(self) -> str:
+        return f"image_shape={self.in_shape}, kept={int(self.mask.sum())}/{self.mask.numel()}"
+
+
+def random_mask(shape: Sequence[int], keep: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """A 0/1 float64 mask of ``shape`` keeping each pixel with probability ``keep`` (seeded)."""
+    if not 0.0 <= float(keep) <= 1.0:
+        raise ValueError(f"keep: expected a probability in [0, 1], got {keep!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    return (torch.rand(tuple(int(s) for s in shape), generator=gen, dtype=torch.float64) < keep).double()
