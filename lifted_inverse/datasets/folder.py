@@ -1,0 +1,56 @@
+"""A folder of image files (PNG / JPEG / TIFF / BMP), e.g. a local BSDS copy."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ._util import parse_size, to_chw_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def load_image(path: str | os.PathLike, size: int | Sequence[int] | None = None,
+               gray: bool = True) -> torch.Tensor:
+    """Read one image file as float32 (C, H, W) in [0, 1] (``C`` = 1 if ``gray`` else 3)."""
+    from skimage.io import imread
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image: no such file {str(path)!r}")
+    try:
+        array = imread(path)
+    except Exception as err:  # imageio/PIL raise many types for unreadable files
+        raise ValueError(f"image: cannot read {str(path)!r} as an image ({err})") from err
+    if array.dtype.kind == "f" and array.max() > 1.0:
+        array = array / array.max()  # float TIFFs in arbitrary units: scale by the image max
+    return to_chw_tensor(array, parse_size(size), gray=gray)
+
+
+class ImageFolder(Dataset):
+    """All image files directly inside ``path`` (sorted by name), each as (C, H, W) in [0, 1].
+
+    ``size`` resizes every image (needed to batch images of different shapes); ``recursive``
+    also walks sub-folders. Missing folder -> ``FileNotFoundError``; no images -> ``ValueError``.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: int | Sequence[int] | None = None,
+                 gray: bool = True, recursive: bool = False):
+        self.root = Path(path)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"folder: no such directory {str(self.root)!r}")
+        pattern = "**/*" if recursive else "*"
+        self.files = sorted(p for p in self.root.glob(pattern)
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"folder: no {'/'.join(IMAGE_SUFFIXES)} files in {str(self.root)!r}")
+        self.size, self.gray = parse_size(size), bool(gray)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_image(self.files[index], self.size, self.gray)

@@ -1,0 +1,107 @@
+"""Matplotlib figures (Agg backend, files written atomically)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .io import atomic_path
+from .metrics import psnr, ssim
+
+
+def _as_image(t: torch.Tensor, name: str) -> torch.Tensor:
+    """(H, W), (C, H, W) or (1, C, H, W) -> (C, H, W) on the CPU."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    t = t.detach().cpu()
+    if t.is_complex():
+        t = t.abs()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"{name}: expected (H, W), (C, H, W) or (1, C, H, W) with C in {{1, 3}}, "
+                         f"got shape {tuple(t.shape)}")
+    return t.float()
+
+
+def _show(ax, img: torch.Tensor, vmin=None, vmax=None, colorbar=False):
+    arr = img.numpy()
+    if arr.shape[0] == 3:
+        lo, hi = (vmin, vmax) if vmin is not None else (arr.min(), arr.max())
+        arr = np.clip((np.moveaxis(arr, 0, -1) - lo) / max(hi - lo, 1e-12), 0, 1)
+        handle = ax.imshow(arr)
+    else:
+        handle = ax.imshow(arr[0], cmap="gray", vmin=vmin, vmax=vmax, aspect="auto"
+                           if arr.shape[1] != arr.shape[2] else "equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(handle, ax=ax, fraction=0.046, pad=0.04)
+
+
+def plot_reconstructions(
+    ground_truth: torch.Tensor,
+    measurement: torch.Tensor,
+    reconstructions: Mapping[str, torch.Tensor],
+    path: str | os.PathLike | None = None,
+    data_range: float = 1.0,
+    title: str | None = None,
+):
+    """One row: ground truth | measurement | each reconstruction, with PSNR/SSIM in the titles.
+
+    Images are shown on the fixed scale ``[0, data_range]``; a measurement whose shape differs
+    from the ground truth (a sinogram, k-space) gets its own colour scale and a colour bar, and no
+    metrics. Metrics use the explicit ``data_range``. Saves to ``path`` (atomically, PNG) when
+    given; returns the matplotlib ``Figure``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    gt = _as_image(ground_truth, "ground_truth")
+    meas = _as_image(measurement, "measurement") if measurement is not None else None
+    recs = {str(k): _as_image(v, f"reconstructions[{k!r}]") for k, v in reconstructions.items()}
+    for k, v in recs.items():
+        if v.shape != gt.shape:
+            raise ValueError(f"reconstructions[{k!r}]: shape {tuple(v.shape)} differs from "
+                             f"ground_truth {tuple(gt.shape)}")
+    panels = 1 + (meas is not None) + len(recs)
+    fig = Figure(figsize=(3.2 * panels, 3.6), constrained_layout=True)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+
+    def metrics(img: torch.Tensor) -> str:
+        p = float(psnr(img, gt, data_range))
+        try:
+            s = f", SSIM {float(ssim(img, gt, data_range)):.3f}"
+        except ValueError:  # image smaller than the SSIM window
+            s = ""
+        return f"PSNR {p:.2f} dB{s}"
+
+    _show(axes[0], gt, 0.0, data_range)
+    axes[0].set_title("ground truth")
+    i = 1
+    if meas is not None:
+        if meas.shape == gt.shape:
+            _show(axes[i], meas, 0.0, data_range)
+            axes[i].set_title(f"measurement\n{metrics(meas)}")
+        else:
+            _show(axes[i], meas, colorbar=True)
+            axes[i].set_title(f"measurement {tuple(meas.shape[1:])}")
+        i += 1
+    for name, img in recs.items():
+        _show(axes[i], img, 0.0, data_range)
+        axes[i].set_title(f"{name}\n{metrics(img)}")
+        i += 1
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
+    return fig
