@@ -27,6 +27,7 @@ from ..io import atomic_path
 from ..operators.base import LinearOperator
 
 FORMAT_VERSION = 1
+_ALIASES = {"image_size": ("image_shape",), "shape": ("in_shape",)}  # names operators keep
 _MAX_INLINE = 1024  # arrays up to this many entries are stored verbatim in the description
 
 
@@ -76,7 +77,7 @@ def describe(op: LinearOperator) -> dict:
         for name, p in signature.parameters.items():
             if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            for attr in (name, f"_{name}"):
+            for attr in (name, f"_{name}", *_ALIASES.get(name, ())):
                 if hasattr(op, attr):
                     params[name] = _jsonable(getattr(op, attr))
                     break

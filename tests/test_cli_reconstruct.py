@@ -1,0 +1,78 @@
+import json
+
+import h5py
+import pytest
+
+from lifted_inverse.cli import main
+from lifted_inverse.datasets import MeasurementDataset
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "out"
+    rc = main(["reconstruct", "--out", str(out), "--size", "32", "--iterations", "30",
+               "--no-progress", *extra])
+    return rc, out
+
+
+@pytest.mark.parametrize("operator,method", [("ct", "tv"), ("ct", "fbp"), ("denoise", "tv"),
+                                             ("blur", "tikhonov")])
+def test_reconstruct_end_to_end(tmp_path, operator, method):
+    rc, out = _run(tmp_path, "--operator", operator, "--method", method, "--image",
+                   "shepp_logan" if operator == "ct" else "camera", "--angles", "20")
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "seconds", "operator", "method", "noise", "alpha"):
+        assert key in metrics
+    assert metrics["operator"] == operator and metrics["method"] == method
+    assert 10 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+    assert (out / "reconstruction.png").read_bytes()[:4] == b"\x89PNG"
+    with h5py.File(out / "result.h5") as f:
+        assert f["reconstruction"].shape == (1, 32, 32) == f["ground_truth"].shape
+        assert json.loads(f.attrs["operator"])["class"]
+        assert json.loads(f.attrs["metrics"])["psnr"] == pytest.approx(metrics["psnr"])
+    if operator == "denoise":
+        assert metrics["psnr"] > metrics["psnr_measurement"]
+    assert not list(out.glob(".*tmp"))
+
+
+def test_reconstruct_image_file_and_alpha(tmp_path):
+    from skimage.io import imsave
+    import numpy as np
+
+    imsave(tmp_path / "img.png", (np.linspace(0, 255, 40 * 40).reshape(40, 40)).astype(np.uint8))
+    rc, out = _run(tmp_path, "--operator", "denoise", "--image", str(tmp_path / "img.png"),
+                   "--alpha", "0.05")
+    assert rc == 0
+    assert json.loads((out / "metrics.json").read_text())["alpha"] == 0.05
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--image", "no_such_image"], "unknown built-in image"),
+    (["--image", "/nowhere/missing.png"], "missing.png"),
+    (["--noise", "-0.1"], "--noise"),
+    (["--operator", "denoise", "--method", "fbp"], "fbp"),
+])
+def test_reconstruct_bad_input(tmp_path, capsys, args, msg):
+    rc, _ = _run(tmp_path, *args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and msg in err and len(err.splitlines()) == 1
+
+
+def test_data_command(tmp_path, capsys):
+    out = tmp_path / "d.h5"
+    assert main(["data", "--dataset", "ellipses", "--operator", "ct", "--n", "3", "--size", "24",
+                 "--angles", "10", "--out", str(out)]) == 0
+    ds = MeasurementDataset(out)
+    assert len(ds) == 3 and ds[0][1].shape == (1, 10, 24)
+    assert ds.attrs["operator"]["parameters"]["n_angles"] == 10
+    assert ds.attrs["noise"]["relative"] is True
+    out2 = tmp_path / "p.h5"
+    assert main(["data", "--dataset", "patches", "--operator", "denoise", "--images", "camera,brick",
+                 "--n", "4", "--size", "16", "--image-size", "64", "--out", str(out2)]) == 0
+    assert MeasurementDataset(out2)[3][0].shape == (1, 16, 16)
+    capsys.readouterr()
+    assert main(["data", "--dataset", "folder", "--folder", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "x.h5")]) == 2
+    assert "none" in capsys.readouterr().err
+    assert main(["data", "--noise", "-1", "--out", str(tmp_path / "x.h5")]) == 2
+    assert not (tmp_path / "x.h5").exists()
