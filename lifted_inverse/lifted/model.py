@@ -329,9 +329,10 @@ class AffineLayer(LiftedLayer):
 
 
 class SkipLayer(LiftedLayer):
-    """``z = u + V h + c`` with identity activation: the output half of a residual block.
+    """``z = P(u + V h + c)`` with identity activation: the output half of a residual block.
 
-    ``inputs = (u, h)``; ``input_adjoint(0, r) = r``, ``input_adjoint(1, r) = Vᵀ r``.
+    ``inputs = (u, h)``; ``P`` an optional reshape of the block output (a following Flatten);
+    ``input_adjoint(0, r) = Pᵀ r``, ``input_adjoint(1, r) = Vᵀ Pᵀ r``.
     """
 
     def __init__(self, index: int, outer: LinearMap, input_state: int, hidden_state: int,
@@ -342,17 +343,23 @@ class SkipLayer(LiftedLayer):
         self.inputs = (input_state, hidden_state)
         self.output = output_state
         self.name = f"skip+{type(outer.module).__name__}"
+        self.block_shape = outer.out_shape
+        self.out_shape: Shape = outer.out_shape
 
-    @property
-    def out_shape(self) -> Shape:
-        return self.map.out_shape
+    def set_out_shape(self, shape: Shape) -> None:
+        self.out_shape = tuple(shape)
+
+    def _unshape(self, r):
+        return r if self.out_shape == self.block_shape else r.reshape(r.shape[0], *self.block_shape)
 
     def pre_activation(self, xs):
         z = xs[0] + self.map.forward(xs[1])
         b = self.map.bias()
-        return z if b is None else z + b
+        z = z if b is None else z + b
+        return z if self.out_shape == self.block_shape else z.reshape(z.shape[0], *self.out_shape)
 
     def input_adjoint(self, k, r):
+        r = self._unshape(r)
         return r if k == 0 else self.map.adjoint(r)
 
     def input_lipschitz(self, k):
@@ -362,7 +369,7 @@ class SkipLayer(LiftedLayer):
         return self.map.parameters()
 
     def weight_grad(self, xs, r):
-        return self.map.weight_grad(xs[1], r)
+        return self.map.weight_grad(xs[1], self._unshape(r))
 
     def weight_probe(self):
         return self.map.weight_probe()
@@ -392,7 +399,9 @@ class ResidualView:
 
     def __call__(self, u):
         h = self.inner(u)
-        return self.skip.pre_activation([u, h])
+        z = u + self.V.forward(h)
+        b = self.V.bias()
+        return z if b is None else z + b
 
 
 class LiftedNetwork:
@@ -572,8 +581,8 @@ def lift(model: nn.Module, input_shape: Sequence[int] | None = None,
             if pending is not None:
                 pending.set_out_shape(_reshaped(m, pending.out_shape, where))
             elif last_is_skip:
-                raise ValueError(f"{where} ({m}): a reshape right after a residual block cannot be "
-                                 "lifted; reshape before the block or after the next linear layer")
+                layers[-1].set_out_shape(_reshaped(m, layers[-1].out_shape, where))
+                state_shapes[-1] = layers[-1].out_shape
             elif last_owner is not None:
                 last_owner.set_out_shape(_reshaped(m, last_owner.out_shape, where))
                 state_shapes[-1] = last_owner.out_shape
@@ -599,7 +608,7 @@ def lift(model: nn.Module, input_shape: Sequence[int] | None = None,
                                  f"{vmap.out_shape}, the block input has {state_shapes[u]}")
             skip = SkipLayer(len(layers), vmap, u, u + 1, u + 2)
             layers.append(skip)
-            state_shapes.append(state_shapes[u])
+            state_shapes.append(vmap.out_shape)
             blocks.append(ResidualView(hidden, skip))
             last_owner, last_is_skip = vmap, True
         elif isinstance(m, _ACTIVATION_TYPES) or type(m).__module__.startswith("torch.nn.modules.activation"):

@@ -1,0 +1,37 @@
+"""``mnist-mlp``: an MLP on MNIST-format IDX files from a local folder (``--data FOLDER``).
+
+Reads ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` with
+:class:`lifted_inverse.datasets.mnist.MnistIdx` (nothing is downloaded). Model
+``784-256-256-10`` ReLU, inputs standardised with the training mean/std (global), softmax output.
+``config.extra['limit']`` caps the number of training samples.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..datasets.mnist import MnistIdx
+from ..lifted.activations import Softmax
+from ..networks import mlp
+from .tasks import Task, TaskConfig, register_task
+
+
+@register_task("mnist-mlp")
+def mnist_mlp(config: TaskConfig) -> Task:
+    if not config.data:
+        raise ValueError("data: mnist-mlp needs --data FOLDER holding the MNIST IDX files")
+    train, test = MnistIdx(config.data, train=True), MnistIdx(config.data, train=False)
+    limit = config.extra.get("limit")
+    xtr, ytr = train.images.flatten(1), train.labels
+    if limit:
+        xtr, ytr = xtr[:int(limit)], ytr[:int(limit)]
+    xte, yte = test.images.flatten(1), test.labels
+    mean, std = xtr.mean(), xtr.std().clamp_min(1e-6)
+    xtr, xte = ((xtr - mean) / std).to(config.dtype), ((xte - mean) / std).to(config.dtype)
+    n_in = xtr.shape[1]
+    torch.manual_seed(config.seed)
+    model = mlp((n_in, 256, 256, 10)).to(dtype=config.dtype)
+    onehot = torch.nn.functional.one_hot(ytr, 10).to(config.dtype)
+    dev = config.device
+    return Task("mnist-mlp", model.to(dev), xtr.to(dev), onehot.to(dev), xte.to(dev), yte.to(dev),
+                kind="classification", output_activation=Softmax(), input_shape=(n_in,),
+                y_train=ytr.to(dev))

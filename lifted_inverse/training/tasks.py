@@ -1,0 +1,158 @@
+"""Task registry: a task bundles data, a liftable model and how to score it.
+
+Other modules add tasks with the decorator::
+
+    @register_task("pnn-denoise")
+    def make(config: TaskConfig) -> Task: ...
+
+``make_task(name, config)`` builds one; ``TASKS`` maps names to factories. Importing
+``lifted_inverse.training`` registers the built-in tasks (digits-*, mnist-mlp); modules listed in
+``TASK_MODULES`` are imported lazily on first look-up so imaging tasks can live elsewhere.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+TASKS: dict[str, Callable[["TaskConfig"], "Task"]] = {}
+#: modules that register more tasks when imported (missing ones are skipped)
+TASK_MODULES = ["lifted_inverse.training.digits", "lifted_inverse.training.mnist",
+                "lifted_inverse.training.imaging"]
+
+
+def register_task(name: str):
+    """Decorator registering ``factory(config) -> Task`` under ``name``."""
+    def deco(factory):
+        if name in TASKS and TASKS[name] is not factory:
+            raise ValueError(f"task {name!r} is already registered")
+        TASKS[name] = factory
+        return factory
+    return deco
+
+
+def _load_task_modules() -> None:
+    for mod in TASK_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+
+
+def available_tasks() -> list[str]:
+    _load_task_modules()
+    return sorted(TASKS)
+
+
+@dataclass
+class TaskConfig:
+    """Options a task factory may use (all optional)."""
+
+    seed: int = 0
+    data: str | None = None
+    noise: float | None = None
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """Data, model and scoring of one training job.
+
+    ``x_train`` ``(N, *input_shape)``; ``t_train`` the training target as the last lifted state
+    (one-hot rows for classification, the clean signal for regression); ``x_test``/``y_test``
+    the held-out set (labels or clean signals). ``output_activation``: σ of the model's last layer
+    when the model ends in a linear module (``Softmax`` for classification, None = identity).
+    ``kind``: ``'classification'`` (metric ``accuracy``) or ``'regression'`` (metric ``psnr``
+    with ``data_range``).
+    """
+
+    name: str
+    model: nn.Module
+    x_train: torch.Tensor
+    t_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    kind: str = "classification"
+    output_activation: nn.Module | None = None
+    input_shape: tuple | None = None
+    data_range: float = 1.0
+    y_train: torch.Tensor | None = None
+    defaults: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in ("classification", "regression"):
+            raise ValueError(f"kind: expected 'classification' or 'regression', got {self.kind!r}")
+        for name in ("x_train", "t_train", "x_test", "y_test"):
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: contains NaN or inf")
+        if self.x_train.shape[0] != self.t_train.shape[0]:
+            raise ValueError(f"t_train: {self.t_train.shape[0]} targets for {self.x_train.shape[0]} inputs")
+        if self.x_test.shape[0] != self.y_test.shape[0]:
+            raise ValueError(f"y_test: {self.y_test.shape[0]} labels for {self.x_test.shape[0]} inputs")
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.kind == "classification" else "psnr"
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """The model's ordinary forward pass (with the output activation for regression)."""
+        outs = [model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy (argmax of the output) or mean PSNR in dB over samples."""
+        out = self.predict(model, x)
+        if self.kind == "classification":
+            return float((out.argmax(dim=1) == y).double().mean())
+        if self.output_activation is not None:
+            out = self.output_activation(out)
+        mse = ((out - y) ** 2).reshape(out.shape[0], -1).mean(dim=1).clamp_min(1e-20)
+        return float((10 * torch.log10(self.data_range ** 2 / mse)).mean())
+
+    def evaluate(self, model: nn.Module) -> dict:
+        """``{'test_<metric>': …, 'train_<metric>': …}`` (train on at most 2000 samples)."""
+        was = model.training
+        model.eval()
+        res = {f"test_{self.metric}": self.score(model, self.x_test, self.y_test)}
+        ytr = self.y_train if self.y_train is not None else self.t_train
+        n = min(2000, self.x_train.shape[0])
+        res[f"train_{self.metric}"] = self.score(model, self.x_train[:n], ytr[:n])
+        model.train(was)
+        return res
+
+    def backprop_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss matching the lifted output penalty: cross-entropy against the one-hot target
+        (= B_softmax up to the target's entropy, 0 for one-hot), or ½‖σ(z) − t‖² per sample."""
+        if self.kind == "classification":
+            return -(target * torch.log_softmax(output, dim=1)).sum(dim=1).mean()
+        if self.output_activation is not None:
+            output = self.output_activation(output)
+        return 0.5 * ((output - target) ** 2).reshape(output.shape[0], -1).sum(dim=1).mean()
+
+
+def make_task(name: str, config: TaskConfig | None = None) -> Task:
+    """Build the registered task ``name``."""
+    if name not in TASKS:
+        _load_task_modules()
+    if name not in TASKS:
+        raise ValueError(f"task: unknown {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name](config or TaskConfig())
+
+
+def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded permutation split into (train ids, test ids)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test = int(math.floor(n * test_fraction + 0.5))
+    return perm[n_test:], perm[:n_test]
