@@ -49,6 +49,9 @@ class TrainConfig:
     checkpoint: str | None = None
     checkpoint_every: int = 1
     resume: str | None = None
+    #: data-parallel lifted training over an initialised torch.distributed process group
+    #: (``lifted_inverse.training.distributed``); each rank keeps only its shard's states
+    distributed: bool = False
     reduce_fn: Callable | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -84,7 +87,11 @@ class LiftedTrainer:
                                    state_steps=config.state_steps, momentum=config.momentum,
                                    tau=config.tau, inner_sweeps=config.inner_sweeps,
                                    reduce_fn=config.reduce_fn)
-        self.store = None if config.solver == "isgm" else StateStore.from_forward(self.objective, task.x_train)
+        self.store = None if config.solver == "isgm" else self.initial_store()
+
+    def initial_store(self) -> StateStore:
+        """Per-sample states of the forward pass (a data-parallel subclass keeps its shard only)."""
+        return StateStore.from_forward(self.objective, self.task.x_train)
 
     def set_epoch(self, epoch: int) -> None:
         self.objective.set_epoch(epoch)
@@ -109,6 +116,9 @@ def make_trainer(task: Task, config: TrainConfig):
     if config.method == "backprop":
         from .backprop import BackpropTrainer
         return BackpropTrainer(task, config)
+    if config.distributed:
+        from .distributed import DataParallelLiftedTrainer
+        return DataParallelLiftedTrainer(task, config)
     return LiftedTrainer(task, config)
 
 
@@ -168,11 +178,12 @@ def train(task: Task, config: TrainConfig, callbacks: Sequence[Callable] = ()) -
             bar.set_postfix(obj=f"{objective:.4g}", **{k: f"{v:.4g}" for k, v in record.items()
                                                        if k.startswith("test_")})
         if config.checkpoint and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
-            sd = trainer.state_dict()
-            save_checkpoint(config.checkpoint, model_state=task.model.state_dict(),
-                            solver_state=sd["solver"], states=sd["states"], rng=gen.get_state(),
-                            epoch=epoch + 1, history=history,
-                            config={**config.as_json(), "task": task.name})
+            sd = trainer.state_dict()  # collective for a data-parallel trainer: every rank calls it
+            if getattr(trainer, "is_writer", True):
+                save_checkpoint(config.checkpoint, model_state=task.model.state_dict(),
+                                solver_state=sd["solver"], states=sd["states"], rng=gen.get_state(),
+                                epoch=epoch + 1, history=history,
+                                config={**config.as_json(), "task": task.name})
         if any(cb(record, trainer) for cb in callbacks):
             break
     if bar is not None:
