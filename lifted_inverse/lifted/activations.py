@@ -250,7 +250,7 @@ class SoftThreshold(ProximalActivation):
         return torch.sign(v) * (v.abs() - t * self._a(v)).clamp_min(0.0)
 
     def extra_repr(self):
-        return f"alpha={float(self.alpha):.4g}, learnable={isinstance(self.raw_alpha, nn.Parameter)}"
+        return f"alpha={float(self.alpha.detach()):.4g}, learnable={isinstance(self.raw_alpha, nn.Parameter)}"
 
 
 def _xlogx(y: torch.Tensor) -> torch.Tensor:

@@ -55,17 +55,25 @@ _ACTIVATION_TYPES = (ProximalActivation, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Hardta
                      nn.Mish, nn.SELU, nn.CELU, nn.PReLU, nn.LogSoftmax, nn.Hardswish, nn.Hardsigmoid)
 
 
-def _power_iteration(apply, v: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
-    """Largest eigenvalue of the PSD map ``apply`` by power iteration from ``v``: (λ, unit vector)."""
+def _power_iteration(apply, v: torch.Tensor, iterations: int, rtol: float = 1e-10
+                     ) -> tuple[float, torch.Tensor]:
+    """Largest eigenvalue of the PSD map ``apply`` by power iteration from ``v``: (λ, unit vector).
+
+    Stops early once the Rayleigh quotient changes by less than ``rtol`` relatively.
+    """
     v = v / v.norm().clamp_min(1e-30)
     lam = 0.0
     for _ in range(iterations):
         w = apply(v)
-        lam = float(torch.dot(v.flatten(), w.flatten()))
+        new = float(torch.dot(v.flatten(), w.flatten()))
         n = w.norm()
         if not bool(n > 0):
             return 0.0, v
         v = w / n
+        if abs(new - lam) <= rtol * abs(new):
+            lam = new
+            break
+        lam = new
     return lam, v
 
 
@@ -200,8 +208,12 @@ class LinearMap:
         return out
 
     # ---- operator norm ------------------------------------------------------------------------
-    def norm_sq(self, iterations: int = 50, refresh_iterations: int = 8) -> float:
-        """``‖A‖²`` by seeded power iteration; cached until the weight tensor changes."""
+    def norm_sq(self, iterations: int = 500, refresh_iterations: int = 1) -> float:
+        """``‖A‖²`` by seeded power iteration; cached until the weight tensor changes.
+
+        The first call runs ``iterations`` steps; after a weight update ``refresh_iterations``
+        steps warm-started from the previous singular vector track the (slowly moving) norm.
+        """
         w = self.module.weight
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         if key != self._cache_key:

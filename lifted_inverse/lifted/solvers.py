@@ -19,7 +19,8 @@ One sweep on a batch ``S`` (states ``X_S`` gathered from a :class:`StateStore` b
 
    * ``bcd``: ``θ ← prox_{R/L}(θ − G/L)``, ``L_l = L_z λ_max(Σ_i x̃_i x̃_iᵀ)/|S|`` by warm-started power
      iteration on the data Gram (``x̃ = [x; 1]``);
-   * ``nesterov``: the same step from ``θ̂ = θ + β_k(θ − θ_prev)`` (FISTA ``β_k``), restarted per
+   * ``nesterov``: the same step from ``θ̂ = θ + β_k(θ − θ_prev)`` (FISTA ``β_k`` capped at
+     ``momentum``: uncapped FISTA momentum diverges on mini-batch gradients), restarted per
      layer when ``⟨θ̂ − θ_new, θ_new − θ⟩ > 0`` (gradient restart: the block objective rose);
    * ``heavyball``: ``θ ← prox(θ − G/L + β(θ − θ_prev))``, same restart rule;
    * ``adam``: Adam on the local W-gradients (step ``lr``), then ``prox_{lr R}``.
@@ -102,7 +103,7 @@ class LiftedSolver:
         lr: step multiplier (``θ ← θ − lr·G/L``) for bcd/nesterov/heavyball; Adam's step size for
             ``adam`` (default 1e-3 there); for ``isgm``, multiplier of the inner W steps.
         state_steps: proximal-gradient steps per state block per sweep.
-        momentum: β of heavy ball.
+        momentum: β of heavy ball; cap of Nesterov's β_k.
         tau: ISGM proximal weight τ (``(1/2τ)‖θ − θ^k‖²``).
         inner_sweeps: ISGM inner sweeps per mini-batch.
         betas, eps: Adam parameters.
@@ -144,7 +145,7 @@ class LiftedSolver:
         self._wvec: list[list[torch.Tensor] | None] = [None] * len(self.layers)
         self._prev: list[torch.Tensor] | None = None       # θ_prev (nesterov/heavyball)
         self._t = [1.0] * len(self.layers)                  # FISTA t_k per layer
-        self.adam = torch.optim.Adam(self.flat_params, lr=self.lr, betas=betas, eps=eps) \
+        self.adam = torch.optim.Adam(self.flat_params, lr=self.lr, betas=betas, eps=eps, foreach=True) \
             if solver == "adam" else None
         self.sweeps = 0
 
@@ -259,7 +260,7 @@ class LiftedSolver:
             j = 0
             for i, ps in enumerate(self.params):
                 t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * self._t[i] ** 2))
-                beta = (self._t[i] - 1.0) / t_new
+                beta = min((self._t[i] - 1.0) / t_new, self.momentum)
                 self._t[i] = t_new
                 for p in ps:
                     prev = self._prev[j]
