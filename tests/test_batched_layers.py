@@ -1,0 +1,149 @@
+"""Layer-parallel sweeps (BatchedLiftedSolver) equal the per-layer loop (LiftedSolver), float64."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lifted_inverse.lifted import ResidualBlock, Softmax, SoftThreshold, lift
+from lifted_inverse.lifted.batched import BatchedLiftedSolver, batchable
+from lifted_inverse.lifted.objective import LiftedObjective, WeightRegularizer
+from lifted_inverse.lifted.solvers import SOLVERS, LiftedSolver, StateStore
+from lifted_inverse.networks import mlp
+
+TOL = 1e-10
+N, SWEEPS, BATCH = 40, 4, 16
+
+
+def _relu_mlp():      # widths differ at both ends: groups {0}, {1, 2, 3}, {4}
+    return mlp((20, 32, 32, 32, 32, 5)), Softmax(), "bregman"
+
+
+def _mixed_mlp():     # tanh and soft-threshold layers of equal shape must not share a group
+    return nn.Sequential(nn.Linear(20, 24), nn.Tanh(), nn.Linear(24, 24), SoftThreshold(0.1),
+                         nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(),
+                         nn.Linear(24, 5)), Softmax(), "fenchel"
+
+
+def _mac_nobias():
+    return mlp((20, 16, 16, 16, 6), activation="leaky_relu", bias=False), None, "mac"
+
+
+NETWORKS = {"relu-bregman": _relu_mlp, "mixed-fenchel": _mixed_mlp, "leaky-mac-nobias": _mac_nobias}
+
+
+def _run(cls, make, solver, regularizer=None):
+    torch.manual_seed(0)
+    model, out_act, method = make()
+    model = model.double()
+    net = lift(model, output_activation=out_act)
+    obj = LiftedObjective(net, method, lam=0.7, regularizer=regularizer)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
+    n_out = net.state_shapes[-1][0]
+    t = torch.nn.functional.one_hot(torch.randint(0, n_out, (N,), generator=gen), n_out).double()
+    store = StateStore.from_forward(obj, x)
+    # move the states off the forward pass so every W-gradient is O(1), not rounding noise
+    # (Adam divides by |g|: noise-level gradients would turn rounding into O(lr) steps)
+    store.states = {s: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                    for s, v in store.states.items()}
+    solv = cls(obj, solver, lr=1e-2 if solver == "adam" else None, state_steps=2)
+    values = []
+    for _ in range(SWEEPS):
+        ids = torch.randperm(N, generator=gen)[:BATCH]
+        values.append(solv.step(x[ids], t[ids], store, ids))
+    return [p.detach().clone() for p in model.parameters()], store.states, values, solv
+
+
+CASES = [("relu-bregman", s) for s in SOLVERS] + [(n, s) for n in ("mixed-fenchel", "leaky-mac-nobias")
+                                                  for s in ("bcd", "adam")]
+
+
+@pytest.mark.parametrize("network, solver", CASES)
+def test_batched_equals_per_layer_loop(network, solver):
+    make = NETWORKS[network]
+    p1, s1, v1, ref = _run(LiftedSolver, make, solver)
+    p2, s2, v2, bat = _run(BatchedLiftedSolver, make, solver)
+    assert bat.batched
+    assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
+    assert max(float((s1[k] - s2[k]).abs().max()) for k in s1) < TOL
+    assert max(abs(a - b) for a, b in zip(v1, v2)) < TOL
+    # the sweeps did something
+    torch.manual_seed(0)
+    fresh = [p.detach().double() for p in make()[0].parameters()]
+    assert max(float((a - b).abs().max()) for a, b in zip(fresh, p2)) > 1e-4
+    if solver != "adam":   # Lipschitz power-iteration vectors agree too
+        for a, b in zip(ref._wvec, bat._wvec):
+            assert max(float((u - w).abs().max()) for u, w in zip(a, b)) < 1e-8
+
+
+def test_regulariser_and_groups():
+    reg = WeightRegularizer("l1", 1e-3)
+    p1, _, v1, _ = _run(LiftedSolver, _relu_mlp, "bcd", reg)
+    p2, _, v2, bat = _run(BatchedLiftedSolver, _relu_mlp, "bcd", reg)
+    assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
+    assert [[layer.index for layer in g] for g in bat._layer_groups()] == [[0], [1, 2, 3], [4]]
+    # odd states {1, 3}: producers 20->32 and 32->32 share a group (same output width), the
+    # consumers 32->32 too; even states {2, 4}: consumer of 4 is the 32->5 output layer
+    assert bat.net.colors == [[1, 3], [2, 4]]
+    assert bat._state_groups([1, 3]) == [[1, 3]]
+    assert bat._state_groups([2, 4]) == [[2], [4]]
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _products_per_sweep(cls, depth):
+    torch.manual_seed(0)
+    model = mlp((8,) + (16,) * depth + (3,))
+    obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
+    x = torch.randn(32, 8)
+    t = torch.nn.functional.one_hot(torch.randint(0, 3, (32,)), 3).float()
+    store = StateStore.from_forward(obj, x)
+    solv = cls(obj, "bcd")
+    solv.step(x, t, store)                        # first sweep: 20 power iterations
+    with _CountOps() as c:
+        solv.step(x, t, store)
+    return c.ops["aten.bmm"] + c.ops["aten.baddbmm"] + c.ops["aten.mm"] + c.ops["aten.addmm"]
+
+
+def test_batch_products_do_not_grow_with_depth():
+    """Data products (the B·d² work) of a batched sweep: a constant number of launches; the loop
+    pays per layer. (‖W_l‖² refreshes stay per layer: matrix-vector products of the layer's own
+    cached power iteration, counted here as mm.)"""
+    loop6, loop12 = _products_per_sweep(LiftedSolver, 6), _products_per_sweep(LiftedSolver, 12)
+    bat6, bat12 = _products_per_sweep(BatchedLiftedSolver, 6), _products_per_sweep(BatchedLiftedSolver, 12)
+    assert loop12 - loop6 > 2 * (bat12 - bat6)
+    assert bat12 < loop12 / 2
+
+
+def test_unbatchable_networks_fall_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), ResidualBlock.linear(8), nn.Linear(8, 2)).double()
+    net = lift(model)
+    assert not batchable(net)
+    obj = LiftedObjective(net, "bregman")
+    x = torch.randn(10, 6, dtype=torch.float64)
+    t = torch.randn(10, 2, dtype=torch.float64)
+    s1, s2 = StateStore.from_forward(obj, x), StateStore.from_forward(obj, x)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    v1 = LiftedSolver(obj, "bcd").step(x, t, s1)
+    w1 = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), w0):
+            p.copy_(w)
+    bat = BatchedLiftedSolver(obj, "bcd")
+    assert not bat.batched
+    v2 = bat.step(x, t, s2)
+    assert abs(v1 - v2) < TOL   # same code path; only the cached ‖W‖ power iterations restart
+    assert max(float((a - b.detach()).abs().max()) for a, b in zip(w1, model.parameters())) < TOL
