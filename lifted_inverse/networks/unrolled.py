@@ -1,0 +1,96 @@
+"""Unrolled proximal networks for a forward operator ``A`` (method §4, last item).
+
+For ``min_x ½‖A x − y‖² + λ‖L x‖₁`` each layer takes a gradient step on the data term and then
+one warm-started dual forward–backward step for the proximal map of ``λ‖L_k ·‖₁`` (the PNN layer
+of :mod:`.pnn`), i.e. an unrolled inexact proximal gradient method:
+
+    v_k = x_{k−1} − γ A*(A x_{k−1} − y)
+    u_k = clip_λ(u_{k−1} − τ_k L_k(L_k* u_{k−1} − v_k))
+    x_k = v_k − L_k* u_k,                                    k = 1..K,
+
+with ``u_0 = 0``, ``x_0`` an initial reconstruction (:func:`initial_estimate`), ``γ = data_step /
+‖A‖²`` and ``τ_k = step_factor / ‖L_k‖²``. Shapes: ``y`` (B, *A.out_shape), ``x_k`` (B, C, H, W)
+= (B, *A.in_shape), ``u_k`` (B, F, H, W). ``A`` and ``A*`` act inside every layer. For ``A = I``
+and ``γ = 1`` the data step returns ``v_k = y`` and the network is exactly the PNN.
+
+``A`` is passed to ``forward`` (it depends on the image size: a blur of a 40×40 training patch
+and of a 256×256 test image are different operators); the network holds only ``L_k``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..operators.base import LinearOperator
+from .pnn import ProximalLayers, _check_image
+
+
+def initial_estimate(A: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+    """``x_0``: ``y`` when ``A`` maps images to images of the same shape (denoising, blur),
+    the FBP when ``A`` has one (CT), else ``A* y / ‖A‖²``."""
+    if tuple(A.in_shape) == tuple(A.out_shape):
+        return y
+    if hasattr(A, "fbp"):
+        return A.fbp(y)
+    return A.adjoint(y) / A.norm(dtype=y.dtype, device=y.device) ** 2
+
+
+def data_step_size(A: LinearOperator, data_step: float, like: torch.Tensor) -> float:
+    """``γ = data_step / ‖A‖²`` (power-iterated norm, cached by the operator)."""
+    return data_step / A.norm(dtype=torch.float64, device=like.device) ** 2
+
+
+def gradient_step(A: LinearOperator, x: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``v = x − γ A*(A x − y)``."""
+    return x - gamma * A.adjoint(A(x) - y)
+
+
+class UnrolledProximalNet(nn.Module):
+    """The unrolled proximal-gradient network of the module docstring.
+
+    Args (besides those of :class:`~.pnn.ProximalLayers`):
+        data_step: ``γ ‖A‖²`` in (0, 2) (gradient steps on ½‖Ax − y‖² are stable for < 2).
+    """
+
+    def __init__(self, channels: int = 1, features: int = 16, layers: int = 8, lam: float = 0.1,
+                 step_factor: float = 1.8, tied: bool = False, kernel_size: int = 3,
+                 data_step: float = 1.0, init_norm: float = 1.0, seed: int = 0):
+        super().__init__()
+        if not 0 < data_step < 2:
+            raise ValueError(f"data_step: expected 0 < data_step < 2, got {data_step}")
+        self.prox = ProximalLayers(channels, features, layers, lam, step_factor, tied, kernel_size,
+                                   init_norm=init_norm, seed=seed)
+        self.data_step = float(data_step)
+        self.config = dict(channels=channels, features=features, layers=layers, lam=lam,
+                           step_factor=step_factor, tied=tied, kernel_size=kernel_size,
+                           data_step=data_step, init_norm=init_norm, seed=seed)
+
+    @property
+    def n_layers(self) -> int:
+        return self.prox.n_layers
+
+    def _prepare(self, y, A, x0):
+        if not isinstance(A, LinearOperator):
+            raise TypeError(f"A: expected a LinearOperator, got {type(A).__name__}")
+        if A.in_shape[0] != self.prox.channels or len(A.in_shape) != 3:
+            raise ValueError(f"A: expects images {A.in_shape}, the network has "
+                             f"{self.prox.channels} channel(s)")
+        x = initial_estimate(A, y) if x0 is None else x0
+        _check_image(x, self.prox.channels, "x0")
+        return x, data_step_size(A, self.data_step, y)
+
+    def states(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None):
+        """Forward-pass states ``([u_1..u_K], [x_0..x_K])``."""
+        x, gamma = self._prepare(y, A, x0)
+        u = self.prox.zero_state(x)
+        us, xs = [], [x]
+        for k in range(self.n_layers):
+            v = gradient_step(A, x, y, gamma)
+            u = self.prox.layer(k, u, v)
+            x = v - self.prox.Lt(k, u)
+            us.append(u)
+            xs.append(x)
+        return us, xs
+
+    def forward(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.states(y, A, x0)[1][-1]
