@@ -80,9 +80,26 @@ def _run_tv(operator, y, args, context):
                    "converged": res.converged, "final_energy": res.history["energy"][-1]}
 
 
+def _run_unrolled(operator, y, args, context):
+    from ..training.imaging import load_network
+
+    if args.checkpoint is None:
+        raise ValueError("--checkpoint: --method unrolled needs a trained network (lifted-inverse train "
+                         "--task pnn-denoise|unrolled-deblur|unrolled-ct writes OUT/checkpoint.pt)")
+    net, ck = load_network(args.checkpoint)
+    trained_for = ck["operator"]["name"]
+    if trained_for != args.operator:
+        raise ValueError(f"--operator: the checkpoint was trained for {trained_for!r}, got {args.operator!r}")
+    net = net.to(y.dtype)
+    with torch.no_grad():
+        x = net(y) if ck["kind"] == "pnn" else net(y, operator)
+    return x, {"checkpoint": str(args.checkpoint), "task": ck["task"], "network": ck["kind"]}
+
+
 #: method name -> ``func(operator, y, args, context) -> (x, info)``; ``context`` holds
 #: ``noise_std`` (absolute), ``progress`` and ``ground_truth`` (for reporting only).
-METHODS: dict[str, Callable] = {"fbp": _run_fbp, "tikhonov": _run_tikhonov, "tv": _run_tv}
+METHODS: dict[str, Callable] = {"fbp": _run_fbp, "tikhonov": _run_tikhonov, "tv": _run_tv,
+                                "unrolled": _run_unrolled}
 
 
 def register(subparsers) -> None:
@@ -109,6 +126,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--angles", type=int, default=60, help="CT: number of angles in [0, pi)")
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, hann")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="--method unrolled: network checkpoint written by lifted-inverse train")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 

@@ -49,6 +49,14 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--resume", default=None, help="checkpoint to resume from")
     p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    img = p.add_argument_group("imaging tasks (pnn-denoise, unrolled-deblur, unrolled-ct)")
+    img.add_argument("--time-budget", type=float, default=None,
+                     help="stop after this many seconds of training")
+    img.add_argument("--compare", action="store_true",
+                     help="also train the other method (bregman/backprop) for the same wall-clock")
+    img.add_argument("--features", type=int, default=None, help="channels F of L_k")
+    img.add_argument("--layers", type=int, default=None, help="unrolled layers K")
+    img.add_argument("--n-train", type=int, default=None, help="training patches / images")
     p.set_defaults(func=run)
 
 
@@ -69,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size: must be >= 0, got {args.batch_size}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device: {args.device!r} requested but CUDA is not available")
+    from ..training.imaging import IMAGING_TASKS, run_cli
+
+    if args.task in IMAGING_TASKS:
+        return run_cli(args)
     solver = args.solver or "adam"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
