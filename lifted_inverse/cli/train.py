@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--resume", default=None, help="checkpoint to resume from")
     p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel lifted training, one process per rank: launch with "
+                   "`torchrun --nproc-per-node N -m lifted_inverse train --distributed ...` (gloo on "
+                   "CPU, nccl on CUDA; rank 0 writes the outputs)")
     img = p.add_argument_group("imaging tasks (pnn-denoise, unrolled-deblur, unrolled-ct)")
     img.add_argument("--time-budget", type=float, default=None,
                      help="stop after this many seconds of training")
@@ -79,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--device: {args.device!r} requested but CUDA is not available")
     from ..training.imaging import IMAGING_TASKS, run_cli
 
+    dist_info = None
+    if args.distributed:
+        if args.task in IMAGING_TASKS or args.method == "backprop":
+            raise ValueError("--distributed: implemented for the lifted methods on the non-imaging "
+                             f"tasks, not task {args.task!r} with --method {args.method}")
+        from ..lifted.distributed import init_from_env
+        dist_info = init_from_env(args.device)
+        args.device = str(dist_info.device)
     if args.task in IMAGING_TASKS:
         return run_cli(args)
     solver = args.solver or "adam"
@@ -90,9 +102,15 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size or None, lr=args.lr, seed=args.seed,
                          state_steps=args.state_steps, inner_sweeps=args.inner_sweeps, tau=args.tau,
                          lam=args.lam, regularizer=args.regularizer, reg_strength=args.reg_strength,
-                         progress=args.progress, checkpoint=str(out / "checkpoint.pt"),
-                         resume=args.resume)
+                         progress=args.progress and (dist_info is None or dist_info.is_main),
+                         checkpoint=str(out / "checkpoint.pt"), resume=args.resume,
+                         distributed=args.distributed)
     result = train(task, config)
+    if dist_info is not None:
+        torch.distributed.destroy_process_group()
+        if not dist_info.is_main:
+            return 0
+        result["world_size"] = dist_info.world_size
     result["config"] = config.as_json()
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     plot_convergence({f"{args.method}/{solver}": result["history"]}, out / "convergence.png",
