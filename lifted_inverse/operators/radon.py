@@ -65,9 +65,10 @@ FBP_FILTERS = ("ramp", "shepp-logan", "hann", "cosine")
 RADON_MODELS = ("joseph", "bilinear")
 _METHODS = ("auto", "sparse", "matrix_free")
 _SPARSE_LIMIT_BYTES = 1.5e9
-# Interpolation weights at or below this are dropped (the same rule in every path; it also makes
-# the two-candidate search of the matrix-free Joseph adjoint provably complete, see _joseph_cols).
-_EPS = 1e-9
+# Joseph positions are fixed point with this many fractional bits (2^-32 ≈ 2.3e-10 pixel): integer
+# arithmetic makes every path compute bit-identical weights (an exact transpose pair).
+_FRAC_BITS = 32
+_ONE = 1 << _FRAC_BITS
 # Entries per matrix-free Joseph chunk (several float64 temporaries of this length).
 _CHUNK_ENTRIES = 1 << 21
 # Elements of the (B, angles*T, D) sample tensor per bilinear matrix-free chunk.
@@ -109,6 +110,8 @@ class _Geometry:
             self.slope = np.where(self.row_major, sin / cos, cos / sin)
             self.alpha = np.where(self.row_major, 1.0 / cos, -1.0 / sin)
         self.weight = np.abs(self.alpha)
+        # fixed point (2^-_FRAC_BITS): u_q(l, d) = line_q[l] + (d - D//2) alpha_q, exact in int64
+        self.alpha_q = np.rint(self.alpha * _ONE).astype(np.int64)
         digest = hashlib.sha1(np.ascontiguousarray(angles, dtype=np.float64).tobytes()).hexdigest()
         self.key = (self.h, self.w, self.n_det, model, digest)
 
@@ -140,10 +143,18 @@ class _Geometry:
             a = end
         return out
 
-    def params(self, a0: int, a1: int, device) -> tuple[torch.Tensor, ...]:
-        f64 = torch.float64
-        return tuple(torch.as_tensor(v[a0:a1], dtype=f64, device=device)
-                     for v in (self.base, self.centre, self.slope, self.alpha, self.weight))
+    def fixed_point(self, a0: int, a1: int, device):
+        """Joseph geometry of angles ``[a0, a1)`` (one major axis) in fixed point:
+        ``line_q`` ``(c, L)`` = ``round(2^F (base + (l - centre) slope))``, ``alpha_q`` ``(c,)``
+        = ``round(2^F α)`` (int64) and the weight scale ``w_θ 2^-F`` ``(c,)`` (float64)."""
+        n_line = self.lines(a0)[0]
+        line = np.arange(n_line, dtype=np.float64)
+        sl = slice(a0, a1)
+        pos = self.base[sl, None] + (line[None, :] - self.centre[sl, None]) * self.slope[sl, None]
+        line_q = torch.as_tensor(np.rint(pos * _ONE).astype(np.int64), device=device)
+        alpha_q = torch.as_tensor(self.alpha_q[sl], device=device)
+        scale = torch.as_tensor(self.weight[sl] / _ONE, dtype=torch.float64, device=device)
+        return line_q, alpha_q, scale
 
 
 def _uniform_angles(n_angles: int, angle_range: Sequence[float]) -> np.ndarray:
@@ -154,73 +165,68 @@ def _uniform_angles(n_angles: int, angle_range: Sequence[float]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Joseph rows of R and of R^T (shared by the sparse assembly and the matrix-free path)
 # --------------------------------------------------------------------------------------------
-def _line_offset(geom: _Geometry, a0: int, a1: int, device) -> torch.Tensor:
-    """``base + (l - centre) slope`` for the angles ``[a0, a1)`` and every line ``l``: ``(c, L)``."""
-    base, centre, slope, _, _ = geom.params(a0, a1, device)
-    n_line, _ = geom.lines(a0)
-    line = torch.arange(n_line, dtype=torch.float64, device=device)
-    return base[:, None] + (line[None, :] - centre[:, None]) * slope[:, None]
-
-
-def _joseph_rows(geom: _Geometry, a0: int, a1: int, device):
+def _joseph_rows(geom: _Geometry, a0: int, a1: int, dtype, device):
     """Rows ``a0·D .. a1·D`` of ``R`` (angles ``[a0, a1)`` of one major axis) in a regular layout.
 
-    Returns ``(pixel, weight, present)``, each ``(c, D, L, 2)``: ray ``(a, d)`` holds, for every
-    line ``l`` and tap ``k ∈ {0, 1}``, pixel ``(l, ⌊u⌋ + k)`` (major, minor) with weight
-    ``w_θ (1 - f)`` or ``w_θ f``, ``f = u - ⌊u⌋``, ``u = u_θ(l, d)``. Absent entries (outside
-    the image, or weight ``<= _EPS``) have weight 0, ``present`` False and a valid pixel index.
+    In fixed point ``U = 2^F u_θ(l, d)`` (int64), ``⌊u⌋ = U >> F`` and ``ϕ = U - 2^F ⌊u⌋ ∈ [0, 2^F)``.
+    Returns ``(minor, weight)``, each ``(c, D, 2, L)``: ray ``(a, d)`` holds, for tap ``k ∈ {0, 1}``
+    and every line ``l``, the pixel (line ``l``, minor coordinate ``⌊u⌋ + k``) with weight
+    ``w_θ 2^-F (2^F - ϕ)`` (tap 0) or ``w_θ 2^-F ϕ`` (tap 1), i.e. ``w_θ (1 - f)`` / ``w_θ f``.
+    ``minor`` is clamped to ``[-1, M]`` (``M`` the minor length): ``-1`` and ``M`` are outside.
     """
-    _, _, _, alpha, weight = geom.params(a0, a1, device)
-    n_line, n_minor = geom.lines(a0)
-    ub = _line_offset(geom, a0, a1, device)                                            # (c, L)
-    dd = torch.arange(geom.n_det, dtype=torch.float64, device=device) - geom.n_det // 2
-    u = ub[:, None, :] + dd[None, :, None] * alpha[:, None, None]                      # (c, D, L)
-    fl = torch.floor(u)
-    frac = u - fl
-    i0 = fl.to(torch.int32)
-    taps = torch.stack((i0, i0 + 1), dim=-1)
-    wts = torch.stack((1 - frac, frac), dim=-1)
-    present = (taps >= 0) & (taps < n_minor) & (wts > _EPS)
-    wts = torch.where(present, wts * weight[:, None, None, None], 0.0)
-    taps.clamp_(0, n_minor - 1)
-    line = torch.arange(n_line, dtype=torch.int32, device=device)[None, None, :, None]
-    pixel = line * geom.w + taps if geom.row_major[a0] else taps * geom.w + line
-    return pixel, wts, present
+    line_q, alpha_q, scale = geom.fixed_point(a0, a1, device)
+    n_minor, c, n_line = geom.lines(a0)[1], a1 - a0, geom.lines(a0)[0]
+    dd = torch.arange(geom.n_det, dtype=torch.int64, device=device) - geom.n_det // 2
+    u_q = line_q[:, None, :] + (dd[None, :] * alpha_q[:, None])[:, :, None]              # (c, D, L)
+    floor = (u_q >> _FRAC_BITS).to(torch.int32)
+    phi = u_q.bitwise_and_(_ONE - 1)
+    # written tap by tap into preallocated outputs: stacking / permuting copies cost more here
+    taps = torch.empty((c, geom.n_det, 2, n_line), dtype=torch.int32, device=device)
+    torch.clamp(floor, -1, n_minor, out=taps[:, :, 0])
+    torch.add(floor, 1, out=taps[:, :, 1]).clamp_(-1, n_minor)
+    wts = torch.empty((c, geom.n_det, 2, n_line), dtype=dtype, device=device)
+    s = scale.to(dtype)[:, None, None]
+    torch.mul(_ONE - phi, s, out=wts[:, :, 0])
+    torch.mul(phi, s, out=wts[:, :, 1])
+    return taps, wts
 
 
-def _joseph_cols(geom: _Geometry, a0: int, a1: int, device):
+def _joseph_cols(geom: _Geometry, a0: int, a1: int, dtype, device):
     """The part of ``R^T`` for the rays of angles ``[a0, a1)`` (one major axis), regular layout.
 
-    Returns ``(ray, weight)``, each ``(H, W, c, 2)``: pixel ``(r, c)`` holds, per angle, the two
-    candidate bins ``d ∈ {⌊d*⌋, ⌊d*⌋ + 1}`` (``d* = (m - a)/α + D//2``, ``m`` its minor
-    coordinate, ``u_θ(l, d) = a + s_d α``) as the local ray index ``(θ - a0)·D + d``, with the
-    forward's weight: ``w_θ(1 - f)`` if ``⌊u⌋ = m``, ``w_θ f`` if ``⌊u⌋ = m - 1``, else 0 (and 0
-    when ``d`` is off the detector or the weight is ``<= _EPS``). Completeness: a forward entry has
-    ``|u - m| < 1 - _EPS``, i.e. ``|d - d*| < 1/|α| <= 1``, so ``d`` is one of the two candidates
-    (``d*``'s rounding error is ~1e-13, far below ``_EPS``).
+    For pixel (line ``l``, minor ``m``): ``U(d) - 2^F m = e |A| - N`` with ``N = 2^F m - line_q[l]``,
+    ``A = alpha_q``, ``e = sign(A)(d - D//2)``. A forward weight is non-zero only for
+    ``|U(d) - 2^F m| < 2^F <= |A|``, i.e. ``e ∈ {e0, e0 + 1}``, ``e0 = ⌊N / |A|⌋``, at distances
+    ``r = N - e0 |A|`` and ``|A| - r``; the weight is ``w_θ 2^-F max(0, 2^F - distance)`` — the very
+    integers the forward uses, so the pair is an exact transpose. Returns ``(ray, weight)``, each
+    ``(H, W, c, 2)``, with ``ray = (θ - a0)(D + 2) + d + 1`` (``d`` clamped to ``[-1, D]``): it
+    indexes the chunk's sinogram padded with a zero bin on both sides.
     """
-    _, _, _, alpha, weight = geom.params(a0, a1, device)
-    ub = _line_offset(geom, a0, a1, device).T                                          # (L, c)
-    n_det, half = geom.n_det, geom.n_det // 2
+    line_q, alpha_q, scale = geom.fixed_point(a0, a1, device)
+    n_det, c = geom.n_det, a1 - a0
     if geom.row_major[a0]:   # line = row, minor = column
-        ub = ub[:, None, :]
-        m = torch.arange(geom.w, dtype=torch.float64, device=device)[None, :, None]
+        line_q = line_q[:, :, None]
+        m = torch.arange(geom.w, dtype=torch.int64, device=device)[None, None, :]
     else:                    # line = column, minor = row
-        ub = ub[None, :, :]
-        m = torch.arange(geom.h, dtype=torch.float64, device=device)[:, None, None]
-    d0 = torch.floor((m - ub) / alpha + half)                                          # (H, W, c)
-    local = torch.arange(a1 - a0, dtype=torch.int32, device=device) * n_det
-    rays, wts = [], []
-    for k in (0, 1):
-        d = d0 + k
-        u = ub + (d - half) * alpha
-        fl = torch.floor(u)
-        frac = u - fl
-        w = torch.where(fl == m, 1 - frac, torch.where(fl == m - 1, frac, 0.0))
-        present = (d >= 0) & (d < n_det) & (w > _EPS)
-        wts.append(torch.where(present, w * weight, 0.0))
-        rays.append(local + d.clamp_(0, n_det - 1).to(torch.int32))
-    return torch.stack(rays, dim=-1), torch.stack(wts, dim=-1)
+        line_q = line_q[:, None, :]
+        m = torch.arange(geom.h, dtype=torch.int64, device=device)[None, :, None]
+    abs_a = alpha_q.abs()[:, None, None]
+    sign = torch.sign(alpha_q)[:, None, None]
+    n_q = (m << _FRAC_BITS) - line_q                                                     # (c, H, W)
+    e0 = torch.div(n_q, abs_a, rounding_mode="floor")
+    r = n_q - e0 * abs_a
+    d_pad = sign * e0 + (n_det // 2 + 1)          # + 1: index into the zero-padded sinogram
+    local = torch.arange(0, c * (n_det + 2), n_det + 2, dtype=torch.int64, device=device)[:, None, None]
+    s = scale.to(dtype)[:, None, None]
+    # written into (H, W, c, 2) outputs through (c, H, W, 2) views: no separate permute copies
+    ray = torch.empty((*r.shape[1:], c, 2), dtype=torch.int32, device=device)
+    wts = torch.empty((*r.shape[1:], c, 2), dtype=dtype, device=device)
+    ray_v, wts_v = ray.permute(2, 0, 1, 3), wts.permute(2, 0, 1, 3)
+    torch.add((d_pad + sign).clamp_(0, n_det + 1), local, out=ray_v[..., 1])
+    torch.add(d_pad.clamp_(0, n_det + 1), local, out=ray_v[..., 0])
+    torch.mul((_ONE - r).clamp_(min=0), s, out=wts_v[..., 0])
+    torch.mul(r.sub_(abs_a - _ONE).clamp_(min=0), s, out=wts_v[..., 1])
+    return ray, wts
 
 
 def _gather_sum(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, x2d: torch.Tensor) -> torch.Tensor:
@@ -239,7 +245,11 @@ def _build_joseph(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """``R`` as CSR arrays ``(crow, col, val)`` (int32, int32, float64), rows in ray order."""
     counts, cols, vals = [], [], []
     for a0, a1 in geom.runs(lambda a: 2 * geom.n_det * geom.lines(a)[0]):
-        pixel, wts, present = _joseph_rows(geom, a0, a1, "cpu")
+        taps, wts = _joseph_rows(geom, a0, a1, torch.float64, "cpu")
+        n_line, n_minor = geom.lines(a0)
+        present = (taps >= 0) & (taps < n_minor) & (wts != 0)
+        line = torch.arange(n_line, dtype=torch.int32)
+        pixel = line * geom.w + taps if geom.row_major[a0] else taps * geom.w + line
         counts.append(present.sum(dim=(2, 3)).reshape(-1))
         cols.append(pixel[present])
         vals.append(wts[present])
@@ -293,8 +303,11 @@ def _build_matrix(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     """``R`` (float64 CSR, ``(A*D, H*W)``, int32 indices) and its transpose."""
     n_rows, n_cols = len(geom.angles) * geom.n_det, geom.h * geom.w
     arrays = _build_joseph(geom) if geom.model == "joseph" else _build_bilinear(geom)
+    arrays_t = _transpose_arrays(*arrays, n_cols)
+    if geom.model == "joseph":  # sort each row of R by column too (Joseph lists them by tap, line)
+        arrays = _transpose_arrays(*arrays_t, n_rows)
     mat = _csr(*arrays, (n_rows, n_cols))
-    mat_t = _csr(*_transpose_arrays(*arrays, n_cols), (n_cols, n_rows))
+    mat_t = _csr(*arrays_t, (n_cols, n_rows))
     return mat, mat_t
 
 
@@ -360,29 +373,46 @@ class _SparseApply(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 # matrix-free paths
 # --------------------------------------------------------------------------------------------
-def _joseph_mf_forward(x2d: torch.Tensor, geom: _Geometry) -> torch.Tensor:
-    """``R X`` for ``X`` ``(H*W, B)`` -> ``(A*D, B)``, rows of ``R`` generated per chunk."""
-    n_det = geom.n_det
-    out = x2d.new_empty((len(geom.angles) * n_det, x2d.shape[1]))
+def _joseph_mf_forward(x: torch.Tensor, geom: _Geometry) -> torch.Tensor:
+    """``R x`` for ``x`` ``(B, 1, H, W)`` -> ``(A*D, B)``, rows of ``R`` generated per chunk.
+
+    The image is gathered from a copy ``S`` of shape ``(M + 2, L, B)`` per major axis
+    (``S[t + 1, l] = x`` at line ``l``, minor coordinate ``t``; zero rows at ``t = -1, M``), so the
+    entries of a ray are nearly consecutive in memory and taps outside the image read zeros."""
+    b, n_det = x.shape[0], geom.n_det
+    img = x.reshape(b, geom.h, geom.w)
+    out = x.new_empty((len(geom.angles) * n_det, b))
+    stores = {}
     for a0, a1 in geom.runs(lambda a: 2 * n_det * geom.lines(a)[0]):
-        pixel, wts, _ = _joseph_rows(geom, a0, a1, x2d.device)
-        per_ray = 2 * geom.lines(a0)[0]
+        n_line, n_minor = geom.lines(a0)
+        major = bool(geom.row_major[a0])
+        if major not in stores:
+            store = x.new_zeros((n_minor + 2, n_line, b))
+            store[1:-1] = img.permute(2, 1, 0) if major else img.permute(1, 2, 0)
+            stores[major] = store.reshape(-1, b)
+        taps, wts = _joseph_rows(geom, a0, a1, x.dtype, x.device)
+        line = torch.arange(n_line, n_line * 2, dtype=torch.int32, device=x.device)
+        idx = taps.mul_(n_line).add_(line)                     # (t + 1) L + l
+        per_ray = 2 * n_line
         offsets = torch.arange(0, (a1 - a0) * n_det * per_ray + 1, per_ray, dtype=torch.int32,
-                               device=x2d.device)
-        out[a0 * n_det:a1 * n_det] = _gather_sum(offsets, pixel.reshape(-1), wts.reshape(-1).to(x2d.dtype), x2d)
+                               device=x.device)
+        out[a0 * n_det:a1 * n_det] = _gather_sum(offsets, idx.reshape(-1), wts.reshape(-1), stores[major])
     return out
 
 
-def _joseph_mf_adjoint(y2d: torch.Tensor, geom: _Geometry) -> torch.Tensor:
-    """``R^T Y`` for ``Y`` ``(A*D, B)`` -> ``(H*W, B)``, rows of ``R^T`` generated per chunk."""
-    n_det, n_pix = geom.n_det, geom.h * geom.w
-    out = y2d.new_zeros((n_pix, y2d.shape[1]))
+def _joseph_mf_adjoint(y: torch.Tensor, geom: _Geometry) -> torch.Tensor:
+    """``R^T y`` for ``y`` ``(B, 1, A, D)`` -> ``(H*W, B)``, rows of ``R^T`` generated per chunk
+    and gathered from the sinogram padded with a zero bin on both sides, ``(A, D + 2, B)``."""
+    b, n_ang, n_det, n_pix = y.shape[0], len(geom.angles), geom.n_det, geom.h * geom.w
+    sino = y.new_zeros((n_ang, n_det + 2, b))
+    sino[:, 1:-1] = y.reshape(b, n_ang, n_det).permute(1, 2, 0)
+    sino = sino.reshape(-1, b)
+    out = y.new_zeros((n_pix, b))
     for a0, a1 in geom.runs(lambda a: 2 * n_pix):
-        ray, wts = _joseph_cols(geom, a0, a1, y2d.device)
+        ray, wts = _joseph_cols(geom, a0, a1, y.dtype, y.device)
         per_pixel = 2 * (a1 - a0)
-        offsets = torch.arange(0, n_pix * per_pixel + 1, per_pixel, dtype=torch.int32, device=y2d.device)
-        out += _gather_sum(offsets, ray.reshape(-1), wts.reshape(-1).to(y2d.dtype),
-                           y2d[a0 * n_det:a1 * n_det])
+        offsets = torch.arange(0, n_pix * per_pixel + 1, per_pixel, dtype=torch.int32, device=y.device)
+        out += _gather_sum(offsets, ray.reshape(-1), wts.reshape(-1), sino[a0 * (n_det + 2):a1 * (n_det + 2)])
     return out
 
 
@@ -430,17 +460,15 @@ def _bilinear_mf_adjoint(y: torch.Tensor, geom: _Geometry, angles: torch.Tensor)
 def _mf_forward(x: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
     if geom.model == "bilinear":
         return _bilinear_mf_forward(x, geom, angles)
-    b = x.shape[0]
-    y2d = _joseph_mf_forward(x.reshape(b, -1).T.contiguous(), geom)
-    return y2d.T.reshape(b, 1, len(angles), geom.n_det).contiguous()
+    y2d = _joseph_mf_forward(x, geom)
+    return y2d.T.reshape(x.shape[0], 1, len(angles), geom.n_det).contiguous()
 
 
 def _mf_adjoint(y: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
     if geom.model == "bilinear":
         return _bilinear_mf_adjoint(y, geom, angles)
-    b = y.shape[0]
-    x2d = _joseph_mf_adjoint(y.reshape(b, -1).T.contiguous(), geom)
-    return x2d.T.reshape(b, 1, geom.h, geom.w).contiguous()
+    x2d = _joseph_mf_adjoint(y, geom)
+    return x2d.T.reshape(y.shape[0], 1, geom.h, geom.w).contiguous()
 
 
 def _interp_backproject(q: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
