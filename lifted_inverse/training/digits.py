@@ -1,7 +1,8 @@
 """Tasks on scikit-learn's 8×8 digits (1797 images, built in; nothing downloaded).
 
 * ``digits-mlp``: 64-256-256-10 ReLU MLP, standardised inputs, softmax output.
-* ``digits-resnet``: ``Linear(64, 128)``, ReLU, 8 residual blocks, ``Linear(128, 10)``.
+* ``digits-resnet``: ``Linear(64, w)``, ReLU, 8 residual blocks ``w → w → w``, ``Linear(w, 10)``
+  (``w = 128``; ``config.extra`` may set ``width`` and ``blocks``).
 * ``digits-autoencoder``: sparse denoising autoencoder 64-128-32-128-64 with a soft-threshold
   bottleneck, inputs in [0, 1] plus seeded Gaussian noise (``--noise``, default 0.2), scored by
   test PSNR against the clean digit.
@@ -49,7 +50,8 @@ def digits_mlp(config: TaskConfig) -> Task:
 @register_task("digits-resnet")
 def digits_resnet(config: TaskConfig) -> Task:
     blocks = int(config.extra.get("blocks", 8))
-    return _classification("digits-resnet", config, lambda: resnet_mlp(64, 128, 10, blocks=blocks))
+    width = int(config.extra.get("width", 128))
+    return _classification("digits-resnet", config, lambda: resnet_mlp(64, width, 10, blocks=blocks))
 
 
 @register_task("digits-autoencoder")

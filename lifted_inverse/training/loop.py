@@ -130,8 +130,22 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 
 def train(task: Task, config: TrainConfig, callbacks: Sequence[Callable] = ()) -> dict:
-    """Train ``task.model`` by ``config.method``/``config.solver`` (see module docstring)."""
+    """Train ``task.model`` by ``config.method``/``config.solver`` (see module docstring).
+
+    Denormal floats are flushed to zero while training (lifted and backprop alike): Adam's
+    second moments of tiny gradients otherwise fall into the subnormal range, where x86 CPUs are
+    up to 100× slower.
+    """
     config.validate()
+    flushed = torch.set_flush_denormal(True)
+    try:
+        return _train(task, config, callbacks)
+    finally:
+        if flushed:
+            torch.set_flush_denormal(False)
+
+
+def _train(task: Task, config: TrainConfig, callbacks: Sequence[Callable]) -> dict:
     torch.manual_seed(config.seed)
     trainer = make_trainer(task, config)
     gen = torch.Generator().manual_seed(config.seed)
