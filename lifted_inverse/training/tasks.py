@@ -126,7 +126,9 @@ class Task:
         was = model.training
         model.eval()
         res = {f"test_{self.metric}": self.score(model, self.x_test, self.y_test)}
-        ytr = self.y_train if self.y_train is not None else self.t_train
+        ytr = self.y_train
+        if ytr is None:
+            ytr = self.t_train.argmax(dim=1) if self.kind == "classification" else self.t_train
         n = min(2000, self.x_train.shape[0])
         res[f"train_{self.metric}"] = self.score(model, self.x_train[:n], ytr[:n])
         model.train(was)

@@ -1,0 +1,51 @@
+"""``lifted-inverse train`` end to end: outputs, resume, readable errors."""
+import json
+
+import pytest
+import torch
+
+from lifted_inverse.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("method,solver", [("bregman", "bcd"), ("backprop", "adam")])
+def test_train_writes_metrics_plot_checkpoint(tmp_path, method, solver):
+    out = tmp_path / "run"
+    rc = main(["train", "--task", "digits-mlp", "--method", method, "--solver", solver,
+               "--epochs", "2", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "train_objective", "seconds", "seconds_per_epoch", "history"):
+        assert key in metrics
+    assert len(metrics["train_objective"]) == 2 and len(metrics["history"]) == 2
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+    assert (out / "convergence.png").stat().st_size > 1000
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 2
+    # resume to 3 epochs
+    rc = main(["train", "--task", "digits-mlp", "--method", method, "--solver", solver,
+               "--epochs", "3", "--threads", "1", "--out", str(out), "--resume",
+               str(out / "checkpoint.pt")])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--task", "nope"], "task: unknown"),
+    (["--method", "backprop", "--solver", "isgm"], "solver: 'isgm' is not available"),
+    (["--threads", "0"], "--threads"),
+    (["--task", "mnist-mlp"], "data: mnist-mlp needs --data"),
+    (["--epochs", "-1"], "epochs"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    rc = main(["train", "--out", str(tmp_path / "x"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and err.count("\n") == 1
