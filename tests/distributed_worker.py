@@ -46,7 +46,11 @@ def make_config(solver: str, **kw):
 
 
 def main(out_dir: str, resume_from: str | None = None) -> None:
-    from lifted_inverse.lifted.distributed import communication_summary, init_from_env, max_parameter_spread
+    from lifted_inverse.lifted.distributed import (
+        communication_summary,
+        init_from_env,
+        max_parameter_spread,
+    )
     from lifted_inverse.training.loop import train
 
     info = init_from_env("cpu")

@@ -82,8 +82,8 @@ def test_batched_equals_per_layer_loop(network, solver):
 
 def test_regulariser_and_groups():
     reg = WeightRegularizer("l1", 1e-3)
-    p1, _, v1, _ = _run(LiftedSolver, _relu_mlp, "bcd", reg)
-    p2, _, v2, bat = _run(BatchedLiftedSolver, _relu_mlp, "bcd", reg)
+    p1, _, _v1, _ = _run(LiftedSolver, _relu_mlp, "bcd", reg)
+    p2, _, _v2, bat = _run(BatchedLiftedSolver, _relu_mlp, "bcd", reg)
     assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
     assert [[layer.index for layer in g] for g in bat._layer_groups()] == [[0], [1, 2, 3], [4]]
     # odd states {1, 3}: producers 20->32 and 32->32 share a group (same output width), the

@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed_worker as dw
 import pytest
 import torch
 
-import distributed_worker as dw
 from lifted_inverse.lifted.checkpoint import load_checkpoint
 from lifted_inverse.lifted.distributed import AllReduce, Shard, communication_summary, gather_rows
 from lifted_inverse.training.loop import train

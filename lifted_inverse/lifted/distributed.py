@@ -28,9 +28,9 @@ rank slices its new shard, :func:`Shard.rows`). Rank 0 writes the file atomicall
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -180,7 +180,7 @@ class Shard:
     total: int
 
     @classmethod
-    def of(cls, n: int, rank: int, world: int) -> "Shard":
+    def of(cls, n: int, rank: int, world: int) -> Shard:
         if n < 1:
             raise ValueError(f"n: need at least one sample, got {n}")
         if not 0 <= rank < world:
