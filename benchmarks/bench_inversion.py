@@ -17,10 +17,16 @@ import torch
 
 from lifted_inverse.datasets import builtin_image
 from lifted_inverse.inversion import (
-    bregman_noise, continuation, describe, forward_states, invert, invert_gradient, relative_delta,
+    bregman_noise,
+    continuation,
+    describe,
+    forward_states,
+    invert,
+    invert_gradient,
+    pretrained,
+    relative_delta,
 )
 from lifted_inverse.inversion.layers import output_activation, output_pre_activation
-from lifted_inverse.inversion import pretrained
 
 
 def psnr(u, x):

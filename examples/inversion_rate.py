@@ -18,14 +18,18 @@ error stalls at the bias of the underdetermined problem.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
 
 from lifted_inverse.datasets import builtin_image
 from lifted_inverse.inversion import (
-    a_priori_alpha, bregman_error, bregman_noise, describe, invert_single_layer, relative_delta,
+    a_priori_alpha,
+    bregman_error,
+    bregman_noise,
+    describe,
+    invert_single_layer,
+    relative_delta,
 )
 from lifted_inverse.inversion.pretrained import perceptron
 from lifted_inverse.io import atomic_path

@@ -10,11 +10,26 @@ from torch import nn
 
 from lifted_inverse.datasets import shepp_logan
 from lifted_inverse.inversion import (
-    AffineStage, LiftedChain, Residual, continuation, ResidualStage, a_priori_alpha, bregman_error, bregman_noise,
-    describe, discrepancy_principle, forward_states, invert, invert_deep, invert_gradient,
-    invert_single_layer, load_checkpoint, relative_delta, save_checkpoint,
+    AffineStage,
+    LiftedChain,
+    Residual,
+    ResidualStage,
+    a_priori_alpha,
+    bregman_error,
+    bregman_noise,
+    continuation,
+    describe,
+    discrepancy_principle,
+    forward_states,
+    invert,
+    invert_deep,
+    invert_gradient,
+    invert_single_layer,
+    load_checkpoint,
+    pretrained,
+    relative_delta,
+    save_checkpoint,
 )
-from lifted_inverse.inversion import pretrained
 from lifted_inverse.inversion.regularizers import TotalVariation
 from lifted_inverse.lifted.activations import Identity, ReLU, Sigmoid
 
@@ -215,7 +230,7 @@ def test_lifted_beats_gradient_descent_on_the_perceptron():
                          iterations=300, lr=1e-3, bounds=(0, 1))
     objective = gd.history["objective"]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(objective, objective[1:]))  # backtracking: monotone
-    psnr = lambda u: float(10 * torch.log10(1 / ((u - x) ** 2).mean()))  # noqa: E731
+    psnr = lambda u: float(10 * torch.log10(1 / ((u - x) ** 2).mean()))
     assert psnr(lifted.u) > psnr(gd.u)
     assert psnr(lifted.u) > 20.0
 

@@ -111,7 +111,13 @@ def _as_panel(t: torch.Tensor) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     from ..inversion import (
-        continuation, describe, discrepancy_principle, forward_states, invert, invert_gradient, relative_delta,
+        continuation,
+        describe,
+        discrepancy_principle,
+        forward_states,
+        invert,
+        invert_gradient,
+        relative_delta,
     )
     from ..inversion.layers import output_activation, output_pre_activation
     from ..inversion.noise import bregman_noise

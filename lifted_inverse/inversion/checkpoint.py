@@ -18,7 +18,7 @@ Written atomically; read with ``weights_only=True``.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -26,13 +26,19 @@ Here ``y_k`` is the Bregman "output" of stage ``k`` (``x_k`` or ``z_k``) and
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .layers import (
-    AffineStage, ResidualStage, Stage, describe, forward_states, output_activation, squared_norm,
+    AffineStage,
+    ResidualStage,
+    Stage,
+    describe,
+    forward_states,
+    output_activation,
+    squared_norm,
 )
 from .regularizers import Bounds, Regularizer, make_regularizer
 from .result import Callback, InversionResult, IterationLog, relative_change

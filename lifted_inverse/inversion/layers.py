@@ -18,8 +18,8 @@ the forward/adjoint maps, biases and activations, so it does not depend on it.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as nnf

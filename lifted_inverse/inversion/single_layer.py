@@ -16,7 +16,7 @@ Theorem (method §5): if ``B_Ψ(f^δ, Wu† + b) ≤ δ²`` and ``Wᵀv† ∈ �
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ def check_data(f: torch.Tensor, shape: Sequence[int], activation, name: str = "f
 
 def _check_alpha(alpha) -> float:
     alpha = float(alpha)
-    if not alpha >= 0 or alpha != alpha:
+    if not 0 <= alpha < float("inf"):
         raise ValueError(f"alpha: expected a non-negative regularisation parameter, got {alpha}")
     return alpha
 
