@@ -251,8 +251,8 @@ def _build_joseph(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         line = torch.arange(n_line, dtype=torch.int32)
         pixel = line * geom.w + taps if geom.row_major[a0] else taps * geom.w + line
         counts.append(present.sum(dim=(2, 3)).reshape(-1))
-        cols.append(pixel[present])
-        vals.append(wts[present])
+        cols.append(torch.masked_select(pixel, present))
+        vals.append(torch.masked_select(wts, present))
     crow = torch.cat((torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.cat(counts), 0)))
     return crow.to(torch.int32), torch.cat(cols), torch.cat(vals)
 
@@ -296,7 +296,7 @@ def _transpose_arrays(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, 
     col_sorted, order = torch.sort(col, stable=True)
     counts = torch.bincount(col_sorted.long(), minlength=n_cols)
     crow_t = torch.cat((torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)))
-    return crow_t.to(torch.int32), row[order], val[order]
+    return crow_t.to(torch.int32), row.index_select(0, order), val.index_select(0, order)
 
 
 def _build_matrix(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:

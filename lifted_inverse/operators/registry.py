@@ -60,7 +60,7 @@ def make_operator(name: str, image_shape: Sequence[int], **options) -> LinearOpe
         reject_unknown(("kernel", "boundary"))
         return Blur(shape, options.get("kernel", gaussian_kernel(9, 1.5)), options.get("boundary", "circular"))
     if name == "ct":
-        reject_unknown(("n_angles", "angles", "n_detectors", "angle_range", "method", "disk_cache"))
+        reject_unknown(("n_angles", "angles", "n_detectors", "angle_range", "method", "disk_cache", "model"))
         if shape[0] != 1:
             raise ValueError(f"image_shape: the 'ct' operator takes one channel, got {shape}")
         opts = {"n_angles": 60, **options}
@@ -96,6 +96,9 @@ def _cases() -> list[tuple[str, Callable[[], LinearOperator]]]:
                                              n_detectors=15, method="sparse")),
         ("radon-mf-rect", lambda: Radon((9, 12), angles=[0.1, 0.7, 1.9, 2.8], n_detectors=14,
                                         method="matrix_free")),
+        ("radon-bilinear-sparse", lambda: Radon((9, 12), n_angles=8, method="sparse", model="bilinear")),
+        ("radon-bilinear-mf", lambda: Radon(12, n_angles=6, n_detectors=15, method="matrix_free",
+                                            model="bilinear")),
         ("mask", lambda: Mask(s2, random_mask((9, 10), 0.6, seed=1))),
         ("fourier-random", lambda: SubsampledFourier(s2, sampling_mask((9, 10), "random", 2.0, seed=2))),
         ("fourier-radial", lambda: SubsampledFourier(s12, sampling_mask((12, 12), "radial", 3.0, seed=3))),
