@@ -17,8 +17,9 @@ and ``(R x)[θ, d]`` approximates the line integral ``∫ x(p(θ, s_d, t)) dt``.
 
   where ``x_r(u)`` is the linear interpolant of row ``r`` at column ``u`` (0 outside the image);
   otherwise columns are major: ``u_θ(c, d) = c_r + (c - c_c) cotθ - s_d / sinθ``, ``w_θ = 1/|sinθ|``
-  and ``x^c(u)`` interpolates column ``c`` at row ``u``. At most 2 non-zeros per (ray, line);
-  interpolation weights ``<= 1e-9`` are dropped (identically in every path).
+  and ``x^c(u)`` interpolates column ``c`` at row ``u``. At most 2 non-zeros per (ray, line).
+  Positions are rounded to fixed point (``2^-32`` pixel) and the weights computed from those
+  integers, so every path below produces bit-identical weights.
 * ``'bilinear'``: unit steps ``t ∈ {-K, ..., K}`` of the bilinear interpolant ``x̃`` (4 weights per
   sample), ``(R x)[θ, d] = Σ_t x̃(p(θ, s_d, t))``; this reproduces skimage's sampling on images
   supported in the inscribed disc (Joseph differs from it by ~0.4% relative L2 on a 128x128
@@ -27,16 +28,16 @@ and ``(R x)[θ, d]`` approximates the line integral ``∫ x(p(θ, s_d, t)) dt``.
 Two implementations of the same matrix ``R`` (shape ``(A·D) x (H·W)``), applied to the batch as
 columns ``X`` of shape ``(H·W, B)`` (the batch contiguous per pixel):
 
-* ``'sparse'``: ``R`` and ``R^T`` assembled once (vectorised; ``R^T`` by a stable counting sort of
-  ``R``'s entries) and cached per geometry as CSR with int32 indices. ``Y = R X`` is the weighted
+* ``'sparse'``: ``R`` and ``R^T`` assembled once (vectorised; ``R^T`` by a stable sort of
+  ``R``'s entries by column) and cached per geometry as CSR with int32 indices. ``Y = R X`` is the weighted
   gather-sum ``Y[i] = Σ_{k ∈ row i} v_k X[col_k]`` (``torch.nn.functional.embedding_bag``, an SpMM
   kernel on CPU and CUDA); ``R^T Y`` gathers with the cached ``R^T``: no scatter, no atomics.
 * ``'matrix_free'``: for ``'joseph'``, the rows of ``R`` (forward) and of ``R^T`` (adjoint) are
   generated on the fly for chunks of angles and applied by the same gather-sum, so memory is
   ``O(chunk)``. A row of ``R^T`` (pixel ``m`` on line ``l``, angle ``θ``) has at most two rays:
   with ``u_θ(l, d) = a + s_d α`` (``|α| = w_θ >= 1``), ``|u_θ(l, d) - m| < 1`` only for
-  ``d ∈ {⌊d*⌋, ⌊d*⌋ + 1}``, ``d* = (m - a)/α + D//2``; its weights are computed from the very same
-  floating-point ``u_θ(l, d)`` as the forward's, so the pair is an exact transpose. For
+  ``d ∈ {⌊d*⌋, ⌊d*⌋ + 1}``, ``d* = (m - a)/α + D//2``, found by an exact integer division in the
+  fixed-point geometry; its weights are the forward's integers, so the pair is an exact transpose. For
   ``'bilinear'``: rotate-and-sum with ``grid_sample``, whose adjoint scatters the same weights
   (``aten.grid_sampler_2d_backward``).
 
@@ -59,7 +60,7 @@ import torch.nn.functional as F
 from ..io import atomic_path
 from .base import LinearOperator, check_batch
 
-__all__ = ["Radon", "fbp", "fbp_filter", "FBP_FILTERS", "RADON_MODELS"]
+__all__ = ["FBP_FILTERS", "RADON_MODELS", "Radon", "fbp", "fbp_filter"]
 
 FBP_FILTERS = ("ramp", "shepp-logan", "hann", "cosine")
 RADON_MODELS = ("joseph", "bilinear")
