@@ -76,10 +76,10 @@ def test_prox_matches_numerical_argmin(name, t):
     psi = _psi_np(act, name)
     lo, hi = _domain(name, act)
     for vi, pi in zip(v.tolist(), p.tolist()):
-        res = so.minimize_scalar(lambda y: 0.5 * (y - vi) ** 2 + t * psi(y), bounds=(lo, hi),
+        res = so.minimize_scalar(lambda y, vi=vi: 0.5 * (y - vi) ** 2 + t * psi(y), bounds=(lo, hi),
                                  method="bounded", options={"xatol": 1e-12, "maxiter": 2000})
         # compare objective values and points (the objective is 1-strongly convex)
-        obj = lambda y: 0.5 * (y - vi) ** 2 + t * psi(y)  # noqa: E731
+        obj = lambda y: 0.5 * (y - vi) ** 2 + t * psi(y)
         assert obj(pi) <= obj(res.x) + 1e-12
         assert abs(pi - res.x) < 1e-6
 
@@ -93,7 +93,7 @@ def test_prox_F_is_argmin_of_muF(name):
     psi = _psi_np(act, name)
     lo, hi = _domain(name, act)
     for vi, pi in zip(v.tolist(), p.tolist()):
-        res = so.minimize_scalar(lambda y: 0.5 * (y - vi) ** 2 + mu * (0.5 * y * y + psi(y)),
+        res = so.minimize_scalar(lambda y, vi=vi: 0.5 * (y - vi) ** 2 + mu * (0.5 * y * y + psi(y)),
                                  bounds=(lo, hi), method="bounded", options={"xatol": 1e-12})
         assert abs(pi - res.x) < 1e-6
 
@@ -106,7 +106,7 @@ def test_softmax_prox_matches_numerical_argmin(t):
     p = act.prox(v, t)
     assert torch.allclose(p.sum(dim=1), torch.ones(3, dtype=torch.float64), atol=1e-12)
     for vi, pi in zip(v.numpy(), p.numpy()):
-        def obj(y):
+        def obj(y, vi=vi):
             y = np.clip(y, 1e-300, None)
             return 0.5 * np.sum((y - vi) ** 2) + t * (np.sum(y * np.log(y)) - 0.5 * np.sum(y * y))
         res = so.minimize(obj, np.full(4, 0.25), method="SLSQP", bounds=[(1e-12, 1)] * 4,

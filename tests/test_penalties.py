@@ -4,7 +4,11 @@ import torch
 
 from lifted_inverse.lifted import activations as A
 from lifted_inverse.lifted.penalties import (
-    BregmanPenalty, FenchelPenalty, HomotopySchedule, MACPenalty, make_penalty,
+    BregmanPenalty,
+    FenchelPenalty,
+    HomotopySchedule,
+    MACPenalty,
+    make_penalty,
 )
 
 

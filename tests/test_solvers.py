@@ -39,7 +39,7 @@ def _setup(method, solver="bcd", widths=(6, 12, 12, 3), **kw):
 @pytest.mark.parametrize("method", ["bregman", "fenchel"])
 def test_plain_bcd_blocks_never_increase_objective(method):
     x, _, t = _blobs()
-    model, net, obj, solver = _setup(method)
+    _model, _net, obj, solver = _setup(method)
     store = StateStore.from_forward(obj, x)
     # perturb the states so that the state blocks have work to do
     g = torch.Generator().manual_seed(5)
@@ -75,7 +75,7 @@ def test_fenchel_objective_is_twice_hidden_bregman():
 @pytest.mark.parametrize("method", ["bregman", "fenchel", "mac"])
 def test_every_penalty_trains(method):
     x, labels, t = _blobs(150, seed=1)
-    model, net, obj, solver = _setup(method)
+    model, _net, obj, solver = _setup(method)
     store = StateStore.from_forward(obj, x)
     gen = torch.Generator().manual_seed(0)
     first = last = None
@@ -94,7 +94,7 @@ def test_every_penalty_trains(method):
 @pytest.mark.parametrize("solver", ["nesterov", "heavyball", "adam", "isgm"])
 def test_accelerated_and_stochastic_solvers_train(solver):
     x, labels, t = _blobs(150, seed=2)
-    model, net, obj, sol = _setup("bregman", solver, lr=1e-2 if solver == "adam" else None)
+    model, _net, obj, sol = _setup("bregman", solver, lr=1e-2 if solver == "adam" else None)
     store = None if solver == "isgm" else StateStore.from_forward(obj, x)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -121,7 +121,7 @@ def test_reduce_fn_is_one_call_per_weight_step_and_normalises():
 
     results = []
     for fn in (None, doubled):
-        model, net, obj, sol = _setup("bregman", reduce_fn=fn)
+        model, _net, obj, sol = _setup("bregman", reduce_fn=fn)
         store = StateStore.from_forward(obj, x)
         for _ in range(3):
             sol.step(x, t, store, None)
@@ -153,7 +153,7 @@ def test_weight_regularisers_prox():
 
 
 def test_bad_solver_arguments():
-    _, net, obj, _ = _setup("bregman")
+    _, _net, obj, _ = _setup("bregman")
     with pytest.raises(ValueError, match="solver: unknown"):
         LiftedSolver(obj, "lbfgs")
     with pytest.raises(ValueError, match="lr"):

@@ -4,20 +4,70 @@
 * :mod:`.penalties`    MAC-QP, Fenchel, lifted Bregman: one ``Penalty`` interface
 * :mod:`.layers`       ``ResidualBlock`` (a torch module the engine lifts)
 * :mod:`.model`        ``lift(model) -> LiftedNetwork``: the lifted view of a torch model
+* :mod:`.objective`    ``LiftedObjective`` (per-layer penalties, λ, ρ, homotopy), ``WeightRegularizer``
+* :mod:`.solvers`      ``LiftedSolver`` (bcd, nesterov, heavyball, adam, isgm), ``StateStore``
+* :mod:`.checkpoint`   ``save_checkpoint`` / ``load_checkpoint`` (weights_only, atomic)
+
+A new layer type plugs in by implementing the :class:`LiftedLayer` protocol (``pre_activation``,
+``input_adjoint``, ``input_lipschitz``, ``parameters``, ``weight_grad`` and, when affine in its
+weights, ``weight_probe``/``weight_gram_apply``) and appending it to ``LiftedNetwork.layers``.
 """
 from .activations import (
-    ACTIVATIONS, Clip, Identity, LeakyReLU, ProximalActivation, ReLU, Sigmoid, Softmax,
-    SoftThreshold, Tanh, as_proximal, make_activation,
+    ACTIVATIONS,
+    Clip,
+    Identity,
+    LeakyReLU,
+    ProximalActivation,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    SoftThreshold,
+    Tanh,
+    as_proximal,
+    make_activation,
 )
+from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import ResidualBlock
 from .model import AffineLayer, LiftedLayer, LiftedNetwork, LinearMap, ResidualView, SkipLayer, lift
+from .objective import LiftedObjective, WeightRegularizer
 from .penalties import (
-    BregmanPenalty, FenchelPenalty, HomotopySchedule, MACPenalty, Penalty, make_penalty,
+    BregmanPenalty,
+    FenchelPenalty,
+    HomotopySchedule,
+    MACPenalty,
+    Penalty,
+    make_penalty,
 )
 
+from .solvers import SOLVERS, LiftedSolver, StateStore, identity_reduce
+
 __all__ = [
-    "ACTIVATIONS", "ProximalActivation", "Identity", "ReLU", "LeakyReLU", "SoftThreshold", "Clip",
-    "Tanh", "Sigmoid", "Softmax", "make_activation", "as_proximal", "ResidualBlock",
-    "lift", "LiftedNetwork", "LiftedLayer", "AffineLayer", "SkipLayer", "ResidualView", "LinearMap",
-    "Penalty", "BregmanPenalty", "FenchelPenalty", "MACPenalty", "HomotopySchedule", "make_penalty",
+    "LiftedObjective", "WeightRegularizer", "SOLVERS", "LiftedSolver", "StateStore",
+    "identity_reduce", "save_checkpoint", "load_checkpoint",
+    "ACTIVATIONS",
+    "AffineLayer",
+    "BregmanPenalty",
+    "Clip",
+    "FenchelPenalty",
+    "HomotopySchedule",
+    "Identity",
+    "LeakyReLU",
+    "LiftedLayer",
+    "LiftedNetwork",
+    "LinearMap",
+    "MACPenalty",
+    "Penalty",
+    "ProximalActivation",
+    "ReLU",
+    "ResidualBlock",
+    "ResidualView",
+    "Sigmoid",
+    "SkipLayer",
+    "SoftThreshold",
+    "Softmax",
+    "Tanh",
+    "as_proximal",
+    "lift",
+    "make_activation",
+    "make_penalty",
 ]

@@ -34,7 +34,7 @@ class ResidualBlock(nn.Module):
 
     @classmethod
     def linear(cls, width: int, hidden: int | None = None, activation: nn.Module | None = None,
-               outer_bias: bool = False) -> "ResidualBlock":
+               outer_bias: bool = False) -> ResidualBlock:
         """A fully connected block ``width → hidden → width`` (ReLU by default)."""
         hidden = width if hidden is None else hidden
         act = nn.ReLU() if activation is None else activation
@@ -42,7 +42,7 @@ class ResidualBlock(nn.Module):
 
     @classmethod
     def conv(cls, channels: int, hidden: int | None = None, kernel_size: int = 3,
-             activation: nn.Module | None = None, outer_bias: bool = False) -> "ResidualBlock":
+             activation: nn.Module | None = None, outer_bias: bool = False) -> ResidualBlock:
         """A convolutional block ``C → hidden → C`` with 'same' padding (ReLU by default)."""
         hidden = channels if hidden is None else hidden
         act = nn.ReLU() if activation is None else activation

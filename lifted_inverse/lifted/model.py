@@ -38,8 +38,8 @@ do not fit raise ``TypeError`` / ``ValueError`` naming the module index and the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as nnf

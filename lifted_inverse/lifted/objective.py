@@ -10,7 +10,7 @@ with weight ``λ``; residual skip layers carry ``ρ/2‖u_j − u_{j−1} − V 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -34,7 +34,7 @@ update), i.e. at ``(Θ^k, X^{k+1})``; for full-batch BCD this sequence is non-in
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
@@ -61,7 +61,7 @@ class StateStore:
 
     @classmethod
     @torch.no_grad()
-    def from_forward(cls, objective: LiftedObjective, x: torch.Tensor, chunk: int = 4096) -> "StateStore":
+    def from_forward(cls, objective: LiftedObjective, x: torch.Tensor, chunk: int = 4096) -> StateStore:
         """States of the plain forward pass of ``x`` (B, *input_shape)."""
         net = objective.net
         parts: dict[int, list] = {s: [] for s in net.free_states}
@@ -90,7 +90,7 @@ class StateStore:
         return {str(s): v for s, v in self.states.items()}
 
     @classmethod
-    def from_state_dict(cls, d: dict) -> "StateStore":
+    def from_state_dict(cls, d: dict) -> StateStore:
         return cls({int(s): v for s, v in d.items()})
 
 
@@ -292,10 +292,9 @@ class LiftedSolver:
         flat_steps = [-st for st, ps in zip(steps, self.params) for _ in ps]
         old = [p.clone() for p in self.flat_params] if solver in ("nesterov", "heavyball") else None
         torch._foreach_add_(self.flat_params, torch._foreach_mul(flat_grads, flat_steps))
-        if solver == "heavyball":
-            if self._prev is not None and self._prev[0] is not None:
-                torch._foreach_add_(self.flat_params, torch._foreach_mul(
-                    torch._foreach_sub(old, self._prev), [self.momentum] * len(old)))
+        if solver == "heavyball" and self._prev is not None and self._prev[0] is not None:
+            torch._foreach_add_(self.flat_params, torch._foreach_mul(
+                torch._foreach_sub(old, self._prev), [self.momentum] * len(old)))
         if self.objective.regularizer is not None:
             self.objective.regularizer.prox(self.flat_params, [-s for s in flat_steps])
         if solver in ("nesterov", "heavyball"):

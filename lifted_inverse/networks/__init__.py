@@ -2,4 +2,4 @@
 from .mlp import mlp
 from .resnet import resnet_conv, resnet_mlp
 
-__all__ = ["mlp", "resnet_mlp", "resnet_conv"]
+__all__ = ["mlp", "resnet_conv", "resnet_mlp"]

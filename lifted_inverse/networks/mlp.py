@@ -1,7 +1,7 @@
 """Plain multilayer perceptrons (``nn.Sequential``) that the lifted engine can lift."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

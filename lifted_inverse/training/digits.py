@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..lifted.activations import SoftThreshold, Softmax
+from ..lifted.activations import Softmax, SoftThreshold
 from ..networks import mlp, resnet_mlp
 from .tasks import Task, TaskConfig, register_task, seeded_split
 

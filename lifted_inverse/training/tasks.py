@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-TASKS: dict[str, Callable[["TaskConfig"], "Task"]] = {}
+TASKS: dict[str, Callable[[TaskConfig], Task]] = {}
 #: modules that register more tasks when imported (missing ones are skipped)
 TASK_MODULES = ["lifted_inverse.training.digits", "lifted_inverse.training.mnist",
                 "lifted_inverse.training.imaging"]
@@ -156,5 +156,5 @@ def make_task(name: str, config: TaskConfig | None = None) -> Task:
 def seeded_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed, seeded permutation split into (train ids, test ids)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test = int(math.floor(n * test_fraction + 0.5))
+    n_test = math.floor(n * test_fraction + 0.5)
     return perm[n_test:], perm[:n_test]
