@@ -38,6 +38,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--floor", type=float, default=0.95)
+    p.add_argument("--power-iterations", type=int, default=1,
+                   help="warm-started power iterations per W-step of the lifted solvers (default 1; "
+                   "the library default is 3)")
     p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -49,13 +52,15 @@ def main(argv=None) -> int:
             key = f"{method}/{solver}"
             task = make_task(args.task, TaskConfig(seed=0))
             res = train(task, TrainConfig(method=method, solver=solver, epochs=args.epochs,
-                                          batch_size=args.batch_size, seed=0, **kw))
+                                          batch_size=args.batch_size, seed=0,
+                                          power_iterations=args.power_iterations, **kw))
             # the first epoch carries one-off costs (allocation, power-iteration start)
             times.setdefault(key, []).extend(h["epoch_seconds"] for h in res["history"][1:])
             results[key] = res
             print(f"  round {rep + 1}: {key:20s} acc {res['test_accuracy']:.4f}", file=sys.stderr)
     base = statistics.median(times["backprop/adam"]) if "backprop/adam" in times else None
-    print(f"\n{args.task}, {args.epochs} epochs, batch {args.batch_size}, {args.threads} thread(s)")
+    print(f"\n{args.task}, {args.epochs} epochs, batch {args.batch_size}, {args.threads} thread(s), "
+          f"{args.power_iterations} power iteration(s) per W-step")
     print(f"{'method/solver':20s} {'test acc':>9s} {'best acc':>9s} {'ms/epoch':>9s} {'ratio':>7s}")
     for key, res in results.items():
         med = statistics.median(times[key])

@@ -114,7 +114,7 @@ class LiftedSolver:
     def __init__(self, objective: LiftedObjective, solver: str = "bcd", lr: float | None = None,
                  state_steps: int = 1, momentum: float = 0.9, tau: float = 1.0, inner_sweeps: int = 3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 power_iterations: int = 1, reduce_fn: ReduceFn | None = None):
+                 power_iterations: int = 3, reduce_fn: ReduceFn | None = None):
         if solver not in SOLVERS:
             raise ValueError(f"solver: unknown {solver!r}; expected one of {list(SOLVERS)}")
         if lr is None:

@@ -43,6 +43,7 @@ class TrainConfig:
     tau: float = 1.0
     inner_sweeps: int = 3
     momentum: float = 0.9
+    power_iterations: int = 3
     regularizer: str | None = None
     reg_strength: float = 1e-4
     progress: bool = False
@@ -86,6 +87,7 @@ class LiftedTrainer:
         self.solver = LiftedSolver(self.objective, config.solver, lr=config.lr,
                                    state_steps=config.state_steps, momentum=config.momentum,
                                    tau=config.tau, inner_sweeps=config.inner_sweeps,
+                                   power_iterations=config.power_iterations,
                                    reduce_fn=config.reduce_fn)
         self.store = None if config.solver == "isgm" else self.initial_store()
 
