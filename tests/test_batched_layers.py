@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lifted_inverse.lifted import ResidualBlock, Softmax, SoftThreshold, lift
-from lifted_inverse.lifted.batched import BatchedLiftedSolver, batchable
+from lifted_inverse.lifted.batched import BatchedLiftedSolver, batchable, uniform_chain
 from lifted_inverse.lifted.objective import LiftedObjective, WeightRegularizer
 from lifted_inverse.lifted.solvers import SOLVERS, LiftedSolver, StateStore
 from lifted_inverse.networks import mlp
@@ -18,21 +18,26 @@ TOL = 1e-10
 N, SWEEPS, BATCH = 40, 4, 16
 
 
-def _relu_mlp():      # widths differ at both ends: groups {0}, {1, 2, 3}, {4}
+def _relu_mlp():      # head 20->32, body of 3 (odd: tail reads a colour-B state), tail 32->5
     return mlp((20, 32, 32, 32, 32, 5)), Softmax(), "bregman"
 
 
-def _mixed_mlp():     # tanh and soft-threshold layers of equal shape must not share a group
+def _tanh_mlp():      # body of 4 (even: tail reads a colour-A state)
+    return mlp((20, 24, 24, 24, 24, 24, 5), activation="tanh"), Softmax(), "fenchel"
+
+
+def _mac_nobias():    # body of 2, no biases, MAC (smooth y-part, σ' in ∇_z)
+    return mlp((20, 16, 16, 16, 6), activation="leaky_relu", bias=False), None, "mac"
+
+
+def _mixed_mlp():     # tanh and soft-threshold layers alternate: not a uniform chain
     return nn.Sequential(nn.Linear(20, 24), nn.Tanh(), nn.Linear(24, 24), SoftThreshold(0.1),
                          nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(),
                          nn.Linear(24, 5)), Softmax(), "fenchel"
 
 
-def _mac_nobias():
-    return mlp((20, 16, 16, 16, 6), activation="leaky_relu", bias=False), None, "mac"
-
-
-NETWORKS = {"relu-bregman": _relu_mlp, "mixed-fenchel": _mixed_mlp, "leaky-mac-nobias": _mac_nobias}
+NETWORKS = {"relu-bregman": _relu_mlp, "tanh-fenchel": _tanh_mlp, "leaky-mac-nobias": _mac_nobias,
+            "mixed-fenchel": _mixed_mlp}
 
 
 def _run(cls, make, solver, regularizer=None):
@@ -58,8 +63,8 @@ def _run(cls, make, solver, regularizer=None):
     return [p.detach().clone() for p in model.parameters()], store.states, values, solv
 
 
-CASES = [("relu-bregman", s) for s in SOLVERS] + [(n, s) for n in ("mixed-fenchel", "leaky-mac-nobias")
-                                                  for s in ("bcd", "adam")]
+CASES = [("relu-bregman", s) for s in SOLVERS] + [(n, s) for n in ("tanh-fenchel", "leaky-mac-nobias")
+                                                  for s in ("bcd", "adam")] + [("mixed-fenchel", "bcd")]
 
 
 @pytest.mark.parametrize("network, solver", CASES)
@@ -67,7 +72,7 @@ def test_batched_equals_per_layer_loop(network, solver):
     make = NETWORKS[network]
     p1, s1, v1, ref = _run(LiftedSolver, make, solver)
     p2, s2, v2, bat = _run(BatchedLiftedSolver, make, solver)
-    assert bat.batched
+    assert bat.batched == (network != "mixed-fenchel")
     assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
     assert max(float((s1[k] - s2[k]).abs().max()) for k in s1) < TOL
     assert max(abs(a - b) for a, b in zip(v1, v2)) < TOL
@@ -80,17 +85,19 @@ def test_batched_equals_per_layer_loop(network, solver):
             assert max(float((u - w).abs().max()) for u, w in zip(a, b)) < 1e-8
 
 
-def test_regulariser_and_groups():
+def test_regulariser_and_chain_plan():
     reg = WeightRegularizer("l1", 1e-3)
     p1, _, _v1, _ = _run(LiftedSolver, _relu_mlp, "bcd", reg)
     p2, _, _v2, bat = _run(BatchedLiftedSolver, _relu_mlp, "bcd", reg)
     assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
-    assert [[layer.index for layer in g] for g in bat._layer_groups()] == [[0], [1, 2, 3], [4]]
-    # odd states {1, 3}: producers 20->32 and 32->32 share a group (same output width), the
-    # consumers 32->32 too; even states {2, 4}: consumer of 4 is the 32->5 output layer
+    plan = bat.plan()
     assert bat.net.colors == [[1, 3], [2, 4]]
-    assert bat._state_groups([1, 3]) == [[1, 3]]
-    assert bat._state_groups([2, 4]) == [[2], [4]]
+    assert (plan.head.index, plan.tail.index) == (0, 4)
+    assert [layer.index for layer in plan.even] == [1, 3] and [layer.index for layer in plan.odd] == [2]
+    assert (plan.a_states, plan.b_states, plan.tail_in_a) == ((1, 3), (2, 4), False)
+    assert uniform_chain(lift(_tanh_mlp()[0], output_activation=Softmax())).tail_in_a
+    assert uniform_chain(lift(mlp((20, 32, 16, 32, 5)))) is None         # hidden widths differ
+    assert uniform_chain(lift(mlp((20, 32, 5)))) is None                 # no body
 
 
 class _CountOps(TorchDispatchMode):

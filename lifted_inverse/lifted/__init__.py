@@ -40,9 +40,10 @@ from .penalties import (
 )
 
 from .solvers import SOLVERS, LiftedSolver, StateStore, identity_reduce
+from .batched import BatchedLiftedSolver, uniform_chain
 
 __all__ = [
-    "LiftedObjective", "WeightRegularizer", "SOLVERS", "LiftedSolver", "StateStore",
+    "LiftedObjective", "WeightRegularizer", "SOLVERS", "LiftedSolver", "BatchedLiftedSolver", "uniform_chain", "StateStore",
     "identity_reduce", "save_checkpoint", "load_checkpoint",
     "ACTIVATIONS",
     "AffineLayer",

@@ -1,232 +1,391 @@
-"""Layer-parallel block sweeps (method §2, "given X, all W_l are independent; x^l couples only
-to x^{l±1}"): the per-layer loops of :class:`~lifted_inverse.lifted.solvers.LiftedSolver` become a
-few batched kernels.
+"""Layer-parallel block sweeps (method §2: given X, all W_l are independent; x^l couples only to
+x^{l±1}): the per-layer loops of :class:`~lifted_inverse.lifted.solvers.LiftedSolver` become a
+fixed number of batched kernels, independent of the depth.
 
-:class:`BatchedLiftedSolver` is a :class:`LiftedSolver` (same update rules, restarts, Adam, ISGM,
-checkpoints, ``reduce_fn``) whose three per-layer loops run on *groups* of equal-shape layers:
+Scope: *uniform chains*, the MLPs of lifted training — a head ``x^0 ↦ x^1`` (any input width),
+a body of ``m ≥ 1`` layers ``ℝ^d → ℝ^d`` sharing activation and penalty (the head's too), and a
+tail ``x^m+1 ↦ x^L`` (any output width and activation, e.g. softmax). Its free states alternate
+between colour A ``{x^1, x^3, …}`` (outputs of the head and the odd body layers) and colour B
+``{x^2, x^4, …}`` (outputs of the even body layers), each held as one tensor ``(n, B, d)``; the
+body weights as two stacks ``W_E`` (even body layers, inputs in A) and ``W_O`` (odd, inputs in B):
 
-* pre-activations of a group ``g`` of ``G`` layers ``z_l = W_l x^{l−1} + b_l`` are one
-  ``torch.baddbmm`` on stacked tensors ``X (G, B, d_in)``, ``W (G, d_out, d_in)``, ``b (G, 1, d_out)``;
-* W-block gradients ``Σ_i r_i^l (x_i^{l−1})ᵀ`` and ``Σ_i r_i^l`` (``r^l = ∇_z P_l``): one ``bmm`` and one
-  sum per group; penalty values/gradients are evaluated once on the ``(G·B, d_out)`` stack;
-* the W-block Lipschitz power iteration ``v ↦ Σ_i x̃_i x̃_iᵀ v`` (``x̃ = [x; 1]``): two ``bmm`` per group
-  and iteration, with one host synchronisation per iteration instead of one per layer;
-* state blocks: in each colour group (odd / even states of a chain), the states whose producers
-  lie in one layer group and whose consumers lie in one layer group take their proximal-gradient
-  step together: ``g = ∇_y^{smooth} P_p(X, Z_p) + R_c W_c`` (one ``bmm``), step ``1/L`` per state as a
-  ``(G, 1, 1)`` tensor, one prox call.
+* colour-A step: ``P_A = [W_h x^0 + b_h ; W_O X_B + b_O]`` (producers, one ``addmm`` + one
+  ``baddbmm``), ``g = ∇_y^{smooth} P(X_A, P_A) + [W_Eᵀ ∇_z P(X_B, W_E X_A + b_E) ; W_tᵀ r_t]``,
+  one prox over the whole stack with the per-state step ``1/(L_y + L_z‖W_c‖²)`` as ``(n, 1, 1)``;
+* colour-B step: the same with the roles of E and O swapped (``W_O X_B + b_O`` is reused);
+* W-block gradients ``Σ_i r_i x_iᵀ`` and ``Σ_i r_i``: one ``bmm`` and one sum per stack; the
+  data-Gram power iteration ``v ↦ Σ_i x̃_i x̃_iᵀ v`` two ``bmm`` per stack and iteration; the
+  ``‖W_c‖²`` refreshes one warm-started batched power-iteration step per stack.
 
-Layers are grouped by the signature (weight shape, bias presence, dtype, activation, penalty);
-the stacking copies ``G·d_out·d_in`` weights per sweep, negligible next to the ``B·G·d_out·d_in``
-products for batches ``B ≳ 16``. The math is that of the parent class term for term (only the
-floating-point summation order differs), which ``tests/test_batched_layers.py`` checks to 1e-10.
-
-Scope: networks whose lifted layers are all :class:`AffineLayer` s over ``nn.Linear`` with flat
-states (MLPs). Other networks (conv layers, residual skip layers, reshapes) run the parent's
-per-layer path unchanged — grouped convolutions are not implemented.
+The pre-activations computed per sweep are the minimal ones (``2m + 2`` or ``2m + 3`` products of
+``B × d × d``, as in the per-layer loop); what batching removes is the per-layer launch and Python
+overhead, which dominates on CPU for small batches and on GPUs up to large ones. The arithmetic is
+the parent's term for term (only summation order differs), which ``tests/test_batched_layers.py``
+checks to 1e-10 in float64. Other networks (non-uniform widths, mixed activations, conv layers,
+residual blocks) run the parent's per-layer path unchanged.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .model import AffineLayer
+from .model import AffineLayer, LiftedNetwork
 from .solvers import LiftedSolver
 
 
-def _signature(layer: AffineLayer, penalty) -> tuple:
-    w = layer.weight
-    act = layer.activation
-    return (tuple(w.shape), layer.module.bias is not None, w.dtype, w.device, type(act), act.extra_repr(),
-            type(penalty), penalty.name, penalty.scale)
+def batchable(net: LiftedNetwork, penalties=None) -> bool:
+    """Whether ``net`` is a uniform chain (module docstring); ``penalties`` default to Bregman-like
+    equality (only the layer structure and activations are checked)."""
+    return uniform_chain(net, penalties) is not None
 
 
-def batchable(net) -> bool:
-    """Whether every lifted layer is a flat ``nn.Linear`` affine layer with one input state and every
-    free state feeds exactly one such layer (the chain structure :class:`BatchedLiftedSolver` batches)."""
-    for layer in net.layers:
+@dataclass(frozen=True)
+class ChainPlan:
+    """A uniform chain split for the two-colour sweep (see module docstring)."""
+
+    head: AffineLayer
+    even: tuple[AffineLayer, ...]     # body layers 0, 2, 4, … : inputs in A, outputs in B
+    odd: tuple[AffineLayer, ...]      # body layers 1, 3, …    : inputs in B, outputs in A
+    tail: AffineLayer
+    a_states: tuple[int, ...]         # x^1, x^3, …
+    b_states: tuple[int, ...]         # x^2, x^4, …
+    tail_in_a: bool                   # the tail reads the last A state (m even)
+
+    @property
+    def body(self) -> tuple[AffineLayer, ...]:
+        return tuple(sorted(self.even + self.odd, key=lambda layer: layer.index))
+
+
+def _act_key(act) -> tuple | None:
+    if any(True for _ in act.parameters()):
+        return None          # learnable activations differ per layer
+    return type(act), act.extra_repr()
+
+
+def uniform_chain(net: LiftedNetwork, penalties=None) -> ChainPlan | None:
+    """The :class:`ChainPlan` of ``net`` or None when it is not a uniform chain."""
+    layers = net.layers
+    n = len(layers)
+    if n < 3:
+        return None
+    for i, layer in enumerate(layers):
         if not isinstance(layer, AffineLayer) or not isinstance(layer.module, nn.Linear):
-            return False
-        if layer.map.out_shape != layer.map.module_out_shape or len(layer.in_shape) != 1:
-            return False
-    return all(len(net.consumers[s]) == 1 and net.consumers[s][0][1] == 0 for s in net.free_states)
+            return None
+        if layer.inputs != (i,) or layer.output != i + 1 or layer.map.out_shape != layer.map.module_out_shape:
+            return None
+    head, body, tail = layers[0], layers[1:-1], layers[-1]
+    w = body[0].weight
+    d = w.shape[0]
+    has_bias = body[0].module.bias is not None
+    key = _act_key(body[0].activation)
+    pen_key = None if penalties is None else (type(penalties[1]), penalties[1].name, penalties[1].scale)
+    for layer in (head, *body):
+        lw = layer.weight
+        if key is None or _act_key(layer.activation) != key or lw.shape[0] != d \
+                or (layer is not head and tuple(lw.shape) != (d, d)) \
+                or (layer.module.bias is not None) != has_bias \
+                or lw.dtype != w.dtype or lw.device != w.device:
+            return None
+        if penalties is not None:
+            p = penalties[layer.index]
+            if (type(p), p.name, p.scale) != pen_key:
+                return None
+    if tail.weight.dtype != w.dtype or tail.weight.device != w.device or tail.in_shape != (d,):
+        return None
+    a_states, b_states = tuple(range(1, n, 2)), tuple(range(2, n, 2))
+    if [list(c) for c in net.colors] != [list(a_states), list(b_states)]:
+        return None
+    m = len(body)
+    return ChainPlan(head, tuple(body[0::2]), tuple(body[1::2]), tail, a_states, b_states, m % 2 == 0)
+
+
+def _stack(tensors) -> torch.Tensor:
+    return torch.stack(list(tensors))
+
+
+class _Sweep:
+    """Stacked tensors of one batch sweep: the chain's free states ``S (m+1, B, d)`` in order
+    (colour A = ``S[0::2]``, B = ``S[1::2]``, updated in place so that ``states[s]`` stay views),
+    the body weights ``W (m, d, d)``, ``b (m, 1, d)`` (even layers ``W[0::2]``, odd ``W[1::2]``),
+    and the pre-activations still valid (None once an input or weight changed)."""
+
+    def __init__(self, plan: ChainPlan, states: list):
+        self.plan = plan
+        self.m = len(plan.even) + len(plan.odd)
+        self.x0 = states[0]
+        self.target = states[-1]
+        self.S = _stack(states[s] for s in range(1, self.m + 2))
+        body = plan.body
+        self.W = _stack(layer.module.weight for layer in body)
+        self.b = None if body[0].module.bias is None else \
+            _stack(layer.module.bias for layer in body).unsqueeze(1)
+        self.views = {s: self.S[s - 1] for s in range(1, self.m + 2)}
+        for s, v in self.views.items():
+            states[s] = v
+        self.z_head = None     # head pre-activation (B, d)
+        self.z_e = None        # even body pre-activations (mE, B, d)
+        self.z_o = None        # odd body pre-activations (mO, B, d)
+
+    def matches(self, states: list) -> bool:
+        return states[0] is self.x0 and states[-1] is self.target and \
+            all(states[s] is v for s, v in self.views.items())
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.S[0::2]
+
+    @property
+    def B(self) -> torch.Tensor:
+        return self.S[1::2]
+
+    def _affine(self, parity: int) -> torch.Tensor:
+        """``W_j S[j] + b_j`` for the body layers ``j ≡ parity (mod 2)``, ``(n, B, d)``."""
+        w = self.W[parity::2].transpose(1, 2)
+        x = self.S[parity:self.m:2]
+        return torch.bmm(x, w) if self.b is None else torch.baddbmm(self.b[parity::2], x, w)
+
+    def head_z(self) -> torch.Tensor:
+        if self.z_head is None:
+            self.z_head = self.plan.head.pre_activation(self.x0)
+        return self.z_head
+
+    def even_z(self) -> torch.Tensor:
+        if self.z_e is None:
+            self.z_e = self._affine(0)
+        return self.z_e
+
+    def odd_z(self) -> torch.Tensor | None:
+        if self.z_o is None and self.m > 1:
+            self.z_o = self._affine(1)
+        return self.z_o
+
+    def tail_input(self) -> torch.Tensor:
+        return self.S[self.m]
+
+    def producers_a(self) -> torch.Tensor:
+        """``P_A = [z_head ; Z_O]`` (nA, B, d)."""
+        z_o = self.odd_z()
+        zh = self.head_z().unsqueeze(0)
+        return zh if z_o is None else torch.cat([zh, z_o])
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, t.shape[-1])
+
+
+def _augmented(x: torch.Tensor, bias: bool) -> torch.Tensor:
+    """``x̃ = [x, 1]`` along the last axis (the input of ``θ = (W, b) ↦ W x + b``)."""
+    return torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], dim=-1) if bias else x
 
 
 class BatchedLiftedSolver(LiftedSolver):
-    """:class:`LiftedSolver` with layer-parallel kernels (see module docstring); same arguments."""
+    """:class:`LiftedSolver` with layer-parallel kernels for uniform chains (module docstring);
+    same arguments, same results. ``batched`` tells whether the network qualifies."""
 
     def __init__(self, objective, *args, **kwargs):
         super().__init__(objective, *args, **kwargs)
-        self.batched = batchable(self.net)
+        self._plan_for = None
+        self._plan = None
+        self._current: _Sweep | None = None     # stacks of the batch being swept
+        self._stacked: dict = {}                # power-iteration vectors kept stacked
+        self.batched = self.plan() is not None
 
-    # ---- grouping (penalties depend on the epoch through the homotopy, so recomputed) ---------
-    def _layer_groups(self) -> list[list[AffineLayer]]:
+    def plan(self) -> ChainPlan | None:
+        """The chain plan for the current penalties (rebuilt when the homotopy replaces them)."""
         pens = self.objective.penalties
-        groups: dict[tuple, list] = {}
-        for layer in self.layers:
-            groups.setdefault(_signature(layer, pens[layer.index]), []).append(layer)
-        return list(groups.values())
+        if pens is not self._plan_for:
+            self._plan, self._plan_for = uniform_chain(self.net, pens), pens
+        return self._plan
 
-    def _state_groups(self, colour: list[int]) -> list[list[int]]:
-        net, pens = self.net, self.objective.penalties
-        groups: dict[tuple, list] = {}
-        for s in colour:
-            p, c = net.producer[s], net.consumers[s][0][0]
-            # producers may differ in input width (their Z are computed per weight shape and
-            # stacked); consumers must share one weight shape for the adjoint bmm
-            key = (p.out_shape, _signature(p, pens[p.index])[2:], _signature(c, pens[c.index]))
-            groups.setdefault(key, []).append(s)
-        return list(groups.values())
+    def _restack(self, key, rows: list[torch.Tensor]) -> torch.Tensor:
+        """``stack(rows)``, reusing the stack whose row views these still are."""
+        hit = self._stacked.get(key)
+        if hit is not None and len(hit[1]) == len(rows) and all(a is b for a, b in zip(hit[1], rows)):
+            return hit[0]
+        return _stack(rows)
 
-    # ---- stacked helpers ---------------------------------------------------------------------
-    @staticmethod
-    def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+    # ---- ‖W_c‖² of the consumers (state step sizes) ------------------------------------------
+    def _refresh_norms(self, layers, w: torch.Tensor) -> list[float]:
+        """``‖W_l‖²`` of a stack, kept in each layer's :class:`LinearMap` cache: one batched
+        warm-started power-iteration step when all are stale (as ``LinearMap.norm_sq`` does per
+        layer), the per-layer path for first calls or mixed staleness."""
+        maps = [layer.map for layer in layers]
+        keys = [(m.weight.data_ptr(), m.weight._version, m.weight.dtype, m.weight.device) for m in maps]
+        stale = [k != m._cache_key for k, m in zip(keys, maps)]
+        if not any(stale):
+            return [m._norm_sq for m in maps]
+        started = all(m._cache_key is not None and m._vec.dtype == w.dtype and m._vec.device == w.device
+                      for m in maps)
+        if not (all(stale) and started):
+            return [m.norm_sq() for m in maps]
+        v = self._restack("norm", [m._vec for m in maps])                   # (G, d_in)
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        wv = torch.bmm(torch.bmm(v.unsqueeze(1), w.transpose(1, 2)), w).squeeze(1)
+        lam = (v * wv).sum(dim=1)
+        n = wv.norm(dim=1, keepdim=True)
+        v = torch.where(n > 0, wv / n.clamp_min(1e-300), v)
+        values = torch.where(n.squeeze(1) > 0, lam, torch.zeros_like(lam)).tolist()
+        rows = list(v.unbind(0))
+        self._stacked["norm"] = (v, rows)
+        for m, k, row, val in zip(maps, keys, rows, values):
+            m._vec, m._norm_sq, m._cache_key = row, val, k
+        return values
 
-    def _weights(self, layers, cache) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stacked ``W (G, d_out, d_in)`` and ``b (G, 1, d_out)`` (cached for the sweep)."""
-        key = ("W",) + tuple(layer.index for layer in layers)
-        hit = cache.get(key)
-        if hit is None:
-            w = self._stack([layer.module.weight for layer in layers])
-            b = None if layers[0].module.bias is None else \
-                self._stack([layer.module.bias for layer in layers]).unsqueeze(1)
-            hit = cache[key] = (w, b)
-        return hit
-
-    def _z_stack(self, layers, states, cache) -> torch.Tensor:
-        """``Z (G, B, d_out)`` of layers with equal output width; reuses/feeds the per-layer ``cache``.
-
-        Missing pre-activations are computed by one ``baddbmm`` per distinct weight shape.
-        """
-        missing: dict[tuple, list] = {}
-        for layer in layers:
-            if layer.index not in cache:
-                key = (tuple(layer.weight.shape), layer.module.bias is not None)
-                missing.setdefault(key, []).append(layer)
-        for part in missing.values():
-            w, b = self._weights(part, cache)
-            x = self._stack([states[layer.inputs[0]] for layer in part])
-            z = torch.bmm(x, w.transpose(1, 2)) if b is None else torch.baddbmm(b, x, w.transpose(1, 2))
-            if len(part) == len(layers):
-                for i, layer in enumerate(part):
-                    cache[layer.index] = z[i]
-                return z
-            for i, layer in enumerate(part):
-                cache[layer.index] = z[i]
-        return self._stack([cache[layer.index] for layer in layers])
-
-    def _penalty_terms(self, layers, states, cache, value: bool):
-        """``(R, total)``: ``R = ∇_z P`` stacked ``(G, B, d_out)`` and ``Σ P`` over the group (or None)."""
-        pen = self.objective.penalties[layers[0].index]
-        act = layers[0].activation
-        z = self._z_stack(layers, states, cache)
-        y = self._stack([states[layer.output] for layer in layers])
-        g, bsz, d = z.shape
-        zf, yf = z.reshape(g * bsz, d), y.reshape(g * bsz, d)
-        r = pen.grad_z(act, yf, zf).view(g, bsz, d)
-        total = pen.value(act, yf, zf).sum() if value else None
-        return r, total
+    def _step_sizes(self, plan: ChainPlan, sw: _Sweep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-state steps ``t = 1/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, ``(n, 1, 1)``."""
+        pens = self.objective.penalties
+        pen, act = pens[plan.head.index], plan.head.activation
+        norms = self._refresh_norms(plan.body, sw.W)
+        tail_pen = pens[plan.tail.index]
+        lt = tail_pen.lipschitz_z(plan.tail.activation) * plan.tail.input_lipschitz(0)
+        ly, lz = pen.lipschitz_y(act), pen.lipschitz_z(act)
+        la = [ly + lz * v for v in norms[0::2]] + ([ly + lt] if plan.tail_in_a else [])
+        lb = [ly + lz * v for v in norms[1::2]] + ([] if plan.tail_in_a else [ly + lt])
+        steps = torch.tensor([1.0 / max(lip, 1e-12) for lip in la + lb], dtype=sw.S.dtype,
+                             device=sw.S.device).view(-1, 1, 1)
+        return steps[:len(la)], steps[len(la):]
 
     # ---- block 1: states ----------------------------------------------------------------------
     @torch.no_grad()
     def update_states(self, states: list, cache: dict | None = None) -> None:
-        if not self.batched:
+        plan = self.plan()
+        if plan is None:
             return super().update_states(states, cache)
-        net, pens = self.net, self.objective.penalties
         cache = {} if cache is None else cache
-        for colour in net.colors:
-            for group in self._state_groups(colour):
-                producers = [net.producer[s] for s in group]
-                consumers = [net.consumers[s][0][0] for s in group]
-                pen_p, act_p = pens[producers[0].index], producers[0].activation
-                pen_c, act_c = pens[consumers[0].index], consumers[0].activation
-                z_p = self._z_stack(producers, states, cache)
-                G, bsz, d = z_p.shape
-                z_pf = z_p.reshape(G * bsz, d)
-                w_c, _ = self._weights(consumers, cache)
-                for _ in range(self.state_steps):
-                    x = self._stack([states[s] for s in group])
-                    grad = pen_p.grad_y_smooth(act_p, x.reshape(G * bsz, d), z_pf).view(G, bsz, d)
-                    r, _ = self._penalty_terms(consumers, states, cache, value=False)
-                    grad = torch.baddbmm(grad, r, w_c)
-                    lips = [pen_p.lipschitz_y(act_p) + pen_c.lipschitz_z(act_c) * c.input_lipschitz(0)
-                            for c in consumers]
-                    t = torch.tensor([1.0 / max(lip, 1e-12) for lip in lips], dtype=x.dtype,
-                                     device=x.device).view(G, 1, 1)
-                    v = (x - t * grad).reshape(G * bsz, d)
-                    new = pen_p.prox_y(act_p, v, t.expand(G, bsz, 1).reshape(G * bsz, 1)).view(G, bsz, d)
-                    for i, (s, c) in enumerate(zip(group, consumers)):
-                        states[s] = new[i]
-                        cache.pop(c.index, None)
+        sw = self._current = cache["chain"] = _Sweep(plan, states)
+        pens = self.objective.penalties
+        pen, act = pens[plan.head.index], plan.head.activation
+        pen_t, act_t = pens[plan.tail.index], plan.tail.activation
+        t_a, t_b = self._step_sizes(plan, sw)
+        m_e, m_o = len(plan.even), len(plan.odd)
+
+        def prox_step(x, z_p, adj, t):
+            """``x ← prox_{t P^{ns}}(x − t(∇_y^{smooth} P(x, z_p) + adj))`` on a stack (n, B, d)."""
+            g = pen.grad_y_smooth(act, _flat(x), _flat(z_p)).view_as(adj) + adj
+            n, bsz, d = adj.shape
+            v = _flat(x - t * g)
+            return pen.prox_y(act, v, t.expand(n, bsz, 1).reshape(n * bsz, 1)).view(n, bsz, d)
+
+        def consumer_adjoint(parity, outputs, z, tail_here):
+            """``[W_cᵀ ∇_z P_c]`` of the body consumers of one colour, then the tail's."""
+            r = pen.grad_z(act, _flat(outputs), _flat(z)).view_as(z)
+            adj = torch.bmm(r, sw.W[parity::2])
+            if tail_here:
+                r_t = pen_t.grad_z(act_t, sw.target, plan.tail.pre_activation(sw.tail_input()))
+                adj = torch.cat([adj, plan.tail.input_adjoint(0, r_t).unsqueeze(0)])
+            return adj
+
+        # colour A: producers head + odd body layers, consumers even body layers (+ tail if m even)
+        z_p = sw.producers_a()
+        for _ in range(self.state_steps):
+            sw.z_e = None
+            adj = consumer_adjoint(0, sw.B[:m_e], sw.even_z(), plan.tail_in_a)
+            sw.A.copy_(prox_step(sw.A, z_p, adj, t_a))
+        sw.z_e = None
+        # colour B: producers even body layers, consumers odd body layers (+ tail if m odd)
+        z_p = sw.even_z()
+        for k in range(self.state_steps):
+            if k > 0:
+                sw.z_o = None
+            if m_o:
+                adj = consumer_adjoint(1, sw.A[1:], sw.odd_z(), not plan.tail_in_a)
+            else:   # m = 1: the only B state feeds the tail
+                r_t = pen_t.grad_z(act_t, sw.target, plan.tail.pre_activation(sw.tail_input()))
+                adj = plan.tail.input_adjoint(0, r_t).unsqueeze(0)
+            sw.B.copy_(prox_step(sw.B, z_p, adj, t_b))
+        sw.z_o = None
 
     # ---- block 2: weights ---------------------------------------------------------------------
+    def _sweep(self, plan: ChainPlan, states: list, cache: dict) -> _Sweep:
+        sw = cache.get("chain")
+        if sw is None or not sw.matches(states):
+            sw = _Sweep(plan, states)
+        self._current = cache["chain"] = sw
+        return sw
+
     @torch.no_grad()
     def _gradients(self, states: list, cache: dict):
-        if not self.batched:
+        plan = self.plan()
+        if plan is None:
             return super()._gradients(states, cache)
+        sw = self._sweep(plan, states, cache)
+        pens = self.objective.penalties
+        pen, act = pens[plan.head.index], plan.head.activation
+        pen_t, act_t = pens[plan.tail.index], plan.tail.activation
+        z_a, z_e = sw.producers_a(), sw.even_z()
+        a, b = sw.A, sw.B
+        r_a = pen.grad_z(act, _flat(a), _flat(z_a)).view_as(z_a)
+        r_e = pen.grad_z(act, _flat(b), _flat(z_e)).view_as(z_e)
+        x_t = sw.tail_input()
+        z_t = plan.tail.pre_activation(x_t)
+        r_t = pen_t.grad_z(act_t, sw.target, z_t)
+        value = pen.value(act, _flat(a), _flat(z_a)).sum() + pen.value(act, _flat(b), _flat(z_e)).sum() \
+            + pen_t.value(act_t, sw.target, z_t).sum()
+        bias = sw.b is not None
         grads: list = [None] * len(self.layers)
-        value = None
-        for layers in self._layer_groups():
-            r, v = self._penalty_terms(layers, states, cache, value=True)
-            x = self._stack([states[layer.inputs[0]] for layer in layers])
-            gw = torch.bmm(r.transpose(1, 2), x)
-            gb = r.sum(dim=1) if layers[0].module.bias is not None else None
+        grads[plan.head.index] = plan.head.weight_grad(sw.x0, r_a[0])
+        for layers, r, x in ((plan.even, r_e, sw.S[0:sw.m:2]), (plan.odd, r_a[1:], sw.S[1:sw.m:2])):
+            if not layers:
+                continue
+            gw = torch.bmm(r.transpose(1, 2), x).unbind(0)
+            gb = r.sum(dim=1).unbind(0) if bias else None
             for i, layer in enumerate(layers):
-                grads[layer.index] = [gw[i]] + ([gb[i]] if gb is not None else [])
-            value = v if value is None else value + v
-        ref = states[0]
-        stats = torch.stack([torch.as_tensor(float(ref.shape[0]), dtype=value.dtype, device=value.device),
+                grads[layer.index] = [gw[i], gb[i]] if bias else [gw[i]]
+        grads[plan.tail.index] = plan.tail.weight_grad(x_t, r_t)
+        stats = torch.stack([torch.as_tensor(float(sw.x0.shape[0]), dtype=value.dtype, device=value.device),
                              value])
         flat = self.reduce_fn([g for gs in grads for g in gs] + [stats])
-        count, total = float(flat[-1][0]), float(flat[-1][1])
-        it = iter(flat[:-1])
-        grads = [[next(it) / count for _ in gs] for gs in grads]
-        return grads, count, total / count
+        count, total = (float(v) for v in flat[-1].tolist())
+        grads_flat = list(flat[:-1])
+        torch._foreach_div_(grads_flat, count)          # fresh tensors from bmm / the reduce
+        it = iter(grads_flat)
+        return [[next(it) for _ in gs] for gs in grads], count, total / count
 
     def _data_lipschitz(self, states: list, count: float) -> list[float]:
-        if not self.batched:
+        """``L_z(P_l)·λ_max(Σ_i x̃_i x̃_iᵀ)/count`` per layer (the parent's warm-started power
+        iteration) on three stacks — head, body (inputs ``S[:m]``), tail — two ``bmm`` per stack and
+        iteration, one ``reduce_fn`` call per iteration for all layers."""
+        plan = self.plan()
+        if plan is None:
             return super()._data_lipschitz(states, count)
+        sw = self._sweep(plan, states, {"chain": self._current})
         pens = self.objective.penalties
         first = any(v is None for v in self._wvec)
         for i, layer in enumerate(self.layers):
             if self._wvec[i] is None:
                 self._wvec[i] = layer.weight_probe()
         iters = 20 if first else self.power_iterations
-        groups = self._layer_groups()
-        xs = [self._stack([states[layer.inputs[0]] for layer in layers]) for layers in groups]
-        has_b = [layers[0].module.bias is not None for layers in groups]
-        vw = [self._stack([self._wvec[layer.index][0] for layer in layers]) for layers in groups]
-        vb = [self._stack([self._wvec[layer.index][1] for layer in layers]) if hb else None
-              for layers, hb in zip(groups, has_b)]
-        lams = [None] * len(groups)
-        for _ in range(iters):
-            outs = []
-            for j, x in enumerate(xs):
-                sq = (vw[j] * vw[j]).sum(dim=1) + (vb[j] * vb[j] if has_b[j] else 0.0)
-                n = sq.sqrt()
-                n = torch.where(n > 0, n, torch.ones_like(n))
-                vw[j] = vw[j] / n[:, None]
-                u = torch.bmm(x, vw[j].unsqueeze(2)).squeeze(2)          # (G, B)
-                if has_b[j]:
-                    vb[j] = vb[j] / n
-                    u = u + vb[j][:, None]
-                ow = torch.bmm(u.unsqueeze(1), x).squeeze(1)               # (G, d_in)
-                outs.append([ow] + ([u.sum(dim=1)] if has_b[j] else []))
-            flat = self.reduce_fn([t for o in outs for t in o])
-            it = iter(flat)
-            outs = [[next(it) for _ in o] for o in outs]
-            for j, o in enumerate(outs):
-                lam = (vw[j] * o[0]).sum(dim=1)
-                if has_b[j]:
-                    lam = lam + vb[j] * o[1]
-                lams[j] = lam
-                vw[j] = o[0]
-                vb[j] = o[1] if has_b[j] else None
-        out = [0.0] * len(self.layers)
+        groups = [[plan.head], list(plan.body), [plan.tail]]
+        inputs = [sw.x0.unsqueeze(0), sw.S[:sw.m], sw.tail_input().unsqueeze(0)]
+        has_b = [g[0].module.bias is not None for g in groups]
+        xs = [_augmented(x, hb) for x, hb in zip(inputs, has_b)]
+        vs = []
         for j, layers in enumerate(groups):
-            values = lams[j].tolist()
-            for i, layer in enumerate(layers):
-                self._wvec[layer.index] = [vw[j][i]] + ([vb[j][i]] if has_b[j] else [])
-                out[layer.index] = pens[layer.index].lipschitz_z(layer.activation) * max(values[i], 0.0) / count
+            entries = [self._wvec[layer.index] for layer in layers]
+            hit = self._stacked.get(("gram", j))
+            if hit is not None and len(hit[1]) == len(entries) and all(a is b for a, b in zip(hit[1], entries)):
+                vs.append(hit[0])
+            else:
+                vs.append(_stack(torch.cat([e[0], e[1].reshape(1)]) if has_b[j] else e[0] for e in entries))
+        lams = None
+        for _ in range(iters):
+            vs = [v / v.norm(dim=1, keepdim=True).clamp_min(1e-300) for v in vs]
+            outs = [torch.bmm(torch.bmm(x, v.unsqueeze(2)).transpose(1, 2), x).squeeze(1)
+                    for x, v in zip(xs, vs)]                                   # Σ_i x̃_i x̃_iᵀ v
+            outs = self.reduce_fn(outs)
+            lams = [(v * o).sum(dim=1) for v, o in zip(vs, outs)]
+            vs = list(outs)
+        values = torch.cat(lams).tolist()
+        out = [0.0] * len(self.layers)
+        k = 0
+        for j, layers in enumerate(groups):
+            entries = []
+            for layer, row in zip(layers, vs[j].unbind(0)):
+                self._wvec[layer.index] = [row[:-1], row[-1]] if has_b[j] else [row]
+                entries.append(self._wvec[layer.index])
+                out[layer.index] = pens[layer.index].lipschitz_z(layer.activation) * max(values[k], 0.0) / count
+                k += 1
+            self._stacked[("gram", j)] = (vs[j], entries)
         return out

@@ -20,7 +20,8 @@ from ..lifted.checkpoint import load_checkpoint, save_checkpoint
 from ..lifted.model import lift
 from ..lifted.objective import LiftedObjective, WeightRegularizer
 from ..lifted.penalties import PENALTIES
-from ..lifted.solvers import SOLVERS, LiftedSolver, StateStore
+from ..lifted.batched import BatchedLiftedSolver
+from ..lifted.solvers import SOLVERS, StateStore
 from .tasks import Task
 
 METHODS = tuple(PENALTIES) + ("backprop",)
@@ -84,11 +85,12 @@ class LiftedTrainer:
         reg = WeightRegularizer(config.regularizer, config.reg_strength) if config.regularizer else None
         self.objective = LiftedObjective(self.net, config.method, lam=config.lam, rho=config.rho,
                                          regularizer=reg)
-        self.solver = LiftedSolver(self.objective, config.solver, lr=config.lr,
-                                   state_steps=config.state_steps, momentum=config.momentum,
-                                   tau=config.tau, inner_sweeps=config.inner_sweeps,
-                                   power_iterations=config.power_iterations,
-                                   reduce_fn=config.reduce_fn)
+        # layer-parallel kernels for uniform chains (MLPs), the per-layer path otherwise
+        self.solver = BatchedLiftedSolver(self.objective, config.solver, lr=config.lr,
+                                          state_steps=config.state_steps, momentum=config.momentum,
+                                          tau=config.tau, inner_sweeps=config.inner_sweeps,
+                                          power_iterations=config.power_iterations,
+                                          reduce_fn=config.reduce_fn)
         self.store = None if config.solver == "isgm" else self.initial_store()
 
     def initial_store(self) -> StateStore:
