@@ -87,6 +87,27 @@ class LiftedChain:
         s = self.stage(k)
         return self.x[k] - self.x[k - 1] - s.out_op(self.z[k]) - s.out_bias
 
+    def snapshot(self) -> tuple[list, list]:
+        """The hidden blocks ``(x_1..x_{L−1}, z)`` (tensors are never modified in place)."""
+        return list(self.x[1:self.L]), list(self.z)
+
+    def restore(self, snap: tuple[list, list]) -> None:
+        self.x[1:self.L] = snap[0]
+        self.z = list(snap[1])
+
+    def extrapolate(self, new: tuple[list, list], old: tuple[list, list], beta: float) -> None:
+        """States ``P(s + β(s − s_old))``, ``P`` the projection onto each block's domain
+        (``dom Ψ_k`` for the output of an affine stage, no constraint otherwise)."""
+        xs = []
+        for k, (a, b) in enumerate(zip(new[0], old[0]), start=1):
+            y = a + beta * (a - b)
+            s = self.stage(k)
+            xs.append(s.activation.project(y) if isinstance(s, AffineStage) else y)
+        zs = [None if a is None else self.stage(k).activation.project(a + beta * (a - b))
+              for k, (a, b) in enumerate(zip(new[1], old[1]))]
+        self.x[1:self.L] = xs
+        self.z = zs
+
     def initialise(self, u: torch.Tensor) -> None:
         """States from a forward pass at ``u`` (the output stays tied to ``f``)."""
         x = u

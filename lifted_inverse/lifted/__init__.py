@@ -26,6 +26,7 @@ from .activations import (
     as_proximal,
     make_activation,
 )
+from .batched import BatchedLiftedSolver, uniform_chain
 from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import ResidualBlock
 from .model import AffineLayer, LiftedLayer, LiftedNetwork, LinearMap, ResidualView, SkipLayer, lift
@@ -38,15 +39,13 @@ from .penalties import (
     Penalty,
     make_penalty,
 )
-
 from .solvers import SOLVERS, LiftedSolver, StateStore, identity_reduce
-from .batched import BatchedLiftedSolver, uniform_chain
 
 __all__ = [
-    "LiftedObjective", "WeightRegularizer", "SOLVERS", "LiftedSolver", "BatchedLiftedSolver", "uniform_chain", "StateStore",
-    "identity_reduce", "save_checkpoint", "load_checkpoint",
     "ACTIVATIONS",
+    "SOLVERS",
     "AffineLayer",
+    "BatchedLiftedSolver",
     "BregmanPenalty",
     "Clip",
     "FenchelPenalty",
@@ -55,6 +54,8 @@ __all__ = [
     "LeakyReLU",
     "LiftedLayer",
     "LiftedNetwork",
+    "LiftedObjective",
+    "LiftedSolver",
     "LinearMap",
     "MACPenalty",
     "Penalty",
@@ -66,9 +67,15 @@ __all__ = [
     "SkipLayer",
     "SoftThreshold",
     "Softmax",
+    "StateStore",
     "Tanh",
+    "WeightRegularizer",
     "as_proximal",
+    "identity_reduce",
     "lift",
+    "load_checkpoint",
     "make_activation",
     "make_penalty",
+    "save_checkpoint",
+    "uniform_chain",
 ]

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..lifted.batched import BatchedLiftedSolver
 from ..lifted.checkpoint import load_checkpoint, save_checkpoint
 from ..lifted.model import lift
 from ..lifted.objective import LiftedObjective, WeightRegularizer
 from ..lifted.penalties import PENALTIES
-from ..lifted.batched import BatchedLiftedSolver
 from ..lifted.solvers import SOLVERS, StateStore
 from .tasks import Task
 
