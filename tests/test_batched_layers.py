@@ -30,6 +30,10 @@ def _mac_nobias():    # body of 2, no biases, MAC (smooth y-part, σ' in ∇_z)
     return mlp((20, 16, 16, 16, 6), activation="leaky_relu", bias=False), None, "mac"
 
 
+def _short_mlp():    # body of 1 (the digits-mlp shape): colour B is one state read by the tail
+    return mlp((20, 32, 32, 5)), Softmax(), "bregman"
+
+
 def _mixed_mlp():     # tanh and soft-threshold layers alternate: not a uniform chain
     return nn.Sequential(nn.Linear(20, 24), nn.Tanh(), nn.Linear(24, 24), SoftThreshold(0.1),
                          nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(),
@@ -37,7 +41,7 @@ def _mixed_mlp():     # tanh and soft-threshold layers alternate: not a uniform 
 
 
 NETWORKS = {"relu-bregman": _relu_mlp, "tanh-fenchel": _tanh_mlp, "leaky-mac-nobias": _mac_nobias,
-            "mixed-fenchel": _mixed_mlp}
+            "short-bregman": _short_mlp, "mixed-fenchel": _mixed_mlp}
 
 
 def _run(cls, make, solver, regularizer=None):
@@ -64,7 +68,7 @@ def _run(cls, make, solver, regularizer=None):
 
 
 CASES = [("relu-bregman", s) for s in SOLVERS] + [(n, s) for n in ("tanh-fenchel", "leaky-mac-nobias")
-                                                  for s in ("bcd", "adam")] + [("mixed-fenchel", "bcd")]
+                                                  for s in ("bcd", "adam")] + [("short-bregman", "bcd"), ("short-bregman", "isgm"), ("mixed-fenchel", "bcd")]
 
 
 @pytest.mark.parametrize("network, solver", CASES)
