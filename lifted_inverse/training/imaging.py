@@ -69,9 +69,15 @@ class ImagingTask:
     baseline_name: str
     baseline: Callable
     defaults: dict = field(default_factory=dict)
+    _operators: dict = field(default_factory=dict, repr=False)
 
     def operator(self, shape) -> LinearOperator | None:
-        return build_operator(self.operator_spec, shape)
+        """The operator for images of ``shape``, built once per shape (its power-iterated norm,
+        sparse matrix or FFT kernel are cached on the instance and reused by every batch)."""
+        key = tuple(int(n) for n in shape)
+        if key not in self._operators:
+            self._operators[key] = build_operator(self.operator_spec, key)
+        return self._operators[key]
 
     def apply(self, y: torch.Tensor, A: LinearOperator | None) -> torch.Tensor:
         """The network on a batch of measurements."""
