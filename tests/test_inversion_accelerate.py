@@ -1,6 +1,8 @@
 """Inertial (extrapolated) block-coordinate sweeps of the deep lifted inversion solver."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -42,13 +44,13 @@ def test_accelerated_sweeps_decrease_the_energy_monotonically(regularizer):
     # restart rule: an extrapolated sweep is only kept when E does not increase; plain sweeps are
     # single proximal-gradient steps per block (TV: up to the inexact, warm-started prox)
     slack = 1e-12 if regularizer == "l2" else 1e-4
-    assert all(b <= a + slack * abs(a) for a, b in zip(e, e[1:])), max(b - a for a, b in zip(e, e[1:]))
+    assert all(b <= a + slack * abs(a) for a, b in itertools.pairwise(e)), max(b - a for a, b in itertools.pairwise(e))
 
 
 def test_acceleration_reaches_a_lower_energy_with_the_same_sweeps():
     model, f, u0 = _problem()
-    kw = dict(input_shape=(1, 11, 11), u0=u0, iterations=600, inner_u=1, inner_states=1,
-              weights=[30.0, 10.0, 1.0], bounds=(0, 1), tol=0.0)
+    kw = {"input_shape": (1, 11, 11), "u0": u0, "iterations": 600, "inner_u": 1, "inner_states": 1,
+          "weights": [30.0, 10.0, 1.0], "bounds": (0, 1), "tol": 0.0}
     plain = invert_deep(model, f, 1e-3, "l2", **kw)
     fast = invert_deep(model, f, 1e-3, "l2", accelerate=True, **kw)
     floor = invert_deep(model, f, 1e-3, "l2", accelerate=True, **{**kw, "iterations": 2000}).objective

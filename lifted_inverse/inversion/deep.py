@@ -270,8 +270,10 @@ def invert_deep(
             chain.restore(saved[2])
 
         previous, t = None, 1.0  # accelerate: the accepted iterate before the current one
+        objective = None
         for sweep in range(iterations):
             if schedule is not None and sweep > 0:
+                objective = None  # E of the current iterate changes with the weights
                 chain.set_weights(schedule(sweep))
                 block.set_lipschitz(chain.consumer_gradient(1, block.u)[1])
             u_old = block.u
@@ -280,7 +282,8 @@ def invert_deep(
                 sweep_once()
                 objective = energy()
             else:
-                current, e_current = save(), energy()  # E at this sweep's weights
+                current = save()
+                e_current = energy() if objective is None else objective  # E at this sweep's weights
                 t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
                 beta = (t - 1.0) / t_new
                 if previous is not None and beta > 0:
