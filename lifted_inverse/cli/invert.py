@@ -18,10 +18,13 @@ from pathlib import Path
 
 import torch
 
-#: per-model defaults: image, size, a-priori constant c in α = c·δ, iterations, Adam learning rate
+#: per-model defaults: image, size, a-priori constant c in α = c·δ, iterations, Adam learning rate,
+#: and for deep models the lifted solver settings (``deep``; chosen on validation digits by
+#: ``benchmarks/bench_inversion.py --tune`` for the encoder)
 MODEL_DEFAULTS = {
     "perceptron": {"image": "camera", "size": 64, "c": 1.0, "iterations": 500, "lr": 3e-2},
-    "encoder": {"image": "digit", "size": 16, "c": 0.05, "iterations": 300, "lr": 1e-2},
+    "encoder": {"image": "digit", "size": 16, "c": 0.05, "iterations": 150, "lr": 1e-2,
+                "deep": {"accelerate": True, "weights": [100.0, 10.0, 1.0], "inner_u": 1, "inner_states": 3}},
     "resnet": {"image": "camera", "size": 32, "c": 0.05, "iterations": 200, "lr": 1e-2},
     "path": {"image": "camera", "size": None, "c": 0.05, "iterations": 300, "lr": 1e-2},
 }
@@ -141,12 +144,13 @@ def run(args: argparse.Namespace) -> int:
         f = bregman_noise(output_activation(stages[-1]), z_true, delta, seed=args.seed + 1)
     noise_norm = float(torch.linalg.vector_norm(f - clean))
     u0 = torch.full_like(truth, 0.5)  # mid-grey: u = 0 is a stationary point of ReLU backprop
-    common = dict(input_shape=input_shape, bounds=(0.0, 1.0), progress=args.progress, tol=1e-7)
+    common = {"input_shape": input_shape, "bounds": (0.0, 1.0), "progress": args.progress, "tol": 1e-7}
 
     # deep: 3+3 inner steps per sweep, inner Bregman weights tightened 1 -> 10 over a third of the run
     # (ρ = 10 on residual couplings: ρ = 1 leaves the ResNet relaxation too loose, 25 vs 33 dB)
-    deep = dict(inner_u=3, inner_states=3, rho=10.0,
-                weights=continuation(len(stages), 10.0, max(iterations // 3, 1)))
+    deep = {"inner_u": 3, "inner_states": 3, "rho": 10.0,
+                "weights": continuation(len(stages), 10.0, max(iterations // 3, 1))}
+    deep.update(defaults.get("deep", {}))
 
     def lifted(alpha, previous=None):
         start = previous.u if previous is not None else u0
@@ -175,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
     # equal wall-clock budget: each baseline runs until it has used the lifted solver's time
     # (or converged, or 50x the lifted iterations)
-    budget = dict(iterations=50 * max(result.iterations, 1), time_limit=max(result.seconds, 1e-3))
+    budget = {"iterations": 50 * max(result.iterations, 1), "time_limit": max(result.seconds, 1e-3)}
     gd = invert_gradient(model, f, alpha, args.regularizer, method="gd", u0=u0, lr=1e-3,
                          **budget, **common)
     adam = invert_gradient(model, f, alpha, args.regularizer, method="adam", u0=u0, lr=defaults["lr"],
