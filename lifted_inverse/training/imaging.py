@@ -24,14 +24,22 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from ..datasets import DEFAULT_TEST_IMAGES, NATURAL_IMAGES, ImageFolder, PatchDataset, builtin_image
-from ..datasets import random_ellipses, shepp_logan, split_images
+from ..datasets import (
+    DEFAULT_TEST_IMAGES,
+    NATURAL_IMAGES,
+    ImageFolder,
+    PatchDataset,
+    builtin_image,
+    random_ellipses,
+    shepp_logan,
+    split_images,
+)
 from ..io import atomic_path, atomic_write_text
 from ..metrics import psnr, ssim
 from ..networks.pnn import PNN
@@ -78,6 +86,14 @@ class ImagingTask:
         if key not in self._operators:
             self._operators[key] = build_operator(self.operator_spec, key)
         return self._operators[key]
+
+    def measure_train(self, seed: int) -> torch.Tensor:
+        """Fresh measurements ``A x_i + e_i`` of the training images with noise seeded by ``seed``
+        (training on a new noise draw every epoch keeps a denoiser from fitting the noise)."""
+        A = self.operator(tuple(self.x_train.shape[1:]))
+        chunk = 64
+        return torch.cat([measure(self.x_train[i:i + chunk], A, self.noise, seed + i)
+                          for i in range(0, len(self.x_train), chunk)])
 
     def apply(self, y: torch.Tensor, A: LinearOperator | None) -> torch.Tensor:
         """The network on a batch of measurements."""
@@ -207,7 +223,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
     test_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 10**5 + i)[0]
               for i, x in enumerate(test_x)]
     if baseline_name == "fbp":
-        baseline = lambda y, A: A.fbp(y)  # noqa: E731
+        baseline = lambda y, A: A.fbp(y)
         alpha = None
     else:
         k = min(8, len(x_train))
@@ -235,7 +251,9 @@ for _name in IMAGING_TASKS:
 class ImagingTrainConfig:
     """``method``: 'bregman' (lifted, :class:`LiftedConfig` fields in ``lifted``) or 'backprop'
     (Adam). ``epochs`` and/or ``time_budget`` (seconds of training, evaluation excluded) stop
-    training; ``eval_every``: test evaluation every so many epochs."""
+    training; ``eval_every``: test evaluation every so many epochs; ``fresh_noise``: a new noise
+    draw of the training measurements every epoch (not for full-batch ``'bcd'``, whose states are
+    tied to its fixed batch)."""
 
     method: str = "bregman"
     solver: str = "adam"
@@ -246,6 +264,7 @@ class ImagingTrainConfig:
     time_budget: float | None = None
     eval_every: int = 1
     lifted: dict = field(default_factory=dict)
+    fresh_noise: bool = True
 
     def validate(self):
         if self.method not in ("bregman", "backprop"):
@@ -303,6 +322,8 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         from tqdm.auto import tqdm
         bar = tqdm(total=config.epochs, desc=f"{task.name} {config.method}/{config.solver}")
     while epoch < config.epochs and (config.time_budget is None or seconds < config.time_budget):
+        if epoch > 0 and config.fresh_noise and config.solver != "bcd":
+            task.y_train = task.measure_train(seed=10**6 * (config.seed + 1) + 10**4 * epoch)
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
         values = []
