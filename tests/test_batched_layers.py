@@ -158,3 +158,14 @@ def test_unbatchable_networks_fall_back():
     v2 = bat.step(x, t, s2)
     assert abs(v1 - v2) < TOL   # same code path; only the cached ‖W‖ power iterations restart
     assert max(float((a - b.detach()).abs().max()) for a, b in zip(w1, model.parameters())) < TOL
+
+
+def test_cpu_batch_limit_selects_the_per_layer_path():
+    torch.manual_seed(0)
+    model = mlp((6, 8, 8, 8, 3)).double()
+    obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
+    bat = BatchedLiftedSolver(obj, "bcd", cpu_batch_limit=10)
+    small = [torch.zeros(10, 6, dtype=torch.float64)]
+    large = [torch.zeros(11, 6, dtype=torch.float64)]
+    assert bat.batched and bat.plan(small) is not None and bat.plan(large) is None
+    assert BatchedLiftedSolver(obj, "bcd", cpu_batch_limit=None).plan(large) is not None
