@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per method")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-train", type=int, default=256)
-    ap.add_argument("--features", type=int, default=16)
+    ap.add_argument("--features", type=int, default=None, help="F of L_k (task default)")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--runs", default=",".join(f"{m}/{s}" for m, s in RUNS))
