@@ -44,10 +44,13 @@ def runs(tmp_path_factory):
         ref[solver] = {"params": [p.detach().clone() for p in task.model.parameters()],
                        "objective": res["train_objective"]}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-           str(Path(__file__).parent / "distributed_worker.py"), str(out), str(out / "ckpt_bcd_1.pt")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    for _attempt in range(2):   # a second try on a fresh port: the probed free port can be taken
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               str(Path(__file__).parent / "distributed_worker.py"), str(out), str(out / "ckpt_bcd_1.pt")]
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
+        if proc.returncode == 0:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     two = torch.load(out / "result_2.pt", weights_only=True)
     return out, ref, two
