@@ -129,3 +129,12 @@ class _Body(nn.Module):
 
     def forward(self, x):
         return x + self.body(x)
+
+
+def test_activation_shape_is_recorded_before_a_following_reshape():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8, 6), nn.Unflatten(1, (2, 3)), nn.Tanh(), nn.Flatten())
+    net = lift(model, input_shape=(1, 4, 4))
+    first, second = net.blocks
+    assert (first.activation_shape, first.out_shape) == ((2, 2, 2), (8,))
+    assert (second.activation_shape, second.out_shape) == ((2, 3), (6,))

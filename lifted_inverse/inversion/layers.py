@@ -3,17 +3,18 @@
 A network ``N = S_L ∘ … ∘ S_1`` is described as a chain of stages, each one of
 
 * :class:`AffineStage`   ``x ↦ σ(A x + b)``                 (Linear / Conv2d, reshapes, activation)
-* :class:`ResidualStage` ``x ↦ x + V σ(A x + b) + c``       (a :class:`Residual` block)
+* :class:`ResidualStage` ``x ↦ x + V σ(A x + b) + c``       (a :class:`ResidualBlock`)
 
 where ``A``, ``V`` are :class:`~lifted_inverse.operators.LinearOperator` s with exact adjoints
 (``Aᵀ`` is a transposed linear map / transposed convolution, never a backward pass through N) and
 ``σ = prox_Ψ`` is a :class:`~lifted_inverse.lifted.ProximalActivation`. Biases are stored as full
 tensors ``b = A_affine(0)`` of shape ``(1, *out_shape)``.
 
-:func:`describe` builds the chain from an ``nn.Sequential`` made of ``nn.Linear``, ``nn.Conv2d``,
-``nn.Flatten``, ``nn.Unflatten``, activations with a proximal form and :class:`Residual` blocks.
-(The lifted engine's ``lift`` is the long-term home of this description; this module only needs
-the forward/adjoint maps, biases and activations, so it does not depend on it.)
+:func:`describe` is a thin adapter over :func:`~lifted_inverse.lifted.model.lift`, the package's
+one description of a model as lifted layers: it wraps each lifted block's
+:class:`~lifted_inverse.lifted.model.LinearMap` (forward, exact adjoint, bias) as an operator
+between stage shapes. Residual blocks are :class:`~lifted_inverse.lifted.layers.ResidualBlock` s;
+:func:`Residual` builds one from ``nn.Sequential(linear, activation, linear)`` (older API).
 """
 from __future__ import annotations
 
@@ -22,103 +23,53 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as nnf
 from torch import nn
 
 from ..lifted.activations import Identity as IdentityActivation
-from ..lifted.activations import ProximalActivation, as_proximal
+from ..lifted.activations import ProximalActivation
+from ..lifted.layers import ResidualBlock
+from ..lifted.model import AffineLayer, LinearMap, lift
 from ..operators.base import LinearOperator
 
 Shape = tuple[int, ...]
 
 
-class Residual(nn.Module):
-    """Residual block ``x ↦ x + body(x)`` with ``body = Sequential(linear, activation, linear)``.
+def Residual(body: nn.Sequential) -> ResidualBlock:  # keeps the former class name
+    """``x ↦ x + V σ(W x + b) + c`` from ``body = nn.Sequential(W, σ, V)`` (``W``, ``V``:
+    ``nn.Linear`` / ``nn.Conv2d``): the :class:`ResidualBlock` ``(W, σ, V)``, sharing the modules."""
+    if not isinstance(body, nn.Sequential) or len(body) != 3:
+        got = f"{len(body)} modules" if isinstance(body, nn.Sequential) else type(body).__name__
+        raise TypeError(f"body: expected nn.Sequential(linear, activation, linear), got {got}")
+    try:
+        return ResidualBlock(body[0], body[1], body[2])
+    except TypeError as err:
+        raise TypeError(f"body: expected nn.Sequential(linear, activation, linear): {err}") from None
 
-    The two linear maps are ``nn.Linear`` or ``nn.Conv2d`` (with optional reshapes); the output
-    shape of ``body`` must equal its input shape.
+
+class StageOperator(LinearOperator):
+    """``A = P_out ∘ W ∘ P_in``: a lifted linear map ``W`` between stage shapes.
+
+    ``P_in`` reshapes ``(B, *in_shape)`` to the map's input ``(B, *W.in_shape)`` and ``P_out`` its
+    output to ``(B, *out_shape)``; ``Aᵀ = P_inᵀ Wᵀ P_outᵀ`` with ``Wᵀ`` the exact adjoint of
+    :class:`~lifted_inverse.lifted.model.LinearMap` (transposed weight / transposed convolution).
+    ``linear_map=None`` gives the pure reshape ``A = P``.
     """
 
-    def __init__(self, body: nn.Sequential):
-        super().__init__()
-        if not isinstance(body, nn.Sequential):
-            raise TypeError(f"body: expected an nn.Sequential, got {type(body).__name__}")
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-_LINEAR_TYPES = (nn.Linear, nn.Conv2d)
-_RESHAPE_TYPES = (nn.Flatten, nn.Unflatten)
-
-
-class _Reshape:
-    """A reshape ``(B, *in_shape) -> (B, *out_shape)`` (Flatten / Unflatten), adjoint = inverse."""
-
-    def __init__(self, in_shape: Shape, out_shape: Shape):
-        self.in_shape, self.out_shape = in_shape, out_shape
-
-    def forward(self, x):
-        return x.reshape(x.shape[0], *self.out_shape)
-
-    def adjoint(self, y):
-        return y.reshape(y.shape[0], *self.in_shape)
-
-
-class _LinearPart:
-    """The bias-free part of an ``nn.Linear`` / ``nn.Conv2d`` with its exact adjoint."""
-
-    def __init__(self, module: nn.Module, in_shape: Shape):
-        self.module = module
-        self.in_shape = in_shape
-        with torch.no_grad():
-            probe = torch.zeros((1, *in_shape), dtype=module.weight.dtype, device=module.weight.device)
-            self.out_shape = tuple(self.forward(probe).shape[1:])
-
-    def forward(self, x):
-        m = self.module
-        if isinstance(m, nn.Linear):
-            return nnf.linear(x, m.weight)
-        return nnf.conv2d(x, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
-
-    def adjoint(self, y):
-        m = self.module
-        if isinstance(m, nn.Linear):
-            return nnf.linear(y, m.weight.t())
-        # conv_transpose2d is the adjoint of conv2d once the output size is pinned to the input
-        h, w = self.in_shape[-2:]
-        sh, sw = m.stride
-        ph, pw = m.padding
-        dh, dw = m.dilation
-        kh, kw = m.kernel_size
-        oh = h - ((y.shape[-2] - 1) * sh - 2 * ph + dh * (kh - 1) + 1)
-        ow = w - ((y.shape[-1] - 1) * sw - 2 * pw + dw * (kw - 1) + 1)
-        return nnf.conv_transpose2d(y, m.weight, None, m.stride, m.padding, (oh, ow), m.groups, m.dilation)
-
-
-class ModuleOperator(LinearOperator):
-    """The linear part ``A`` of a chain of reshapes and one ``nn.Linear`` / ``nn.Conv2d``.
-
-    ``A x = P_out(L(P_in x))`` with bias dropped; ``Aᵀ y = P_inᵀ Lᵀ P_outᵀ y`` using the transposed
-    weight (Linear) or ``conv_transpose2d`` (Conv2d). Shapes ``(B, *in_shape) -> (B, *out_shape)``.
-    """
-
-    def __init__(self, parts: Sequence, in_shape: Shape, out_shape: Shape, modules: Sequence[nn.Module]):
+    def __init__(self, linear_map: LinearMap | None, in_shape: Shape, out_shape: Shape):
         super().__init__(in_shape, out_shape)
-        self._parts = list(parts)
+        self.map = linear_map
         # registered so that .to(device), norm()'s dtype/device probe and state follow the model
-        self.layers = nn.ModuleList([m for m in modules])
+        self.layers = nn.ModuleList([] if linear_map is None else [linear_map.module])
 
     def _forward(self, x):
-        for part in self._parts:
-            x = part.forward(x)
-        return x
+        if self.map is not None:
+            x = self.map.forward(x.reshape(x.shape[0], *self.map.in_shape))
+        return x.reshape(x.shape[0], *self.out_shape)
 
     def _adjoint(self, y):
-        for part in reversed(self._parts):
-            y = part.adjoint(y)
-        return y
+        if self.map is not None:
+            y = self.map.adjoint(y.reshape(y.shape[0], *self.map.out_shape))
+        return y.reshape(y.shape[0], *self.in_shape)
 
 
 @dataclass
@@ -177,142 +128,63 @@ class ResidualStage:
 Stage = AffineStage | ResidualStage
 
 
-def _flatten_modules(model: nn.Module) -> list[nn.Module]:
-    if isinstance(model, nn.Sequential):
-        out = []
-        for m in model:
-            out.extend(_flatten_modules(m))
-        return out
-    return [model]
-
-
-def _reshape_out(module: nn.Module, shape: Shape) -> Shape:
+def _full_bias(linear_map: LinearMap, out_shape: Shape) -> torch.Tensor:
+    """The map's bias ``b`` as a full tensor of shape ``(1, *out_shape)`` (zeros when it has none)."""
+    w = linear_map.weight
     with torch.no_grad():
-        return tuple(module(torch.zeros((1, *shape))).shape[1:])
+        full = torch.zeros((1, *linear_map.out_shape), dtype=w.dtype, device=w.device)
+        b = linear_map.bias()
+        if b is not None:
+            full = full + b
+    return full.reshape(1, *out_shape).detach()
 
 
-def _affine(modules: list[nn.Module], in_shape: Shape, where: str) -> tuple[LinearOperator, torch.Tensor]:
-    """Linear part and full bias of a chain of reshapes and at most one Linear/Conv2d."""
-    parts, shape, linear = [], in_shape, None
-    for m in modules:
-        if isinstance(m, _RESHAPE_TYPES):
-            out = _reshape_out(m, shape)
-            parts.append(_Reshape(shape, out))
-            shape = out
-        elif isinstance(m, _LINEAR_TYPES):
-            if linear is not None:  # pragma: no cover - describe() never groups two linears
-                raise ValueError(f"{where}: two linear layers without an activation in between")
-            _check_input(m, shape, where)
-            part = _LinearPart(m, shape)
-            parts.append(part)
-            shape, linear = part.out_shape, m
-        else:  # pragma: no cover - filtered by describe()
-            raise TypeError(f"{where}: unsupported module {m!r}")
-    op = ModuleOperator(parts, in_shape, shape, [m for m in modules if isinstance(m, _LINEAR_TYPES)])
-    ref = linear.weight if linear is not None else torch.zeros(())
-    with torch.no_grad():
-        x0 = torch.zeros((1, *in_shape), dtype=ref.dtype, device=ref.device)
-        full = x0
-        for m in modules:
-            full = m(full)  # the affine map at 0 = the bias, already in the output layout
-    return op, full.detach()
-
-
-def _check_input(m: nn.Module, shape: Shape, where: str) -> None:
-    if isinstance(m, nn.Linear):
-        if len(shape) != 1 or shape[0] != m.in_features:
-            raise ValueError(
-                f"{where}: {m!r} expects inputs of shape (B, {m.in_features}), but receives "
-                f"(B, {', '.join(map(str, shape))}); add nn.Flatten or fix input_shape"
-            )
-    elif isinstance(m, nn.Conv2d):
-        if len(shape) != 3 or shape[0] != m.in_channels:
-            raise ValueError(
-                f"{where}: {m!r} expects inputs of shape (B, {m.in_channels}, H, W), but receives "
-                f"(B, {', '.join(map(str, shape))})"
-            )
-        if m.padding_mode != "zeros" or isinstance(m.padding, str):
-            raise TypeError(f"{where}: {m!r}: only numeric zero padding is supported")
+def _affine_stage(layer: AffineLayer, in_shape: Shape, out_shape: Shape) -> AffineStage:
+    return AffineStage(StageOperator(layer.map, in_shape, out_shape),
+                       _full_bias(layer.map, out_shape), layer.activation)
 
 
 def describe(model: nn.Module, input_shape: Sequence[int]) -> list[Stage]:
-    """Chain of stages of ``model`` for inputs of shape ``(B, *input_shape)``.
+    """Chain of stages of ``model`` for inputs of shape ``(B, *input_shape)``, read off ``lift``.
 
-    Groups ``[reshapes] linear [reshapes] [activation]`` into an :class:`AffineStage` (identity
-    activation when none follows, identity ``A`` for a bare activation) and turns each
-    :class:`Residual` into a :class:`ResidualStage`. Raises ``TypeError`` for modules without a
-    lifted form (e.g. an activation with no proximal map such as GELU, pooling, normalisation) and
-    ``ValueError`` for shape mismatches, naming the layer.
+    Each lifted ``AffineLayer`` becomes an :class:`AffineStage` (identity activation between two
+    linear modules in a row and after a final linear one) and each residual block a
+    :class:`ResidualStage`. Stage boundaries: a stage ends at the shape its activation acts on, a
+    Flatten/Unflatten after an activation belongs to the next stage's ``A``, trailing reshapes to
+    the last stage's ``A``, and a reshape right before a residual block is a stage of its own
+    (``A = P``, ``b = 0``, identity σ). ``lift`` raises ``TypeError`` for modules without a lifted
+    form (an activation with no proximal map such as GELU, pooling, normalisation) and
+    ``ValueError`` for shape mismatches, naming the module.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s <= 0 for s in shape):
         raise ValueError(f"input_shape: expected positive sizes, got {tuple(input_shape)}")
-    modules = _flatten_modules(model)
+    net = lift(model, shape)
     stages: list[Stage] = []
-    pending: list[nn.Module] = []
-    has_linear = False
-
-    def close(activation_module: nn.Module | None, index: int) -> None:
-        nonlocal pending, has_linear, shape
-        where = f"layer {index} ({type(activation_module or pending[-1]).__name__})"
-        act = as_proximal(activation_module) if activation_module is not None else IdentityActivation()
-        op, bias = _affine(pending, shape, where)
-        stages.append(AffineStage(op, bias, act))
-        shape = op.out_shape
-        pending, has_linear = [], False
-
-    for i, m in enumerate(modules):
-        where = f"layer {i} ({type(m).__name__})"
-        if isinstance(m, _RESHAPE_TYPES):
-            pending.append(m)
-        elif isinstance(m, _LINEAR_TYPES):
-            if has_linear:
-                close(None, i)
-            pending.append(m)
-            has_linear = True
-        elif isinstance(m, Residual):
-            if pending:
-                close(None, i)
-            stages.append(_residual(m, shape, where))
-        else:
-            try:
-                act = as_proximal(m)
-            except TypeError as err:
-                kind = "activation" if not list(m.parameters()) else "module"
-                raise TypeError(f"{where}: cannot lift this {kind}: {err}") from None
-            close(act, i)
-    if pending:
-        if not has_linear:
-            # trailing reshape: fold it into the last stage's operator
-            if not stages or not isinstance(stages[-1], AffineStage):
-                raise ValueError("model: a trailing reshape must follow an affine layer")
-            last = stages.pop()
-            parts, out = [], last.out_shape
-            for m in pending:
-                new = _reshape_out(m, out)
-                parts.append(_Reshape(out, new))
-                out = new
-            op = ModuleOperator([last.op, *parts], last.in_shape, out, [last.op])
-            bias = last.bias.reshape(1, *out)
-            stages.append(AffineStage(op, bias, last.activation))
-        else:
-            close(None, len(modules))
-    if not stages:
-        raise ValueError("model: no layers to invert")
+    for i, block in enumerate(net.blocks):
+        last = i == len(net.blocks) - 1
+        if isinstance(block, AffineLayer):
+            out = block.out_shape if last else block.activation_shape
+            stages.append(_affine_stage(block, shape, out))
+            shape = out
+            continue
+        block_shape = block.W.in_shape
+        if shape != block_shape:
+            ref = block.W.weight
+            stages.append(AffineStage(StageOperator(None, shape, block_shape),
+                                      torch.zeros((1, *block_shape), dtype=ref.dtype, device=ref.device),
+                                      IdentityActivation()))
+        if last and block.skip.out_shape != block_shape:
+            raise ValueError("model: a reshape after the last residual block cannot be inverted as "
+                             "a stage; reshape the network output instead")
+        inner = _affine_stage(block.inner, block_shape, block.W.out_shape)
+        stages.append(ResidualStage(inner.op, inner.bias, inner.activation,
+                                    StageOperator(block.V, block.V.in_shape, block_shape),
+                                    _full_bias(block.V, block_shape)))
+        shape = block_shape
     return stages
-
-
-def _residual(block: Residual, shape: Shape, where: str) -> ResidualStage:
-    inner = describe(block.body, shape)
-    ok = (len(inner) == 2 and isinstance(inner[0], AffineStage) and isinstance(inner[1], AffineStage)
-          and isinstance(inner[1].activation, IdentityActivation))
-    if not ok:
-        raise TypeError(f"{where}: a Residual body must be Sequential(linear, activation, linear)")
-    if inner[1].out_shape != shape:
-        raise ValueError(f"{where}: body maps {shape} to {inner[1].out_shape}; shapes must agree")
-    return ResidualStage(inner[0].op, inner[0].bias, inner[0].activation, inner[1].op, inner[1].bias)
 
 
 def forward_states(stages: Sequence[Stage], u: torch.Tensor) -> torch.Tensor:

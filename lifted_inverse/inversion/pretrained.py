@@ -5,7 +5,7 @@
 * :func:`encoder` — the encoder of a small convolutional autoencoder trained on the fly on
   scikit-learn's digits (8×8 upsampled to 16×16, values in [0, 1]); code of dimension ``code``:
   ``Conv(1→8, 3, s2) ReLU Conv(8→16, 3, s2) ReLU Flatten Linear(256→code)``.
-* :func:`resnet` — ``blocks`` residual blocks ``x + Conv(ch→1) ReLU Conv(1→ch) x`` (3×3 convs)
+* :func:`resnet` — ``blocks`` :class:`ResidualBlock` s ``x + Conv(ch→1) ReLU Conv(1→ch) x`` (3×3 convs)
   trained on the fly on random image patches to approximate ``u ↦ u³ + u`` per pixel.
 
 Training takes a few seconds on 2 CPU cores and is cached in memory per argument tuple; pass
@@ -24,7 +24,8 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ..io import atomic_path
-from .layers import Residual
+from ..lifted.layers import ResidualBlock
+from .checkpoint import upgrade_state_dict
 
 _MEMORY: dict[tuple, nn.Module] = {}
 DIGIT_SIZE = 16
@@ -81,7 +82,8 @@ def _cached(key: tuple, build, cache_dir: str | os.PathLike | None, dtype) -> nn
         path = Path(cache_dir).expanduser() / ("-".join(str(k) for k in key) + ".pt")
         if path.is_file():
             model = build(train=False)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(upgrade_state_dict(model, state))
     if model is None:
         model = build(train=True)
         if path is not None:
@@ -127,6 +129,18 @@ def _patches(n: int, size: int, seed: int) -> torch.Tensor:
     return out
 
 
+def _relu_forward(net: nn.Sequential, u: torch.Tensor) -> torch.Tensor:
+    """``net(u)`` with torch's ``relu`` in every block, ``u ← u + V relu(W u + b) + c``.
+
+    Same values as the blocks' lifted ReLU (``clamp``), but autograd's subgradient at ``z = 0`` is
+    0 rather than 1; training through it keeps the weights of the seeded ResNet unchanged from the
+    version built with ``nn.ReLU`` modules (exact zeros do occur in float32 training).
+    """
+    for block in net:
+        u = u + block.outer(nnf.relu(block.inner(u)))
+    return u
+
+
 def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, cache_dir=None,
            dtype=torch.float32) -> nn.Sequential:
     """Residual conv net ``(B, 1, H, W) → (B, 1, H, W)`` trained to approximate ``u ↦ u³ + u``
@@ -135,8 +149,8 @@ def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, 
     def build(train: bool) -> nn.Sequential:
         torch.manual_seed(seed)
         net = nn.Sequential(*[
-            Residual(nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-                                   nn.Conv2d(channels, 1, 3, padding=1)))
+            ResidualBlock(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(channels, 1, 3, padding=1))
             for _ in range(blocks)
         ])
         if train:
@@ -146,7 +160,7 @@ def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, 
             for _ in range(steps):
                 idx = torch.randint(0, patches.shape[0], (64,), generator=gen)
                 u = torch.cat([patches[idx[:32]], torch.rand((32, 1, 16, 16), generator=gen)])
-                loss = nnf.mse_loss(net(u), u ** 3 + u)
+                loss = nnf.mse_loss(_relu_forward(net, u), u ** 3 + u)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

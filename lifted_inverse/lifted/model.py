@@ -25,7 +25,8 @@ Lifted layers (the protocol every solver uses; new layer types plug in by implem
 
 Concrete layers: :class:`AffineLayer` ``z = W x + b`` (Linear or Conv2d; ``linear``,
 ``linear_adjoint`` (transposed conv for conv layers), ``bias`` (shape ``(1, *out_shape)`` or
-None), ``pre_activation``, ``lipschitz() = ‖W‖²``, ``weight_norm() = ‖W‖``, ``in_shape``,
+None), ``activation_shape`` (the shape σ is applied at; differs from ``out_shape`` when a
+Flatten/Unflatten follows the activation), ``pre_activation``, ``lipschitz() = ‖W‖²``, ``weight_norm() = ‖W‖``, ``in_shape``,
 ``out_shape``); :class:`SkipLayer` ``z = u + V h + c`` (the second half of a residual block,
 identity activation). A residual block ``u_j = u_{j−1} + V σ(W u_{j−1} + b) + c`` becomes an
 ``AffineLayer`` ``u_{j−1} → h_j`` and a ``SkipLayer`` ``(u_{j−1}, h_j) → u_j``; the coupling
@@ -272,6 +273,8 @@ class AffineLayer(LiftedLayer):
         self.inputs = (input_state,)
         self.output = output_state
         self.name = type(linear_map.module).__name__
+        # σ acts on this shape; a reshape that follows the activation changes out_shape only
+        self.activation_shape: Shape = linear_map.out_shape
 
     @property
     def module(self) -> nn.Module:
