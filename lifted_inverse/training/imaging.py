@@ -21,6 +21,7 @@ pairs. ``train_imaging`` returns a metrics dict and writes ``metrics.json``, ``c
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -77,6 +78,8 @@ class ImagingTask:
     baseline_name: str
     baseline: Callable
     defaults: dict = field(default_factory=dict)
+    val_x: list = field(default_factory=list)
+    val_y: list = field(default_factory=list)
     _operators: dict = field(default_factory=dict, repr=False)
 
     def operator(self, shape) -> LinearOperator | None:
@@ -100,9 +103,16 @@ class ImagingTask:
         return self.net(y) if A is None else self.net(y, A)
 
     @torch.no_grad()
-    def evaluate(self, recon: Callable | None = None) -> dict:
-        """Mean test PSNR/SSIM (data range 1) of the network (or of ``recon(y, A)``)."""
+    def evaluate(self, recon: Callable | None = None, split: str = "test") -> dict:
+        """Mean PSNR/SSIM (data range 1) of the network (or of ``recon(y, A)``) on the held-out
+        ``'test'`` images or the ``'val'`` images (model selection; never seen in training)."""
         recon = recon or self.apply
+        if split not in ("test", "val"):
+            raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
+        if split == "val":
+            ps = [float(psnr(recon(y[None], self.operator(tuple(x.shape))), x[None], 1.0, reduction="mean"))
+                  for x, y in zip(self.val_x, self.val_y)]
+            return {"val_psnr": sum(ps) / len(ps)}
         ps, ss = [], []
         for x, y in zip(self.test_x, self.test_y):
             A = self.operator(tuple(x.shape))
@@ -135,8 +145,12 @@ def measure(x: torch.Tensor, A: LinearOperator | None, noise: dict, seed: int) -
 
 
 # ---- data ------------------------------------------------------------------------------------
+#: whole images held out from training for model selection (never test images)
+VALIDATION_IMAGES = ("astronaut", "clock")
+
+
 def _training_images(data: str | None, size=None) -> list:
-    train, _ = split_images(NATURAL_IMAGES, DEFAULT_TEST_IMAGES)
+    train, _ = split_images(NATURAL_IMAGES, DEFAULT_TEST_IMAGES + VALIDATION_IMAGES)
     images = [builtin_image(n, size) for n in train]
     if data:
         folder = ImageFolder(data, size=size, gray=True)
@@ -198,6 +212,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         test_names = [f"ellipse{i}" for i in range(4)] + ["shepp_logan", *DEFAULT_TEST_IMAGES]
         test_x = list(random_ellipses(4, size, seed=10**6)) + [shepp_logan(size)] + \
             [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
+        val_x = list(random_ellipses(2, size, seed=2 * 10**6)) + [builtin_image(VALIDATION_IMAGES[0], size)]
         net = UnrolledProximalNet(1, features or 16, layers or 8, lam=0.1, tied=tied, seed=seed)
         baseline_name = "fbp"
     else:
@@ -216,13 +231,17 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         x_train = _patches(_training_images(data), patch, n_train or 512, seed)
         test_names = list(DEFAULT_TEST_IMAGES)
         test_x = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
+        val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
         baseline_name = "tv"
     x_train = x_train.to(dtype)
     test_x = [t.to(dtype) for t in test_x]
+    val_x = [t.to(dtype) for t in val_x]
     net = net.to(dtype)
     y_train = _measure_batched(x_train, spec, noise_d, seed)
     test_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 10**5 + i)[0]
               for i, x in enumerate(test_x)]
+    val_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 2 * 10**5 + i)[0]
+             for i, x in enumerate(val_x)]
     if baseline_name == "fbp":
         baseline = lambda y, A: A.fbp(y)
         alpha = None
@@ -230,7 +249,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         k = min(8, len(x_train))
         baseline, alpha = _tv_baseline(x_train[:k], y_train[:k], spec, level)
     task = ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
-                       baseline_name, baseline)
+                       baseline_name, baseline, val_x=val_x, val_y=val_y)
     task.defaults = {"baseline_alpha": alpha}
     return task
 
@@ -254,7 +273,9 @@ class ImagingTrainConfig:
     (Adam). ``epochs`` and/or ``time_budget`` (seconds of training, evaluation excluded) stop
     training; ``eval_every``: test evaluation every so many epochs; ``fresh_noise``: a new noise
     draw of the training measurements every epoch (not for full-batch ``'bcd'``, whose states are
-    tied to its fixed batch)."""
+    tied to its fixed batch); ``select_best``: validate on the task's validation images after the
+    first epoch and then every ``val_every_seconds`` of training time (validation excluded from the
+    clock, like test evaluation) and return the weights with the best validation PSNR."""
 
     method: str = "bregman"
     solver: str = "adam"
@@ -266,6 +287,8 @@ class ImagingTrainConfig:
     eval_every: int = 1
     lifted: dict = field(default_factory=dict)
     fresh_noise: bool = True
+    select_best: bool = True
+    val_every_seconds: float = 20.0
 
     def validate(self):
         if self.method not in ("bregman", "backprop"):
@@ -318,6 +341,9 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
     history = [{"epoch": 0, "seconds": 0.0, "objective": None, "test_psnr": first["test_psnr"],
                 "test_ssim": first["test_ssim"]}]
     seconds, epoch = 0.0, 0
+    select = config.select_best and bool(task.val_x)
+    best = {"val_psnr": -math.inf, "epoch": 0, "state": None}
+    last_val = -math.inf
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -344,12 +370,21 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         record = {"epoch": epoch, "seconds": seconds, "objective": objective}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             record.update({k: v for k, v in task.evaluate().items() if k != "test_psnr_per_image"})
+        done = epoch >= config.epochs or (config.time_budget is not None and seconds >= config.time_budget)
+        if select and (epoch == 1 or done or seconds - last_val >= config.val_every_seconds):
+            record.update(task.evaluate(split="val"))
+            last_val = seconds
+            if record["val_psnr"] > best["val_psnr"]:
+                best = {"val_psnr": record["val_psnr"], "epoch": epoch,
+                        "state": copy.deepcopy(task.net.state_dict())}
         history.append(record)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(psnr=f"{record.get('test_psnr', float('nan')):.2f}")
     if bar is not None:
         bar.close()
+    if best["state"] is not None:
+        task.net.load_state_dict(best["state"])   # the weights with the best validation PSNR
     final = task.evaluate()
     base = task.evaluate(task.baseline)
     noisy = {}
@@ -364,6 +399,8 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         "baseline_alpha": task.defaults.get("baseline_alpha"),
         "noisy_psnr": noisy.get("test_psnr"),
         "seconds": seconds, "epochs": epoch, "seconds_per_epoch": seconds / max(epoch, 1),
+        "selected_epoch": best["epoch"] if best["state"] is not None else epoch,
+        "val_psnr": best["val_psnr"] if best["state"] is not None else None,
         "train_objective": [h["objective"] for h in history[1:]],
         "history": history, "noise": task.noise, "operator": task.operator_spec,
         "config": {**config.__dict__, "lr": lr},
