@@ -38,10 +38,12 @@ def main() -> None:
         cfg = ImagingTrainConfig(method=method, solver=solver, epochs=10**6, batch_size=args.batch_size,
                                  time_budget=args.budget, eval_every=10**6)
         r = train_imaging(task, cfg)
-        results[run] = {k: r[k] for k in ("test_psnr", "test_ssim", "seconds", "epochs",
-                                          "seconds_per_epoch", "baseline", "baseline_psnr", "noisy_psnr")}
+        results[run] = {k: r[k] for k in ("test_psnr", "test_ssim", "seconds", "epochs", "selected_epoch",
+                                          "val_psnr", "seconds_per_epoch", "baseline", "baseline_psnr",
+                                          "noisy_psnr")}
         print(f"{args.task:16s} {run:16s} test PSNR {r['test_psnr']:6.2f} dB  SSIM {r['test_ssim']:.4f}  "
-              f"{r['seconds_per_epoch']:6.2f} s/epoch  {r['epochs']:4d} epochs in {r['seconds']:.0f} s  "
+              f"{r['seconds_per_epoch']:6.2f} s/epoch  {r['epochs']:4d} epochs in {r['seconds']:.0f} s "
+              f"(weights of epoch {r['selected_epoch']}, best on validation)  "
               f"({r['baseline']} {r['baseline_psnr']:.2f} dB)", flush=True)
     ref = results.get("backprop/adam")
     if ref:
