@@ -129,18 +129,6 @@ def _patches(n: int, size: int, seed: int) -> torch.Tensor:
     return out
 
 
-def _relu_forward(net: nn.Sequential, u: torch.Tensor) -> torch.Tensor:
-    """``net(u)`` with torch's ``relu`` in every block, ``u ← u + V relu(W u + b) + c``.
-
-    Same values as the blocks' lifted ReLU (``clamp``), but autograd's subgradient at ``z = 0`` is
-    0 rather than 1; training through it keeps the weights of the seeded ResNet unchanged from the
-    version built with ``nn.ReLU`` modules (exact zeros do occur in float32 training).
-    """
-    for block in net:
-        u = u + block.outer(nnf.relu(block.inner(u)))
-    return u
-
-
 def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, cache_dir=None,
            dtype=torch.float32) -> nn.Sequential:
     """Residual conv net ``(B, 1, H, W) → (B, 1, H, W)`` trained to approximate ``u ↦ u³ + u``
@@ -160,7 +148,7 @@ def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, 
             for _ in range(steps):
                 idx = torch.randint(0, patches.shape[0], (64,), generator=gen)
                 u = torch.cat([patches[idx[:32]], torch.rand((32, 1, 16, 16), generator=gen)])
-                loss = nnf.mse_loss(_relu_forward(net, u), u ** 3 + u)
+                loss = nnf.mse_loss(net(u), u ** 3 + u)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

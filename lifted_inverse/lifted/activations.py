@@ -162,6 +162,9 @@ class ReLU(_IndicatorActivation):
     def _lower_upper(self):
         return 0.0, None
 
+    def forward(self, z):
+        return torch.relu(z)   # = clamp(z, 0); autograd's subgradient at 0 is 0, as for nn.ReLU
+
 
 class Clip(_IndicatorActivation):
     """``σ(z) = clip(z, −λ, λ)``, Ψ = ι_{[−λ, λ]}, ``B = ½(y − z)² − ½dist(z, [−λ, λ])²``."""
