@@ -1,7 +1,9 @@
 """Lifted Bregman vs Adam backprop on the same unrolled network and data, same wall-clock budget.
 
-Prints, per task: test PSNR of each method after ``--budget`` seconds of training, seconds per
-epoch, and the classical baseline (TV or FBP) on the same held-out test images.
+Prints, per task: test PSNR of each method after ``--budget`` seconds of training (weights selected
+by validation PSNR on the task's validation images, checked every 20 s of training time; fresh
+training noise every epoch), seconds per epoch, and the classical baseline (TV or FBP) on the same
+held-out test images.
 
     python benchmarks/bench_unrolled.py --task pnn-denoise --budget 60 --threads 1
 """
