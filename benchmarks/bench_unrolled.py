@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=None, help="F of L_k (task default)")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=None, help="step size of every run (default per method)")
     ap.add_argument("--runs", default=",".join(f"{m}/{s}" for m, s in RUNS))
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -37,7 +38,7 @@ def main() -> None:
         method, solver = run.split("/")
         task = make_imaging_task(args.task, n_train=args.n_train, features=args.features,
                                  layers=args.layers)
-        cfg = ImagingTrainConfig(method=method, solver=solver, epochs=10**6, batch_size=args.batch_size,
+        cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size,
                                  time_budget=args.budget, eval_every=10**6)
         r = train_imaging(task, cfg)
         results[run] = {k: r[k] for k in ("test_psnr", "test_ssim", "seconds", "epochs", "selected_epoch",
