@@ -221,7 +221,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
             spec = {"name": "denoise"}
             level = 0.1 if noise is None else float(noise)
             noise_d = {"sigma": level, "relative": False}
-            # K = 10, F = 24: beats TV at σ = 0.1 (K = 6, F = 16 stays ≈ 0.2 dB below it)
+            # K = 10, F = 24 (backprop, 420 s, validation-selected: 30.01 dB vs TV 30.10; K = 6, F = 16: ≈ 29.9)
             net = PNN(1, features or 24, layers or 10, lam=0.1, tied=tied, seed=seed)
         else:
             spec = {"name": "blur", "kernel": "gaussian", "boundary": "circular"}
