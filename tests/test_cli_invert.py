@@ -13,12 +13,7 @@ from lifted_inverse.inversion import save_checkpoint
 KEYS = {"psnr", "ssim", "baseline_psnr", "seconds", "baseline_seconds", "adam_psnr", "delta", "alpha"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_invert_perceptron_writes_metrics_and_figure(tmp_path, capsys):

@@ -36,13 +36,7 @@ from lifted_inverse.lifted.activations import Identity, ReLU, Sigmoid
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2-core CI shared with other jobs: oversubscribed intra-op threads slow these loops 10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_perceptron(n=16, m=128, seed=0):

@@ -12,12 +12,7 @@ from lifted_inverse.inversion import invert_deep
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_net(seed=0):
