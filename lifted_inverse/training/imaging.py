@@ -91,12 +91,9 @@ class ImagingTask:
         return self._operators[key]
 
     def measure_train(self, seed: int) -> torch.Tensor:
-        """Fresh measurements ``A x_i + e_i`` of the training images with noise seeded by ``seed``
-        (training on a new noise draw every epoch keeps a denoiser from fitting the noise)."""
-        A = self.operator(tuple(self.x_train.shape[1:]))
-        chunk = 64
-        return torch.cat([measure(self.x_train[i:i + chunk], A, self.noise, seed + i)
-                          for i in range(0, len(self.x_train), chunk)])
+        """Fresh measurements ``A x_i + e_i`` of the training images, noise seeded by ``seed`` (a new
+        draw per epoch is the usual noise augmentation of denoiser training)."""
+        return _measure_batched(self.x_train, self.operator(tuple(self.x_train.shape[1:])), self.noise, seed)
 
     def apply(self, y: torch.Tensor, A: LinearOperator | None) -> torch.Tensor:
         """The network on a batch of measurements."""
@@ -110,6 +107,8 @@ class ImagingTask:
         if split not in ("test", "val"):
             raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
         if split == "val":
+            if not self.val_x:
+                raise ValueError("split: this task has no validation images")
             ps = [float(psnr(recon(y[None], self.operator(tuple(x.shape))), x[None], 1.0, reduction="mean"))
                   for x, y in zip(self.val_x, self.val_y)]
             return {"val_psnr": sum(ps) / len(ps)}
@@ -163,8 +162,8 @@ def _patches(images, patch: int, n: int, seed: int) -> torch.Tensor:
     return torch.stack([ds[i] for i in range(len(ds))])
 
 
-def _measure_batched(x, spec, noise, seed, chunk=64):
-    A = build_operator(spec, tuple(x.shape[1:]))
+def _measure_batched(x, A, noise, seed, chunk=64):
+    """``measure`` in chunks of ``chunk`` images, chunk ``i`` seeded by ``seed + i``."""
     return torch.cat([measure(x[i:i + chunk], A, noise, seed + i) for i in range(0, len(x), chunk)])
 
 
@@ -237,7 +236,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
     test_x = [t.to(dtype) for t in test_x]
     val_x = [t.to(dtype) for t in val_x]
     net = net.to(dtype)
-    y_train = _measure_batched(x_train, spec, noise_d, seed)
+    y_train = _measure_batched(x_train, build_operator(spec, tuple(x_train.shape[1:])), noise_d, seed)
     test_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 10**5 + i)[0]
               for i, x in enumerate(test_x)]
     val_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 2 * 10**5 + i)[0]
