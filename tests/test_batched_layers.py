@@ -1,6 +1,7 @@
 """Layer-parallel sweeps (BatchedLiftedSolver) equal the per-layer loop (LiftedSolver), float64."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -169,3 +170,17 @@ def test_cpu_batch_limit_selects_the_per_layer_path():
     large = [torch.zeros(11, 6, dtype=torch.float64)]
     assert bat.batched and bat.plan(small) is not None and bat.plan(large) is None
     assert BatchedLiftedSolver(obj, "bcd", cpu_batch_limit=None).plan(large) is not None
+
+
+def test_zero_inputs_give_finite_steps_float32():
+    """All-zero data: the Gram power iteration meets v = 0 and must not divide 0 by 0."""
+    torch.manual_seed(0)
+    model = mlp((6, 8, 8, 8, 3), bias=False)        # no bias: x̃ = x = 0, so the Gram maps v to 0
+    obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
+    x = torch.zeros(5, 6)
+    t = torch.nn.functional.one_hot(torch.arange(5) % 3, 3).float()
+    store = StateStore.from_forward(obj, x)
+    bat = BatchedLiftedSolver(obj, "bcd")
+    for _ in range(3):
+        v = bat.step(x, t, store)
+    assert math.isfinite(v) and all(bool(torch.isfinite(p).all()) for p in model.parameters())

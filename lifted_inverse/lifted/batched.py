@@ -237,7 +237,7 @@ class BatchedLiftedSolver(LiftedSolver):
         wv = torch.bmm(torch.bmm(v.unsqueeze(1), w.transpose(1, 2)), w).squeeze(1)
         lam = (v * wv).sum(dim=1)
         n = wv.norm(dim=1, keepdim=True)
-        v = torch.where(n > 0, wv / n.clamp_min(1e-300), v)
+        v = torch.where(n > 0, wv / n.clamp_min(torch.finfo(n.dtype).tiny), v)
         values = torch.where(n.squeeze(1) > 0, lam, torch.zeros_like(lam)).tolist()
         rows = list(v.unbind(0))
         self._stacked["norm"] = (v, rows)
@@ -383,7 +383,7 @@ class BatchedLiftedSolver(LiftedSolver):
                 vs.append(_stack(torch.cat([e[0], e[1].reshape(1)]) if has_b[j] else e[0] for e in entries))
         lams = None
         for _ in range(iters):
-            vs = [v / v.norm(dim=1, keepdim=True).clamp_min(1e-300) for v in vs]
+            vs = [v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny) for v in vs]
             outs = [torch.bmm(torch.bmm(x, v.unsqueeze(2)).transpose(1, 2), x).squeeze(1)
                     for x, v in zip(xs, vs)]                                   # Σ_i x̃_i x̃_iᵀ v
             outs = self.reduce_fn(outs)
