@@ -29,54 +29,54 @@ import torch
 WIDTHS = (64,) + (256,) * 9 + (10,)
 
 
-def build(n: int, seed: int = 0, dtype=torch.float32):
+def build(n: int, seed: int = 0, dtype=torch.float32, device="cpu"):
     from lifted_inverse.lifted import Softmax, lift
     from lifted_inverse.lifted.objective import LiftedObjective
     from lifted_inverse.networks import mlp
 
     torch.manual_seed(seed)
-    model = mlp(WIDTHS).to(dtype)
+    model = mlp(WIDTHS).to(dtype=dtype, device=device)
     obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(n, WIDTHS[0], generator=gen, dtype=dtype)
     t = torch.nn.functional.one_hot(torch.randint(0, WIDTHS[-1], (n,), generator=gen), WIDTHS[-1]).to(dtype)
-    return model, obj, x, t
+    return model, obj, x.to(device), t.to(device)
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def time_sweeps(solver, x, t, store, ids_list, warmup: int = 2, clock: str = "wall") -> float:
-    """Median seconds per sweep (``clock='cpu'``: process CPU time, robust on a shared machine
-    for the single-threaded (a) runs)."""
-    now = CLOCK[clock]
-    for ids in ids_list[:warmup]:
-        solver.step(x[ids], t[ids], store, ids)
-    times = []
-    for ids in ids_list[warmup:]:
-        t0 = now()
-        solver.step(x[ids], t[ids], store, ids)
-        times.append(now() - t0)
-    return statistics.median(times)
-
-
-def bench_layers(batches, repeats: int, clock: str = "wall") -> list[dict]:
+def bench_layers(batches, repeats: int, clock: str = "wall", device: str = "cpu") -> list[dict]:
+    """Median seconds per sweep of the per-layer loop and the batched solver, sweeps interleaved
+    (drift of a shared machine hits both alike); ``clock='cpu'``: process CPU time (CPU runs)."""
     from lifted_inverse.lifted.batched import BatchedLiftedSolver
     from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
 
+    dev = torch.device(device)
+    now = CLOCK[clock]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rows = []
     for bs in batches:
-        row = {"batch": bs}
+        runs = {}
         for name, cls in (("loop", LiftedSolver), ("batched", BatchedLiftedSolver)):
-            _model, obj, x, t = build(4 * bs)
-            store = StateStore.from_forward(obj, x)
-            gen = torch.Generator().manual_seed(5)
-            ids_list = [torch.randperm(x.shape[0], generator=gen)[:bs] for _ in range(repeats + 2)]
-            row[name] = time_sweeps(cls(obj, "bcd"), x, t, store, ids_list, clock=clock)
+            _model, obj, x, t = build(4 * bs, device=dev)
+            runs[name] = (cls(obj, "bcd"), x, t, StateStore.from_forward(obj, x))
+        gen = torch.Generator().manual_seed(5)
+        times: dict[str, list] = {name: [] for name in runs}
+        for rep in range(repeats + 2):                  # the first two sweeps are warm-up
+            ids = torch.randperm(4 * bs, generator=gen)[:bs].to(dev)
+            for name, (solver, x, t, store) in runs.items():
+                sync()
+                t0 = now()
+                solver.step(x[ids], t[ids], store, ids)
+                sync()
+                if rep >= 2:
+                    times[name].append(now() - t0)
+        row = {"batch": bs, **{name: statistics.median(v) for name, v in times.items()}}
         row["speedup"] = row["loop"] / row["batched"]
         rows.append(row)
         print(f"(a) batch {bs:5d}: per-layer loop {row['loop'] * 1e3:8.2f} ms/sweep, batched "
-              f"{row['batched'] * 1e3:8.2f} ms/sweep, speedup {row['speedup']:.2f}x", flush=True)
+              f"{row['batched'] * 1e3:8.2f} ms/sweep, speedup {row['speedup']:.2f}x ({dev.type})", flush=True)
     return rows
 
 
@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--batched", action="store_true")
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall",
                     help="(a): wall-clock or process CPU time per sweep")
+    ap.add_argument("--device", default="cpu", help="(a) on this device (e.g. cuda); (b) always runs on CPU")
+    ap.add_argument("--layers-only", action="store_true", help="run (a) only")
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.samples, args.bench_batch, args.bench_sweeps, args.batched)
@@ -172,7 +174,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, 1 thread per process, float32; "
           f"MLP {'-'.join(map(str, WIDTHS))}")
     batches = (16, 64) if args.quick else (8, 16, 32, 64, 256, 1024)
-    bench_layers(batches, repeats=5 if args.quick else 20, clock=args.clock)
+    bench_layers(batches, repeats=5 if args.quick else 20, clock=args.clock, device=args.device)
+    if args.layers_only:
+        return
     sweeps = 4 if args.quick else args.bench_sweeps
     for batched in (False, True):
         bench_ranks(args.samples, args.bench_batch, sweeps, batched)
