@@ -36,8 +36,8 @@ from .solvers import LiftedSolver
 
 
 def batchable(net: LiftedNetwork, penalties=None) -> bool:
-    """Whether ``net`` is a uniform chain (module docstring); ``penalties`` default to Bregman-like
-    equality (only the layer structure and activations are checked)."""
+    """Whether ``net`` is a uniform chain (module docstring). Without ``penalties`` only the layers
+    and activations are checked; with them, the head and body penalties must also agree."""
     return uniform_chain(net, penalties) is not None
 
 
