@@ -505,8 +505,8 @@ def run_cli(args) -> int:
                                  dtype=dtype, **extra)
 
     def config(m, s):
-        lifted = {"inner_sweeps": args.inner_sweeps, "state_steps": args.state_steps} \
-            if m == "bregman" else {}
+        lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps))
+                  if v is not None} if m == "bregman" else {}
         return ImagingTrainConfig(method=m, solver=s, epochs=args.epochs,
                                   batch_size=args.batch_size or 32, lr=args.lr, seed=args.seed,
                                   time_budget=args.time_budget, lifted=lifted)

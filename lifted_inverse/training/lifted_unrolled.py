@@ -67,7 +67,7 @@ class LiftedConfig:
     solver: str = "isgm"
     rho: float = 1.0
     loss_weight: float = 1.0
-    inner_sweeps: int = 3
+    inner_sweeps: int = 1
     state_steps: int = 1
     weight_steps: int = 1
     prox_weight: float = 0.0
