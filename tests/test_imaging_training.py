@@ -1,5 +1,6 @@
 """``train_imaging`` end to end on a tiny denoising task: fresh noise per epoch, model selection on
 the validation images, metrics keys."""
+import pytest
 import torch
 
 from lifted_inverse.datasets import builtin_image
@@ -34,7 +35,7 @@ def test_train_imaging_selects_the_best_validation_epoch_and_redraws_noise():
     # the returned network is the selected one
     assert abs(task.evaluate(split="val")["val_psnr"] - best_val) < 1e-9
     assert not torch.equal(task.y_train, y0)                      # a new noise draw after epoch 1
-    assert (task.y_train - task.x_train).std() == __import__("pytest").approx(0.1, rel=0.15)
+    assert (task.y_train - task.x_train).std() == pytest.approx(0.1, rel=0.15)
     for key in ("test_psnr", "test_ssim", "seconds", "history", "baseline_psnr"):
         assert key in r
 
