@@ -7,13 +7,17 @@ from lifted_inverse.datasets import builtin_image
 from lifted_inverse.metrics import psnr
 from lifted_inverse.networks.pnn import PNN
 from lifted_inverse.networks.unrolled import UnrolledProximalNet
-from lifted_inverse.operators import Blur
+from lifted_inverse.operators import Blur, Radon
 from lifted_inverse.training.lifted_unrolled import LiftedBatch, LiftedConfig, LiftedUnrolledSolver
 
 
 def _perturbed_batch(net, y, x, A, seed=0):
     g = torch.Generator().manual_seed(seed)
-    b = LiftedBatch(net.prox, y, x, A)
+    if A is None:
+        b = LiftedBatch(net.prox, y, x, A)
+    else:  # the net's own data term (ramp-weighted for 'ct-ramp') and initial estimate
+        A_d, y_d, x0 = net.data_problem(y, A)
+        b = LiftedBatch(net.prox, y_d, x, A_d, x0=x0)
     b.forward_states()
     lam = net.prox.lam
     b.u = [(0.5 * u + 0.02 * torch.randn(u.shape, generator=g, dtype=u.dtype)).clamp(-lam / 2, lam / 2)
@@ -28,6 +32,10 @@ def _problem(kind):
     if kind == "pnn":
         net = PNN(features=4, layers=3, seed=1).double()
         return net, x + 0.1 * torch.randn_like(x), x, None
+    if kind == "ct-ramp":
+        A = Radon(12, n_angles=8, n_detectors=17).double()
+        net = UnrolledProximalNet(features=4, layers=3, seed=1, fidelity="ramp").double()
+        return net, A(x) + 0.01 * torch.randn(A(x).shape, dtype=x.dtype), x, A
     A = Blur((1, 12, 12), "gaussian").double()
     net = UnrolledProximalNet(features=4, layers=3, seed=1).double()
     return net, A(x) + 0.01 * torch.randn_like(x), x, A
@@ -42,7 +50,7 @@ def _energy_with(sol, b, which, k, value):
     return e
 
 
-@pytest.mark.parametrize("kind", ["pnn", "blur"])
+@pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp"])
 def test_state_gradients_match_autograd(kind, monkeypatch):
     net, y, x, A = _problem(kind)
     sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd"))
@@ -80,7 +88,7 @@ def test_state_gradients_match_autograd(kind, monkeypatch):
         assert torch.allclose(g_hand, g_auto * B, rtol=1e-7, atol=1e-9), f"x-block {k}"
 
 
-@pytest.mark.parametrize("kind", ["pnn", "blur"])
+@pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp"])
 def test_bcd_sweeps_never_increase_the_lifted_objective(kind):
     net, y, x, A = _problem(kind)
     sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd", inner_sweeps=1, lr=1e-2))

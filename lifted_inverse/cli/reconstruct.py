@@ -44,6 +44,20 @@ def build_operator(name: str, shape, angles: int | None = None) -> LinearOperato
     return make_operator(name, shape, **options)
 
 
+def _checkpoint_geometry(args, shape) -> LinearOperator | None:
+    """``--method unrolled`` on CT: the scanner the network was trained for (its detector count,
+    from the checkpoint) with ``--angles`` angles; None otherwise."""
+    if args.method != "unrolled" or args.operator != "ct" or args.checkpoint is None:
+        return None
+    from ..training.imaging import build_operator as task_operator
+    from ..training.imaging import load_network
+
+    spec = load_network(args.checkpoint)[1]["operator"]
+    if spec.get("name") != "ct":
+        return None  # _run_unrolled names the mismatch
+    return task_operator({**spec, "angles": args.angles}, shape)
+
+
 def _alpha(args, operator, context, method: str) -> float:
     if args.alpha is not None:
         return float(args.alpha)
@@ -153,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--method fbp: only for --operator ct, got --operator {args.operator}")
 
     x = load_named_image(args.image, args.size, args.seed)[None].to(torch.float64)
-    operator = build_operator(args.operator, x.shape[1:], args.angles)
+    operator = _checkpoint_geometry(args, x.shape[1:]) or build_operator(args.operator, x.shape[1:], args.angles)
     noise = GaussianNoise(level, relative=relative, seed=args.seed)
     with torch.no_grad():
         clean = operator(x)

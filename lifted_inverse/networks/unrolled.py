@@ -9,7 +9,10 @@ of :mod:`.pnn`), i.e. an unrolled inexact proximal gradient method:
     x_k = v_k − L_k* u_k,                                    k = 1..K,
 
 with ``u_0 = 0``, ``x_0`` an initial reconstruction (:func:`initial_estimate`), ``γ = data_step /
-‖A‖²`` and ``τ_k = step_factor / ‖L_k‖²``. Shapes: ``y`` (B, *A.out_shape), ``x_k`` (B, C, H, W)
+‖A‖²`` and ``τ_k = step_factor / ‖L_k‖²``. With ``fidelity='ramp'`` (CT) the data term is the
+ramp-weighted ``½‖H^{1/2}(A x − y)‖²`` (:class:`~lifted_inverse.operators.SinogramFilter`): the
+layers are the same with ``(A, y)`` replaced by ``(H^{1/2} A, H^{1/2} y)``, so each data step
+``x − γ A* H (A x − y)`` is a filtered backprojection of the residual (preconditioned Landweber). Shapes: ``y`` (B, *A.out_shape), ``x_k`` (B, C, H, W)
 = (B, *A.in_shape), ``u_k`` (B, F, H, W). ``A`` and ``A*`` act inside every layer. For ``A = I``
 and ``γ = 1`` the data step returns ``v_k = y`` and the network is exactly the PNN.
 
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from ..operators.base import LinearOperator
+from ..operators.sinogram_filter import SinogramFilter
 from .pnn import ProximalLayers, _check_image
 
 
@@ -33,6 +37,31 @@ def initial_estimate(A: LinearOperator, y: torch.Tensor) -> torch.Tensor:
     if hasattr(A, "fbp"):
         return A.fbp(y)
     return A.adjoint(y) / A.norm(dtype=y.dtype, device=y.device) ** 2
+
+
+FIDELITIES = ("l2", "ramp")
+
+
+def ramp_weighted(A: LinearOperator) -> tuple[SinogramFilter, LinearOperator]:
+    """``(H^{1/2}, H^{1/2} A)`` for a CT operator ``A`` (one with ``fbp``), built once per ``A`` so
+    that the power-iterated norm of the composition is computed once."""
+    if not hasattr(A, "fbp"):
+        raise ValueError(f"A: the 'ramp' fidelity needs a CT operator with an FBP, got {type(A).__name__}")
+    def build():
+        W = SinogramFilter(A.out_shape, "ramp", 0.5)
+        return W, W @ A
+    return A.derived("ramp_weighted", build)
+
+
+def data_term(A: LinearOperator, y: torch.Tensor, fidelity: str = "l2") -> tuple[LinearOperator, torch.Tensor]:
+    """The ``(A_d, y_d)`` of the data term ``½‖A_d x − y_d‖²``: ``(A, y)`` for ``'l2'``,
+    ``(H^{1/2} A, H^{1/2} y)`` for ``'ramp'``."""
+    if fidelity == "l2":
+        return A, y
+    if fidelity == "ramp":
+        W, WA = ramp_weighted(A)
+        return WA, W(y)
+    raise ValueError(f"fidelity: expected one of {FIDELITIES}, got {fidelity!r}")
 
 
 def data_step_size(A: LinearOperator, data_step: float, like: torch.Tensor) -> float:
@@ -50,26 +79,32 @@ class UnrolledProximalNet(nn.Module):
 
     Args (besides those of :class:`~.pnn.ProximalLayers`):
         data_step: ``γ ‖A‖²`` in (0, 2) (gradient steps on ½‖Ax − y‖² are stable for < 2).
+        fidelity: ``'l2'`` (``½‖Ax − y‖²``) or ``'ramp'`` (``½‖H^{1/2}(Ax − y)‖²``, CT only).
     """
 
     def __init__(self, channels: int = 1, features: int = 16, layers: int = 8, lam: float = 0.1,
                  step_factor: float = 1.8, tied: bool = False, kernel_size: int = 3,
-                 data_step: float = 1.0, init_norm: float = 1.0, seed: int = 0):
+                 data_step: float = 1.0, init_norm: float = 1.0, seed: int = 0, fidelity: str = "l2"):
         super().__init__()
         if not 0 < data_step < 2:
             raise ValueError(f"data_step: expected 0 < data_step < 2, got {data_step}")
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity: expected one of {FIDELITIES}, got {fidelity!r}")
+        self.fidelity = fidelity
         self.prox = ProximalLayers(channels, features, layers, lam, step_factor, tied, kernel_size,
                                    init_norm=init_norm, seed=seed)
         self.data_step = float(data_step)
         self.config = dict(channels=channels, features=features, layers=layers, lam=lam,
                            step_factor=step_factor, tied=tied, kernel_size=kernel_size,
-                           data_step=data_step, init_norm=init_norm, seed=seed)
+                           data_step=data_step, init_norm=init_norm, seed=seed, fidelity=fidelity)
 
     @property
     def n_layers(self) -> int:
         return self.prox.n_layers
 
-    def _prepare(self, y, A, x0):
+    def data_problem(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None):
+        """``(A_d, y_d, x_0)``: the data term's operator and data (:func:`data_term`) and the
+        initial estimate (from the raw ``A``, ``y``) that every layer and the lifted solver use."""
         if not isinstance(A, LinearOperator):
             raise TypeError(f"A: expected a LinearOperator, got {type(A).__name__}")
         if A.in_shape[0] != self.prox.channels or len(A.in_shape) != 3:
@@ -77,11 +112,13 @@ class UnrolledProximalNet(nn.Module):
                              f"{self.prox.channels} channel(s)")
         x = initial_estimate(A, y) if x0 is None else x0
         _check_image(x, self.prox.channels, "x0")
-        return x, data_step_size(A, self.data_step, y)
+        A_d, y_d = data_term(A, y, self.fidelity)
+        return A_d, y_d, x
 
     def states(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None):
         """Forward-pass states ``([u_1..u_K], [x_0..x_K])``."""
-        x, gamma = self._prepare(y, A, x0)
+        A, y, x = self.data_problem(y, A, x0)
+        gamma = data_step_size(A, self.data_step, y)
         u = self.prox.zero_state(x)
         us, xs = [], [x]
         for k in range(self.n_layers):

@@ -55,6 +55,7 @@ class LinearOperator(nn.Module):
         self.in_shape: Shape = tuple(int(s) for s in in_shape)
         self.out_shape: Shape = tuple(int(s) for s in out_shape)
         self._norm_cache: dict[tuple, float] = {}
+        self._derived: dict = {}
 
     # ---- to implement -------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -64,6 +65,14 @@ class LinearOperator(nn.Module):
         raise NotImplementedError
 
     # ---- public API ---------------------------------------------------------------------
+    def derived(self, key, build):
+        """``build()``, called once per ``key`` and kept on this operator: operators built from
+        this one (e.g. a weighted composition) then keep their cached norms across calls."""
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` of shape ``(B, *in_shape)``."""
         check_batch(x, self.in_shape, "x")

@@ -26,6 +26,7 @@ from .fourier import SubsampledFourier, sampling_mask
 from .gradient import Gradient
 from .mask import Mask, random_mask
 from .radon import Radon
+from .sinogram_filter import SinogramFilter
 
 __all__ = ["make_operator", "OPERATOR_NAMES", "OPERATOR_CASES"]
 
@@ -99,6 +100,9 @@ def _cases() -> list[tuple[str, Callable[[], LinearOperator]]]:
         ("radon-bilinear-sparse", lambda: Radon((9, 12), n_angles=8, method="sparse", model="bilinear")),
         ("radon-bilinear-mf", lambda: Radon(12, n_angles=6, n_detectors=15, method="matrix_free",
                                             model="bilinear")),
+        ("sinogram-ramp-sqrt", lambda: SinogramFilter((1, 5, 13))),
+        ("sinogram-hann", lambda: SinogramFilter((1, 4, 8), "hann", power=1.0, frequency_scaling=0.8)),
+        ("radon-ramp-weighted", lambda: SinogramFilter((1, 8, 12)) @ Radon(12, n_angles=8, method="sparse")),
         ("mask", lambda: Mask(s2, random_mask((9, 10), 0.6, seed=1))),
         ("fourier-random", lambda: SubsampledFourier(s2, sampling_mask((9, 10), "random", 2.0, seed=2))),
         ("fourier-radial", lambda: SubsampledFourier(s12, sampling_mask((12, 12), "radial", 3.0, seed=3))),

@@ -104,7 +104,8 @@ class LiftedBatch:
     ``u[k]`` is ``u_{k+1}`` (k = 0..K−1); ``x[k]`` is ``x_{k+1}`` (k = 0..K−2, unrolled only)."""
 
     def __init__(self, prox: ProximalLayers, y: torch.Tensor, target: torch.Tensor,
-                 A: LinearOperator | None = None, data_step: float = 1.0):
+                 A: LinearOperator | None = None, data_step: float = 1.0,
+                 x0: torch.Tensor | None = None):
         if A is not None and not isinstance(A, LinearOperator):
             raise TypeError(f"A: expected a LinearOperator or None, got {type(A).__name__}")
         if target.ndim != 4:
@@ -118,8 +119,10 @@ class LiftedBatch:
         if A is None:
             self.x0, self.gamma = None, None
         else:
-            with torch.no_grad():
-                self.x0 = initial_estimate(A, y)
+            if x0 is None:
+                with torch.no_grad():
+                    x0 = initial_estimate(A, y)
+            self.x0 = x0
             self.gamma = data_step_size(A, data_step, y)
         self.u: list[torch.Tensor] = []
         self.x: list[torch.Tensor] = []
@@ -343,13 +346,13 @@ class LiftedUnrolledSolver:
         """
         cfg = self.config
         if cfg.solver != "bcd" or self.batch is None:
-            b = LiftedBatch(self.prox, y, target, A, self.data_step)
+            b = self._batch(y, target, A)
             b.forward_states()
             if cfg.solver == "bcd":
-                self.batch = b
+                self.batch, self._bcd_y = b, y
         else:
             b = self.batch
-            if b.y is not y and not (b.y.shape == y.shape and torch.equal(b.y, y)):
+            if self._bcd_y is not y and not (self._bcd_y.shape == y.shape and torch.equal(self._bcd_y, y)):
                 raise ValueError("y: BCD keeps per-sample states; call step() with the same batch "
                                  "every time (use solver='isgm' for mini-batches)")
         anchors = [w.detach().clone() for w in self.prox.weights] \
@@ -357,6 +360,15 @@ class LiftedUnrolledSolver:
         for _ in range(cfg.inner_sweeps):
             self.sweep(b, anchors)
         return self.energy(b)
+
+    def _batch(self, y, target, A) -> LiftedBatch:
+        """The lifted batch of ``(y, x†)``; an unrolled net's data term (plain or ramp-weighted)
+        and initial estimate come from the net itself (``data_problem``)."""
+        if A is not None and hasattr(self.net, "data_problem"):
+            with torch.no_grad():
+                A, y, x0 = self.net.data_problem(y, A)
+            return LiftedBatch(self.prox, y, target, A, self.data_step, x0=x0)
+        return LiftedBatch(self.prox, y, target, A, self.data_step)
 
     def state_dict(self) -> dict:
         return {"steps": list(self.steps), "config": self.config.as_json(),
