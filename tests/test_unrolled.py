@@ -136,3 +136,16 @@ def test_bad_input():
         LiftedUnrolledSolver(net, LiftedConfig(solver="sgd"))
     with pytest.raises(ValueError, match="y: expected the target's shape"):
         LiftedBatch(net.prox, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 9, 9))
+
+
+def test_cached_data_steps_follow_the_states():
+    """``LiftedBatch.v`` caches ``v_{k+1}`` per stored ``x_k``; replacing a state invalidates it."""
+    from lifted_inverse.networks.unrolled import gradient_step
+
+    net, y, x, A = _problem("blur")
+    b = LiftedBatch(net.prox, y, x, A)
+    b.forward_states()
+    assert b.v(1) is b.v(1)  # cached
+    b.x[0] = b.x[0] + 0.1
+    assert torch.equal(b.v(1), gradient_step(A, b.x[0], y, b.gamma))
+    assert torch.equal(b.v(0), gradient_step(A, b.x0, y, b.gamma))

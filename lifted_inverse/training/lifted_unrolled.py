@@ -126,6 +126,7 @@ class LiftedBatch:
             self.gamma = data_step_size(A, data_step, y)
         self.u: list[torch.Tensor] = []
         self.x: list[torch.Tensor] = []
+        self._v_cache: dict[int, tuple] = {}
 
     @property
     def has_x(self) -> bool:
@@ -139,10 +140,19 @@ class LiftedBatch:
         return self.x0 if k == 0 else self.x[k - 1]
 
     def v(self, k: int, x_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """``v_{k+1} = x_k − γA*(Ax_k − y)`` of the stored state (cached until ``x_k`` is replaced:
+        a sweep asks for each ``v`` several times, and each costs an ``A`` and an ``A*``) or of
+        ``x_prev``."""
         if not self.has_x:
             return self.y
-        x_prev = self.x_in(k) if x_prev is None else x_prev
-        return gradient_step(self.A, x_prev, self.y, self.gamma)
+        if x_prev is not None:
+            return gradient_step(self.A, x_prev, self.y, self.gamma)
+        x_prev = self.x_in(k)
+        cached = self._v_cache.get(k)
+        if cached is None or cached[0] is not x_prev:
+            cached = (x_prev, gradient_step(self.A, x_prev, self.y, self.gamma))
+            self._v_cache[k] = cached
+        return cached[1]
 
     def u_in(self, k: int) -> torch.Tensor:
         return self.prox.zero_state(self.target) if k == 0 else self.u[k - 1]
@@ -153,8 +163,11 @@ class LiftedBatch:
         self.u, self.x = [], []
         u = self.u_in(0)
         x = self.x0
+        self._v_cache = {}
         for k in range(self.K):
             v = self.v(k, x)
+            if self.has_x:
+                self._v_cache[k] = (x, v)  # x is x_in(k): x_0 or the state appended below
             u = self.prox.layer(k, u, v)
             self.u.append(u)
             x = v - self.prox.Lt(k, u)
@@ -183,6 +196,7 @@ class LiftedUnrolledSolver:
         self.data_step = getattr(net, "data_step", 1.0)
         self.steps = [float(self.config.lr)] * len(self.prox.weights)
         self.batch: LiftedBatch | None = None  # persistent (BCD) batch
+        self.energy_before_weights = math.nan
         self.adam = torch.optim.Adam(self.prox.weights.parameters(), lr=self.config.lr,
                                      betas=tuple(self.config.adam_betas)) \
             if self.config.solver == "adam" else None
@@ -320,11 +334,13 @@ class LiftedUnrolledSolver:
         ``τ_k`` refreshed from the power-iterated norms."""
         self.adam.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            val = sum(self.layer_term(b, k) for k in range(self.prox.n_layers))
+            energy = sum(self.layer_term(b, k) for k in range(self.prox.n_layers))
+            val = energy
             if self.config.prox_weight > 0 and anchors is not None:
                 val = val + 0.5 * self.config.prox_weight * sum(
                     (w - a).pow(2).sum() for w, a in zip(self.prox.weights, anchors))
             val.backward()
+        self.energy_before_weights = float(energy.detach())
         self.adam.step()
         self.prox.refresh_steps(self.config.norm_iterations)
 
@@ -338,7 +354,8 @@ class LiftedUnrolledSolver:
                 self.weight_step(b, anchors)
 
     def step(self, y: torch.Tensor, target: torch.Tensor, A: LinearOperator | None = None) -> float:
-        """One solver step on a batch; returns the lifted objective E after it.
+        """One solver step on a batch; returns the lifted objective E after it ('adam': E before
+        its last weight update, at the states of its last sweep).
 
         ``'isgm'``: states from a forward pass, ``inner_sweeps`` sweeps with the proximal term
         anchored at the weights on entry. ``'bcd'``: the batch is the whole training set; its
@@ -359,6 +376,10 @@ class LiftedUnrolledSolver:
             if cfg.solver != "bcd" and cfg.prox_weight > 0 else None
         for _ in range(cfg.inner_sweeps):
             self.sweep(b, anchors)
+        if self.adam is not None:
+            # E at the last sweep's states and the weights before its (non-monotone) Adam
+            # step: computed by that step's own pass, so no extra pass over the network
+            return self.energy_before_weights
         return self.energy(b)
 
     def _batch(self, y, target, A) -> LiftedBatch:
