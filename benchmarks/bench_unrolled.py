@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0, help="training seconds per method")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-train", type=int, default=256)
+    ap.add_argument("--patch", type=int, default=40, help="training patch side (denoise / deblur)")
     ap.add_argument("--features", type=int, default=None, help="F of L_k (task default)")
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -36,7 +37,7 @@ def main() -> None:
     results = {}
     for run in args.runs.split(","):
         method, solver = run.split("/")
-        task = make_imaging_task(args.task, n_train=args.n_train, features=args.features,
+        task = make_imaging_task(args.task, n_train=args.n_train, patch=args.patch, features=args.features,
                                  layers=args.layers)
         cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size,
                                  time_budget=args.budget, eval_every=10**6)
