@@ -111,14 +111,14 @@ class _Sweep:
     the body weights ``W (m, d, d)``, ``b (m, 1, d)`` (even layers ``W[0::2]``, odd ``W[1::2]``),
     and the pre-activations still valid (None once an input or weight changed)."""
 
-    def __init__(self, plan: ChainPlan, states: list):
+    def __init__(self, plan: ChainPlan, states: list, weights: torch.Tensor | None = None):
         self.plan = plan
         self.m = len(plan.even) + len(plan.odd)
         self.x0 = states[0]
         self.target = states[-1]
         self.S = _stack(states[s] for s in range(1, self.m + 2))
         body = plan.body
-        self.W = _stack(layer.module.weight for layer in body)
+        self.W = _stack(layer.module.weight for layer in body) if weights is None else weights
         self.b = None if body[0].module.bias is None else \
             _stack(layer.module.bias for layer in body).unsqueeze(1)
         self.views = {s: self.S[s - 1] for s in range(1, self.m + 2)}
@@ -197,6 +197,7 @@ class BatchedLiftedSolver(LiftedSolver):
         self._plan = None
         self._current: _Sweep | None = None     # stacks of the batch being swept
         self._stacked: dict = {}                # power-iteration vectors kept stacked
+        self._weight_stack: torch.Tensor | None = None  # body weights; parameters are its rows
         self.batched = self.plan() is not None
 
     def plan(self, states: list | None = None) -> ChainPlan | None:
@@ -210,6 +211,24 @@ class BatchedLiftedSolver(LiftedSolver):
             if x0.device.type == "cpu" and x0.shape[0] > self.cpu_batch_limit:
                 return None
         return self._plan
+
+    def body_weights(self, plan: ChainPlan) -> torch.Tensor:
+        """The body weights ``W (m, d, d)`` without a copy per sweep: on first use (and whenever a
+        weight was re-bound since: ``.to()``, assignment) they are stacked once and each
+        ``Parameter``'s data becomes a view of its row, so in-place updates of the parameters are
+        updates of the stack. The stack is only read here; parameters stay the users' objects
+        (their storage is shared: ``state_dict`` tensors are views of one buffer)."""
+        params = [layer.module.weight for layer in plan.body]
+        st = self._weight_stack
+        if st is not None and st.shape[0] == len(params) and all(
+                p.dtype == st.dtype and p.device == st.device and p.shape == st.shape[1:]
+                and p.data_ptr() == st[i].data_ptr() for i, p in enumerate(params)):
+            return st
+        st = _stack(p.detach() for p in params)
+        for i, p in enumerate(params):
+            p.data = st[i]
+        self._weight_stack = st
+        return st
 
     def _restack(self, key, rows: list[torch.Tensor]) -> torch.Tensor:
         """``stack(rows)``, reusing the stack whose row views these still are."""
@@ -266,7 +285,7 @@ class BatchedLiftedSolver(LiftedSolver):
         if plan is None:
             return super().update_states(states, cache)
         cache = {} if cache is None else cache
-        sw = self._current = cache["chain"] = _Sweep(plan, states)
+        sw = self._current = cache["chain"] = _Sweep(plan, states, self.body_weights(plan))
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
@@ -313,7 +332,7 @@ class BatchedLiftedSolver(LiftedSolver):
     def _sweep(self, plan: ChainPlan, states: list, cache: dict) -> _Sweep:
         sw = cache.get("chain")
         if sw is None or not sw.matches(states):
-            sw = _Sweep(plan, states)
+            sw = _Sweep(plan, states, self.body_weights(plan))
         self._current = cache["chain"] = sw
         return sw
 

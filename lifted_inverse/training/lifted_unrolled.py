@@ -196,6 +196,7 @@ class LiftedUnrolledSolver:
         self.data_step = getattr(net, "data_step", 1.0)
         self.steps = [float(self.config.lr)] * len(self.prox.weights)
         self.batch: LiftedBatch | None = None  # persistent (BCD) batch
+        self._bcd_y: torch.Tensor | None = None  # its measurements as passed to step()
         self.energy_before_weights = math.nan
         self.adam = torch.optim.Adam(self.prox.weights.parameters(), lr=self.config.lr,
                                      betas=tuple(self.config.adam_betas)) \
