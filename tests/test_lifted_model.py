@@ -79,7 +79,7 @@ def test_affine_layer_api_for_inversion():
     assert torch.allclose(first.linear(x), x @ model[0].weight.t())
     assert torch.allclose(first.pre_activation(x), model[0](x))
     assert first.bias.shape == (1, 4) and first.in_shape == (6,) and first.out_shape == (4,)
-    assert first.weight_norm() == pytest.approx(float(torch.linalg.matrix_norm(model[0].weight, 2)), rel=1e-6)
+    assert first.weight_norm() == pytest.approx(float(torch.linalg.matrix_norm(model[0].weight.detach(), 2)), rel=1e-6)
     assert isinstance(net.output_layer.activation, Softmax)
     res = lift(resnet_mlp(6, 4, 2, blocks=2).double())
     view = res.blocks[1]
@@ -94,7 +94,7 @@ def test_weights_live_in_the_user_model():
     assert net.parameters()[0] is model[0].weight
     with torch.no_grad():
         net.parameters()[0].zero_()
-    assert float(model[0].weight.abs().sum()) == 0.0
+    assert float(model[0].weight.detach().abs().sum()) == 0.0
 
 
 def test_bad_models_raise_clear_errors():
