@@ -83,10 +83,11 @@ def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path):
     applies with the scanner it was trained for (full-width detector from the checkpoint)."""
     train_out = tmp_path / "train"
     assert main(["train", "--task", "unrolled-ct", "--method", "backprop", "--epochs", "1",
-                 "--n-train", "4", "--features", "2", "--layers", "2", "--batch-size", "4",
+                 "--n-train", "4", "--features", "2", "--layers", "2",
                  "--out", str(train_out)]) == 0
     metrics = json.loads((train_out / "metrics.json").read_text())
     assert metrics["baseline"] == "fbp" and metrics["test_psnr"] > 10
+    assert metrics["config"]["batch_size"] == 8  # the task's default mini-batch
     rc, out = _run(tmp_path, "--operator", "ct", "--method", "unrolled", "--image", "shepp_logan",
                    "--checkpoint", str(train_out / "checkpoint.pt"))
     assert rc == 0

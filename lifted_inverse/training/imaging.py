@@ -257,7 +257,8 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         baseline, alpha = _tv_baseline(x_train[:k], y_train[:k], spec, level)
     task = ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
                        baseline_name, baseline, val_x=val_x, val_y=val_y)
-    task.defaults = {"baseline_alpha": alpha}
+    # mini-batch of the CLI: CT has few, large training images (batch 8: 35.3 dB in 420 s)
+    task.defaults = {"baseline_alpha": alpha, "batch_size": 8 if name == "unrolled-ct" else 32}
     return task
 
 
@@ -516,7 +517,8 @@ def run_cli(args) -> int:
         lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps))
                   if v is not None} if m == "bregman" else {}
         return ImagingTrainConfig(method=m, solver=s, epochs=args.epochs,
-                                  batch_size=args.batch_size or 32, lr=args.lr, seed=args.seed,
+                                  batch_size=args.batch_size or task.defaults["batch_size"],
+                                  lr=args.lr, seed=args.seed,
                                   time_budget=args.time_budget, lifted=lifted)
 
     task = build()
