@@ -12,7 +12,8 @@ with ``u_0 = 0``, ``x_0`` an initial reconstruction (:func:`initial_estimate`), 
 ‖A‖²`` and ``τ_k = step_factor / ‖L_k‖²``. With ``fidelity='ramp'`` (CT) the data term is the
 ramp-weighted ``½‖H^{1/2}(A x − y)‖²`` (:class:`~lifted_inverse.operators.SinogramFilter`): the
 layers are the same with ``(A, y)`` replaced by ``(H^{1/2} A, H^{1/2} y)``, so each data step
-``x − γ A* H (A x − y)`` is a filtered backprojection of the residual (preconditioned Landweber). Shapes: ``y`` (B, *A.out_shape), ``x_k`` (B, C, H, W)
+``x − γ A* H (A x − y)`` is a filtered backprojection of the residual (preconditioned Landweber).
+Shapes: ``y`` (B, *A.out_shape), ``x_k`` (B, C, H, W)
 = (B, *A.in_shape), ``u_k`` (B, F, H, W). ``A`` and ``A*`` act inside every layer. For ``A = I``
 and ``γ = 1`` the data step returns ``v_k = y`` and the network is exactly the PNN.
 
@@ -47,6 +48,7 @@ def ramp_weighted(A: LinearOperator) -> tuple[SinogramFilter, LinearOperator]:
     that the power-iterated norm of the composition is computed once."""
     if not hasattr(A, "fbp"):
         raise ValueError(f"A: the 'ramp' fidelity needs a CT operator with an FBP, got {type(A).__name__}")
+
     def build():
         W = SinogramFilter(A.out_shape, "ramp", 0.5)
         return W, W @ A

@@ -59,10 +59,10 @@ import torch.nn.functional as F
 
 from ..io import atomic_path
 from .base import LinearOperator, check_batch
+from .sinogram_filter import FBP_FILTERS, SinogramFilter, fbp_filter
 
 __all__ = ["FBP_FILTERS", "RADON_MODELS", "Radon", "fbp", "fbp_filter"]
 
-FBP_FILTERS = ("ramp", "shepp-logan", "hann", "cosine")
 RADON_MODELS = ("joseph", "bilinear")
 _METHODS = ("auto", "sparse", "matrix_free")
 _SPARSE_LIMIT_BYTES = 1.5e9
@@ -642,11 +642,7 @@ class Radon(LinearOperator):
         check_batch(sinogram, self.out_shape, "sinogram")
         if backprojector not in ("interpolation", "adjoint"):
             raise ValueError(f"backprojector: expected 'interpolation' or 'adjoint', got {backprojector!r}")
-        d = self.n_detectors
-        pad = max(64, 1 << int(math.ceil(math.log2(2 * d))))
-        filt = fbp_filter(pad, filter, frequency_scaling, dtype=sinogram.dtype, device=sinogram.device)
-        spec = torch.fft.rfft(sinogram, n=pad, dim=-1) * filt
-        filtered = torch.fft.irfft(spec, n=pad, dim=-1)[..., :d]
+        filtered = SinogramFilter(self.out_shape, filter, 1.0, frequency_scaling)(sinogram)
         if backprojector == "adjoint":
             rec = self.angle_step * self.adjoint(filtered)
         else:
@@ -661,38 +657,6 @@ class Radon(LinearOperator):
     def extra_repr(self) -> str:
         return (f"image_shape={self.image_shape}, n_angles={self.n_angles}, "
                 f"n_detectors={self.n_detectors}, method={self.method!r}, model={self.model!r}")
-
-
-def fbp_filter(n: int, filter: str = "ramp", frequency_scaling: float = 1.0, dtype=torch.float64,
-               device=None) -> torch.Tensor:
-    """Frequency response (length ``n//2 + 1``, for ``rfft`` of length ``n``) of the FBP filter.
-
-    ``H(ν) = R(ν) W(ν/ν_c)`` for ``ν = k/n`` cycles per sample, ``ν_c = frequency_scaling/2``, where
-    ``R`` is the DFT of the band-limited ramp kernel ``h[0] = 1/4``, ``h[k odd] = -1/(πk)²``
-    (``R(ν) ≈ |ν|``) and the window ``W(u)`` is 1 (ramp), ``sinc(u/2)`` (shepp-logan),
-    ``cos(πu/2)`` (cosine) or ``(1 + cos(πu))/2`` (hann), and 0 for ``|u| > 1``.
-    """
-    if filter not in FBP_FILTERS:
-        raise ValueError(f"filter: expected one of {FBP_FILTERS}, got {filter!r}")
-    if not (isinstance(frequency_scaling, (int, float)) and 0 < frequency_scaling <= 1):
-        raise ValueError(f"frequency_scaling: expected a number in (0, 1], got {frequency_scaling!r}")
-    k = np.concatenate((np.arange(0, n // 2 + 1), np.arange(-(n - n // 2 - 1), 0)))
-    kernel = np.zeros(n)
-    kernel[0] = 0.25
-    odd = k % 2 == 1
-    kernel[odd] = -1.0 / (np.pi * k[odd]) ** 2
-    ramp = np.real(np.fft.rfft(kernel))
-    u = np.fft.rfftfreq(n) / (0.5 * frequency_scaling)
-    if filter == "ramp":
-        window = np.ones_like(u)
-    elif filter == "shepp-logan":
-        window = np.sinc(u / 2)
-    elif filter == "cosine":
-        window = np.cos(np.pi * u / 2)
-    else:
-        window = 0.5 * (1 + np.cos(np.pi * u))
-    window[u > 1] = 0.0
-    return torch.as_tensor(ramp * window, dtype=dtype, device=device)
 
 
 def fbp(radon: Radon, sinogram: torch.Tensor, filter: str = "ramp", frequency_scaling: float = 1.0) -> torch.Tensor:
