@@ -1,16 +1,16 @@
 """Filtering of sinograms along the detector axis: the FBP filter as a linear operator.
 
-``(H^p y)[a, :] = crop_D( F⁻¹( ĥ(ν)^p · F(pad_n(y[a, :])) ) )`` for each angle ``a``: zero padding of
-the ``D`` detector bins to ``n`` (a power of two >= 2D), multiplication of the DFT by the FBP
-filter response ``ĥ`` (:func:`fbp_filter`, real, even and >= 0) raised to the power ``p``,
-inverse DFT and cropping back to ``D`` bins. The kernel is real and symmetric, so the operator is
+``(H^p y)[a, :] = crop_D( F⁻¹( ĥ(ν)^p · F(pad_n(y[a, :])) ) )`` for each angle ``a``: zero
+padding of the ``D`` detector bins to ``n`` (a power of two >= 2D), multiplication of the DFT by
+the FBP filter response ``ĥ`` (:func:`fbp_filter`, real, even and >= 0) raised to the power
+``p``, inverse DFT and cropping back to ``D`` bins. The kernel is real and symmetric, so the operator is
 self-adjoint and positive semi-definite: ``crop ∘ C ∘ pad`` with ``C`` a symmetric circulant.
 
 ``p = 1/2`` gives the weight of the ramp-weighted least-squares fidelity
-``½‖H^{1/2}(R x − y)‖² = ½⟨R x − y, H (R x − y)⟩`` (up to the crop between the two halves), whose
-gradient ``R^T H^{1/2} H^{1/2}(R x − y)`` is a filtered backprojection of the residual: gradient steps
-on it are preconditioned (``Δθ R^T H R ≈ I`` on the sampled frequencies) and reach data
-consistency in a few steps where plain Landweber ``x − γ R^T(R x − y)`` needs hundreds.
+``½‖H^{1/2}(R x − y)‖² = ½⟨R x − y, H (R x − y)⟩`` (up to the crop between the two halves),
+whose gradient ``R^T H^{1/2} H^{1/2}(R x − y)`` is a filtered backprojection of the residual:
+gradient steps on it are preconditioned (``Δθ R^T H R ≈ I`` on the sampled frequencies) and
+reach data consistency in a few steps where plain Landweber ``x − γ R^T(R x − y)`` needs hundreds.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ FBP_FILTERS = ("ramp", "shepp-logan", "hann", "cosine")
 
 
 def padded_length(n_detectors: int) -> int:
-    """FFT length: a power of two >= 2D (>= 64), so the circular convolution acts as a linear one."""
+    """FFT length: a power of two >= 2D (>= 64): the circular convolution acts as a linear one."""
     return max(64, 1 << int(math.ceil(math.log2(2 * n_detectors))))
 
 
@@ -36,7 +36,8 @@ def fbp_filter(n: int, filter: str = "ramp", frequency_scaling: float = 1.0, dty
                device=None) -> torch.Tensor:
     """Frequency response (length ``n//2 + 1``, for ``rfft`` of length ``n``) of the FBP filter.
 
-    ``H(ν) = R(ν) W(ν/ν_c)`` for ``ν = k/n`` cycles per sample, ``ν_c = frequency_scaling/2``, where
+    ``H(ν) = R(ν) W(ν/ν_c)`` for ``ν = k/n`` cycles per sample, ``ν_c = frequency_scaling/2``,
+    where
     ``R`` is the DFT of the band-limited ramp kernel ``h[0] = 1/4``, ``h[k odd] = -1/(πk)²``
     (``R(ν) ≈ |ν|``) and the window ``W(u)`` is 1 (ramp), ``sinc(u/2)`` (shepp-logan),
     ``cos(πu/2)`` (cosine) or ``(1 + cos(πu))/2`` (hann), and 0 for ``|u| > 1``.
@@ -44,7 +45,8 @@ def fbp_filter(n: int, filter: str = "ramp", frequency_scaling: float = 1.0, dty
     if filter not in FBP_FILTERS:
         raise ValueError(f"filter: expected one of {FBP_FILTERS}, got {filter!r}")
     if not (isinstance(frequency_scaling, (int, float)) and 0 < frequency_scaling <= 1):
-        raise ValueError(f"frequency_scaling: expected a number in (0, 1], got {frequency_scaling!r}")
+        raise ValueError("frequency_scaling: expected a number in (0, 1], "
+                         f"got {frequency_scaling!r}")
     k = np.concatenate((np.arange(0, n // 2 + 1), np.arange(-(n - n // 2 - 1), 0)))
     kernel = np.zeros(n)
     kernel[0] = 0.25
@@ -64,7 +66,6 @@ def fbp_filter(n: int, filter: str = "ramp", frequency_scaling: float = 1.0, dty
     return torch.as_tensor(ramp * window, dtype=dtype, device=device)
 
 
-
 class SinogramFilter(LinearOperator):
     """``H^p`` on sinograms of shape ``(1, A, D)`` (see the module docstring); self-adjoint, PSD.
 
@@ -79,7 +80,8 @@ class SinogramFilter(LinearOperator):
                  frequency_scaling: float = 1.0):
         shape = tuple(int(s) for s in sinogram_shape)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"sinogram_shape: expected (1, A, D) with positive sizes, got {sinogram_shape!r}")
+            raise ValueError("sinogram_shape: expected (1, A, D) with positive sizes, "
+                             f"got {sinogram_shape!r}")
         if filter not in FBP_FILTERS:
             raise ValueError(f"filter: expected one of {FBP_FILTERS}, got {filter!r}")
         if not (isinstance(power, (int, float)) and math.isfinite(power) and power > 0):
@@ -93,7 +95,8 @@ class SinogramFilter(LinearOperator):
 
     def _apply(self, y: torch.Tensor) -> torch.Tensor:
         d = y.shape[-1]
-        spec = torch.fft.rfft(y, n=self.n_fft, dim=-1) * self.response.to(device=y.device, dtype=y.dtype)
+        response = self.response.to(device=y.device, dtype=y.dtype)
+        spec = torch.fft.rfft(y, n=self.n_fft, dim=-1) * response
         return torch.fft.irfft(spec, n=self.n_fft, dim=-1)[..., :d]
 
     def _forward(self, y):

@@ -13,9 +13,9 @@ same network → test PSNR/SSIM, history of test PSNR against wall-clock, checkp
 * ``unrolled-ct``: 128×128 images, 60 angles in [0, π), ⌈128√2⌉ = 182 detector bins (the rays
   cover the whole square: photographs fill it, unlike phantoms in the inscribed disc), Gaussian
   noise 1% relative to rms(Ax); the network's data term is ramp-weighted (preconditioned
-  steps, :mod:`~lifted_inverse.networks.unrolled`); training: random-ellipse phantoms (seed 0) and the non-test photographs; test:
-  4 held-out ellipse phantoms (seed 10⁶), Shepp–Logan, camera, coins, moon. Baseline: FBP
-  (ramp), TV also reported.
+  steps, :mod:`~lifted_inverse.networks.unrolled`), clip level λ = 0.01; training:
+  random-ellipse phantoms (seed 0) and the non-test photographs; test: 4 held-out ellipse
+  phantoms (seed 10⁶), Shepp–Logan, camera, coins, moon. Baseline: FBP (ramp), TV also reported.
 
 The training measurements are drawn once (seeded) so lifted and backprop training see the same
 pairs. ``train_imaging`` returns a metrics dict and writes ``metrics.json``, ``checkpoint.pt``,
