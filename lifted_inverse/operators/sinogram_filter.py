@@ -3,8 +3,9 @@
 ``(H^p y)[a, :] = crop_D( F⁻¹( ĥ(ν)^p · F(pad_n(y[a, :])) ) )`` for each angle ``a``: zero
 padding of the ``D`` detector bins to ``n`` (a power of two >= 2D), multiplication of the DFT by
 the FBP filter response ``ĥ`` (:func:`fbp_filter`, real, even and >= 0) raised to the power
-``p``, inverse DFT and cropping back to ``D`` bins. The kernel is real and symmetric, so the operator is
-self-adjoint and positive semi-definite: ``crop ∘ C ∘ pad`` with ``C`` a symmetric circulant.
+``p``, inverse DFT and cropping back to ``D`` bins. The kernel is real and symmetric, so the
+operator is self-adjoint and positive semi-definite: ``crop ∘ C ∘ pad``, ``C`` a symmetric
+circulant.
 
 ``p = 1/2`` gives the weight of the ramp-weighted least-squares fidelity
 ``½‖H^{1/2}(R x − y)‖² = ½⟨R x − y, H (R x − y)⟩`` (up to the crop between the two halves),
