@@ -111,7 +111,8 @@ class _Sweep:
     the body weights ``W (m, d, d)``, ``b (m, 1, d)`` (even layers ``W[0::2]``, odd ``W[1::2]``),
     and the pre-activations still valid (None once an input or weight changed)."""
 
-    def __init__(self, plan: ChainPlan, states: list, weights: torch.Tensor | None = None):
+    def __init__(self, plan: ChainPlan, states: list, weights: torch.Tensor | None = None,
+                 biases: torch.Tensor | None = None):
         self.plan = plan
         self.m = len(plan.even) + len(plan.odd)
         self.x0 = states[0]
@@ -119,8 +120,10 @@ class _Sweep:
         self.S = _stack(states[s] for s in range(1, self.m + 2))
         body = plan.body
         self.W = _stack(layer.module.weight for layer in body) if weights is None else weights
-        self.b = None if body[0].module.bias is None else \
-            _stack(layer.module.bias for layer in body).unsqueeze(1)
+        if body[0].module.bias is None:
+            self.b = None
+        else:
+            self.b = (_stack(layer.module.bias for layer in body) if biases is None else biases).unsqueeze(1)
         self.views = {s: self.S[s - 1] for s in range(1, self.m + 2)}
         for s, v in self.views.items():
             states[s] = v
@@ -197,7 +200,8 @@ class BatchedLiftedSolver(LiftedSolver):
         self._plan = None
         self._current: _Sweep | None = None     # stacks of the batch being swept
         self._stacked: dict = {}                # power-iteration vectors kept stacked
-        self._weight_stack: torch.Tensor | None = None  # body weights; parameters are its rows
+        self._param_stacks: dict = {}          # body weights / biases; parameters are their rows
+        self._grad_stacks: tuple | None = None  # (grads per layer, body W- and b-gradient stacks)
         self.batched = self.plan() is not None
 
     def plan(self, states: list | None = None) -> ChainPlan | None:
@@ -216,10 +220,18 @@ class BatchedLiftedSolver(LiftedSolver):
         """The body weights ``W (m, d, d)`` without a copy per sweep: on first use (and whenever a
         weight was re-bound since: ``.to()``, assignment) they are stacked once and each
         ``Parameter``'s data becomes a view of its row, so in-place updates of the parameters are
-        updates of the stack. The stack is only read here; parameters stay the users' objects
-        (their storage is shared: ``state_dict`` tensors are views of one buffer)."""
-        params = [layer.module.weight for layer in plan.body]
-        st = self._weight_stack
+        updates of the stack, and the other way round. Parameters stay the users' objects (their
+        storage is shared: ``state_dict`` tensors are views of one buffer)."""
+        return self._persistent_stack("weight", [layer.module.weight for layer in plan.body])
+
+    def body_biases(self, plan: ChainPlan) -> torch.Tensor | None:
+        """The body biases ``b (m, d)`` as one persistent stack (as :meth:`body_weights`)."""
+        if plan.body[0].module.bias is None:
+            return None
+        return self._persistent_stack("bias", [layer.module.bias for layer in plan.body])
+
+    def _persistent_stack(self, key: str, params: list) -> torch.Tensor:
+        st = self._param_stacks.get(key)
         if st is not None and st.shape[0] == len(params) and all(
                 p.dtype == st.dtype and p.device == st.device and p.shape == st.shape[1:]
                 and p.data_ptr() == st[i].data_ptr() for i, p in enumerate(params)):
@@ -227,8 +239,16 @@ class BatchedLiftedSolver(LiftedSolver):
         st = _stack(p.detach() for p in params)
         for i, p in enumerate(params):
             p.data = st[i]
-        self._weight_stack = st
+        self._param_stacks[key] = st
         return st
+
+    def _buffer(self, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """A tensor kept between sweeps for outputs of the same shape (a fresh megabyte-sized
+        output per sweep costs its page faults again on CPU: measured 4× the ``bmm`` itself)."""
+        buf = self._stacked.get(key)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._stacked[key] = like.new_empty(shape)
+        return buf
 
     def _restack(self, key, rows: list[torch.Tensor]) -> torch.Tensor:
         """``stack(rows)``, reusing the stack whose row views these still are."""
@@ -285,7 +305,7 @@ class BatchedLiftedSolver(LiftedSolver):
         if plan is None:
             return super().update_states(states, cache)
         cache = {} if cache is None else cache
-        sw = self._current = cache["chain"] = _Sweep(plan, states, self.body_weights(plan))
+        sw = self._current = cache["chain"] = _Sweep(plan, states, self.body_weights(plan), self.body_biases(plan))
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
@@ -332,7 +352,7 @@ class BatchedLiftedSolver(LiftedSolver):
     def _sweep(self, plan: ChainPlan, states: list, cache: dict) -> _Sweep:
         sw = cache.get("chain")
         if sw is None or not sw.matches(states):
-            sw = _Sweep(plan, states, self.body_weights(plan))
+            sw = _Sweep(plan, states, self.body_weights(plan), self.body_biases(plan))
         self._current = cache["chain"] = sw
         return sw
 
@@ -357,22 +377,54 @@ class BatchedLiftedSolver(LiftedSolver):
         bias = sw.b is not None
         grads: list = [None] * len(self.layers)
         grads[plan.head.index] = plan.head.weight_grad(sw.x0, r_a[0])
+        stacks = []                     # (layers, W-gradient stack, b-gradient stack) per parity
         for layers, r, x in ((plan.even, r_e, sw.S[0:sw.m:2]), (plan.odd, r_a[1:], sw.S[1:sw.m:2])):
             if not layers:
                 continue
-            gw = torch.bmm(r.transpose(1, 2), x).unbind(0)
-            gb = r.sum(dim=1).unbind(0) if bias else None
+            gw = torch.bmm(r.transpose(1, 2), x, out=self._buffer(("gw", len(stacks)), (len(layers), *sw.W.shape[1:]), x))
+            gb = r.sum(dim=1) if bias else None
+            stacks.append((layers, gw, gb))
             for i, layer in enumerate(layers):
                 grads[layer.index] = [gw[i], gb[i]] if bias else [gw[i]]
         grads[plan.tail.index] = plan.tail.weight_grad(x_t, r_t)
         stats = torch.stack([torch.as_tensor(float(sw.x0.shape[0]), dtype=value.dtype, device=value.device),
                              value])
-        flat = self.reduce_fn([g for gs in grads for g in gs] + [stats])
+        sent = [g for gs in grads for g in gs]
+        flat = self.reduce_fn(sent + [stats])
         count, total = (float(v) for v in flat[-1].tolist())
+        if all(a is b for a, b in zip(flat, sent)):
+            # nothing was copied (one process): scale the stacks, whose rows the gradients are
+            ends = [g for gs in (grads[plan.head.index], grads[plan.tail.index]) for g in gs]
+            torch._foreach_div_(ends + [t for _, gw, gb in stacks for t in (gw, gb) if t is not None], count)
+            self._grad_stacks = (grads, stacks)
+            return grads, count, total / count
+        self._grad_stacks = None
         grads_flat = list(flat[:-1])
-        torch._foreach_div_(grads_flat, count)          # fresh tensors from bmm / the reduce
+        torch._foreach_div_(grads_flat, count)          # fresh tensors from the reduce
         it = iter(grads_flat)
         return [[next(it) for _ in gs] for gs in grads], count, total / count
+
+    def _descend(self, grads: list[list[torch.Tensor]], steps: list[float]) -> None:
+        """``θ_l ← θ_l − s_l G_l``: head and tail per tensor, the body as one in-place
+        ``addcmul_`` per stack and parity when ``grads`` are rows of this sweep's gradient stacks."""
+        held = self._grad_stacks
+        self._grad_stacks = None
+        plan = self._plan
+        if held is None or held[0] is not grads or plan is None:
+            return super()._descend(grads, steps)
+        _, stacks = held
+        for end in (plan.head, plan.tail):
+            for p, g in zip(self.params[end.index], grads[end.index]):
+                p.add_(g, alpha=-steps[end.index])
+        w_stack, b_stack = self.body_weights(plan), self.body_biases(plan)
+        for parity, (layers, gw, gb) in enumerate(stacks):
+            s = torch.tensor([steps[layer.index] for layer in layers], dtype=gw.dtype, device=gw.device)
+            w_stack[parity::2].addcmul_(gw, s.view(-1, 1, 1), value=-1)
+            if gb is not None:
+                b_stack[parity::2].addcmul_(gb, s.view(-1, 1), value=-1)
+        # the rows changed through the stacks: bump the parameters' own version counters, which
+        # caches keyed on ``_version`` (``LinearMap.norm_sq``) and autograd read
+        torch.autograd.graph.increment_version([p for layer in plan.body for p in self.params[layer.index]])
 
     def _data_lipschitz(self, states: list, count: float) -> list[float]:
         """``L_z(P_l)·λ_max(Σ_i x̃_i x̃_iᵀ)/count`` per layer (the parent's warm-started power
@@ -403,8 +455,9 @@ class BatchedLiftedSolver(LiftedSolver):
         lams = None
         for _ in range(iters):
             vs = [v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny) for v in vs]
-            outs = [torch.bmm(torch.bmm(x, v.unsqueeze(2)).transpose(1, 2), x).squeeze(1)
-                    for x, v in zip(xs, vs)]                                   # Σ_i x̃_i x̃_iᵀ v
+            # Σ_i x̃_i x̃_iᵀ v as (vᵀ X̃ᵀ) X̃: row-vector products (bmm with one column is ~4× slower)
+            outs = [torch.bmm(torch.bmm(v.unsqueeze(1), x.transpose(1, 2)), x).squeeze(1)
+                    for x, v in zip(xs, vs)]
             outs = self.reduce_fn(outs)
             lams = [(v * o).sum(dim=1) for v, o in zip(vs, outs)]
             vs = list(outs)

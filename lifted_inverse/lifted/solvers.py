@@ -291,7 +291,10 @@ class LiftedSolver:
         steps = [self.lr / max(lip, 1e-12) for lip in lips]
         flat_steps = [-st for st, ps in zip(steps, self.params) for _ in ps]
         old = [p.clone() for p in self.flat_params] if solver in ("nesterov", "heavyball") else None
-        torch._foreach_add_(self.flat_params, torch._foreach_mul(flat_grads, flat_steps))
+        if anchor is None:
+            self._descend(grads, steps)
+        else:
+            torch._foreach_add_(self.flat_params, torch._foreach_mul(flat_grads, flat_steps))
         if solver == "heavyball" and self._prev is not None and self._prev[0] is not None:
             torch._foreach_add_(self.flat_params, torch._foreach_mul(
                 torch._foreach_sub(old, self._prev), [self.momentum] * len(old)))
@@ -301,6 +304,11 @@ class LiftedSolver:
             self._restart(old, flat_grads)
         self.sweeps += 1
         return value
+
+    def _descend(self, grads: list[list[torch.Tensor]], steps: list[float]) -> None:
+        """``θ_l ← θ_l − s_l G_l`` for every layer ``l`` (``grads`` per layer, as ``_gradients``)."""
+        flat_steps = [-st for st, ps in zip(steps, self.params) for _ in ps]
+        torch._foreach_add_(self.flat_params, torch._foreach_mul([g for gs in grads for g in gs], flat_steps))
 
     def _restart(self, old: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         """Per-layer gradient restart (O'Donoghue & Candès): drop the momentum of a layer whose
