@@ -127,6 +127,7 @@ class LiftedBatch:
         self.u: list[torch.Tensor] = []
         self.x: list[torch.Tensor] = []
         self._v_cache: dict[int, tuple] = {}
+        self._p_cache: dict[int, tuple] = {}
 
     @property
     def has_x(self) -> bool:
@@ -154,8 +155,26 @@ class LiftedBatch:
             self._v_cache[k] = cached
         return cached[1]
 
+    def p(self, k: int, u_prev: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``p_{k+1} = u_k − τ L(L* u_k − v)`` with the current weights, kept for its inputs: the
+        backward sweep asks for ``p_{k+1}`` in the ``u_{k+1}``-block and again, at the same
+        ``u_k``, in the ``u_k``-block (``forget_p`` after weight changes)."""
+        hit = self._p_cache.get(k)
+        if hit is not None and hit[0] is u_prev and hit[1] is v:
+            return hit[2]
+        p = self.prox.pre_activation(k, u_prev, v)
+        self._p_cache[k] = (u_prev, v, p)
+        return p
+
+    def forget_p(self) -> None:
+        self._p_cache = {}
+
     def u_in(self, k: int) -> torch.Tensor:
-        return self.prox.zero_state(self.target) if k == 0 else self.u[k - 1]
+        if k > 0:
+            return self.u[k - 1]
+        if getattr(self, "_u0", None) is None:
+            self._u0 = self.prox.zero_state(self.target)
+        return self._u0
 
     @torch.no_grad()
     def forward_states(self) -> None:
@@ -170,8 +189,8 @@ class LiftedBatch:
                 self._v_cache[k] = (x, v)  # x is x_in(k): x_0 or the state appended below
             u = self.prox.layer(k, u, v)
             self.u.append(u)
-            x = v - self.prox.Lt(k, u)
-            if self.has_x and k < self.K - 1:
+            if self.has_x and k < self.K - 1:   # the PNN's q_k feed nothing but the output
+                x = v - self.prox.Lt(k, u)
                 self.x.append(x)
 
     def output(self) -> torch.Tensor:
@@ -244,7 +263,7 @@ class LiftedUnrolledSolver:
         lip = (self._coef(k) * (1.05 * norm_k) ** 2 if has_quad else 0.0) + (1.0 if k < K - 1 else 0.0)
         with torch.no_grad():
             v = b.v(k)
-            p = prox.pre_activation(k, b.u_in(k), v)
+            p = b.p(k, b.u_in(k), v)
             if lip == 0.0:  # only −⟨u, p_k⟩ + F(u): the block's minimiser is σ(p_k)
                 b.u[k] = self.act(p)
                 return
@@ -257,7 +276,7 @@ class LiftedUnrolledSolver:
                 if has_quad:
                     g = g + self._coef(k) * prox.L(k, xk - v + prox.Lt(k, u))
                 if k < K - 1:
-                    p_next = prox.pre_activation(k + 1, u, v_next)
+                    p_next = b.p(k + 1, u, v_next)
                     r = self.act(p_next) - b.u[k + 1]
                     g = g + r - prox.step(k + 1).to(r.dtype) * prox.L(k + 1, prox.Lt(k + 1, r))
                 b.u[k] = self.act.prox_F(u - mu * g, mu)
@@ -285,6 +304,7 @@ class LiftedUnrolledSolver:
     def state_sweep(self, b: LiftedBatch) -> None:
         """Backward Gauss–Seidel sweep: ``u_K, x_{K−1}, u_{K−1}, …, u_1`` (one block at a time,
         so the output loss reaches the first layer within one sweep)."""
+        b.forget_p()   # the weights may have changed since the last sweep
         for k in reversed(range(self.prox.n_layers)):
             self._update_u(b, k)
             if b.has_x and k >= 1:
