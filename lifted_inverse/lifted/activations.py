@@ -87,6 +87,11 @@ class ProximalActivation(nn.Module):
         """``∇_z B_Ψ(y, z) = σ(z) − y`` (no σ′ needed)."""
         return self(z) - y
 
+    def bregman_with_residual(self, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B_Ψ(y, z) per sample, σ(z) − y)``: the penalty and its z-gradient together (block
+        solvers need both; subclasses share the passes over the tensors)."""
+        return self.bregman(y, z), self.grad_z(y, z)
+
     def prox_F(self, v: torch.Tensor, mu: float | torch.Tensor) -> torch.Tensor:
         """``prox_{μF}(v) = prox_{μ/(1+μ) Ψ}(v / (1+μ))`` with ``F = ½‖·‖² + Ψ``."""
         _check_t(mu)
@@ -152,17 +157,35 @@ class _IndicatorActivation(ProximalActivation):
         return torch.where(self.in_domain(y), value, torch.full_like(value, math.inf))
 
     def bregman(self, y, z):
-        """Per sample ``Σ ½(y − z)² − ½dist(z, box)²``, ``+inf`` where some ``y ∉ box``.
+        """Per sample ``Σ ½(y − z)² − ½dist(z, box)²``, ``+inf`` where some ``y ∉ box``
+        (:meth:`bregman_with_residual`)."""
+        return self.bregman_with_residual(y, z)[0]
 
-        Same values as the elementwise form, with float arithmetic only: the off-box test is
-        ``Σ|y − P(y)| > 0`` per sample (boolean masks and ``where`` over whole feature maps cost
-        30× a multiply in torch's CPU kernels)."""
+    def bregman_with_residual(self, y, z):
+        """``B = −½⟨r, y + σ(z) − 2z⟩`` per sample with ``r = σ(z) − y``, since
+        ``(y − z)² − (z − σ(z))² = (y − σ(z))(y + σ(z) − 2z)``; ``+inf`` where ``y`` leaves the box
+        (per-sample min/max). Float arithmetic only, six passes over the tensors: boolean masks
+        and ``where`` over feature maps cost 30× a multiply in torch's CPU kernels."""
         if y.shape != z.shape:
             raise ValueError(f"y, z: shapes must match, got {tuple(y.shape)} and {tuple(z.shape)}")
-        dist = z - self(z)
-        value = _per_sample(0.5 * ((y - z) ** 2 - dist * dist)).clamp_min(0.0)
-        off = _per_sample((y - self(y)).abs())
-        return torch.where(off > 0, torch.full_like(value, math.inf), value)
+        c = self(z)
+        r = c - y
+        s = torch.add(y, c).sub_(z, alpha=2.0)
+        if y.ndim > 1:    # per-sample ⟨r, s⟩ as a batched product: no elementwise temporary
+            n = y.shape[0]
+            value = torch.bmm(r.reshape(n, 1, -1), s.reshape(n, -1, 1)).reshape(n)
+            low, high = y.reshape(n, -1).aminmax(dim=1)
+        else:             # one coordinate per entry (as _per_sample)
+            value = r * s
+            low = high = y
+        value = value.mul(-0.5).clamp_min(0.0)
+        lo, hi = self._lower_upper()
+        off = torch.zeros_like(low, dtype=torch.bool)
+        if lo is not None:
+            off |= low < lo
+        if hi is not None:
+            off |= high > hi
+        return torch.where(off, torch.full_like(value, math.inf), value), r
 
     def prox(self, v, t=1.0):
         _check_t(t)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as nnf
 from torch import nn
+
+from .conv_pair import analysis, synthesis
 
 
 class ProximalLayers(nn.Module):
@@ -90,12 +91,12 @@ class ProximalLayers(nn.Module):
     def L(self, k: int, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``L_k x``: (B, C, H, W) → (B, F, H, W)."""
         w = self.weight(k) if weight is None else weight
-        return nnf.conv2d(x, w.to(x.dtype), padding=self.kernel_size // 2)
+        return analysis(x, w.to(x.dtype))
 
     def Lt(self, k: int, u: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """``L_k* u`` (exact adjoint of :meth:`L`): (B, F, H, W) → (B, C, H, W)."""
         w = self.weight(k) if weight is None else weight
-        return nnf.conv_transpose2d(u, w.to(u.dtype), padding=self.kernel_size // 2)
+        return synthesis(u, w.to(u.dtype))
 
     def step(self, k: int) -> torch.Tensor:
         """``τ_k`` (a 0-d tensor, not in the autograd graph)."""
@@ -104,8 +105,7 @@ class ProximalLayers(nn.Module):
     def pre_activation(self, k: int, u: torch.Tensor, v: torch.Tensor,
                        weight: torch.Tensor | None = None) -> torch.Tensor:
         """``p = u − τ_k L_k(L_k* u − v)`` with ``u`` (B, F, H, W), ``v`` (B, C, H, W)."""
-        tau = self.step(k).to(u.dtype)
-        return u - tau * self.L(k, self.Lt(k, u, weight) - v, weight)
+        return torch.sub(u, self.L(k, self.Lt(k, u, weight) - v, weight), alpha=float(self.step(k)))
 
     def activation(self, p: torch.Tensor) -> torch.Tensor:
         """``clip_λ(p)`` = ``prox_{τ g*}`` for ``g = λ‖·‖₁``."""
@@ -127,12 +127,11 @@ class ProximalLayers(nn.Module):
         The estimate is ``‖L*L v‖`` for the last unit ``v`` (between the Rayleigh quotient and
         ``‖L‖²``, the closer of the two)."""
         w = (self.weights[i] if weight is None else weight).detach()
-        pad = self.kernel_size // 2
         v = self.probes[i].to(w.dtype)
         y = v
         for _ in range(max(int(iterations), 1)):
             v = y / y.norm().clamp_min(1e-30)
-            y = nnf.conv_transpose2d(nnf.conv2d(v, w, padding=pad), w, padding=pad)
+            y = synthesis(analysis(v, w), w)
         return max(float(y.norm()), 1e-12), y / y.norm().clamp_min(1e-30)
 
     @torch.no_grad()

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..lifted.activations import Clip
+from ..networks.conv_pair import weight_gradient
 from ..networks.pnn import ProximalLayers
 from ..networks.unrolled import data_step_size, gradient_step, initial_estimate
 from ..operators.base import LinearOperator
@@ -247,6 +248,31 @@ class LiftedUnrolledSolver:
         return breg.mean()
 
     @torch.no_grad()
+    def layer_value_and_grad(self, b: LiftedBatch, k: int, weight: torch.Tensor | None = None):
+        """``(T_k, ∂T_k/∂L_k)`` (batch means) in closed form, without autograd.
+
+        With ``e = L*u_{k−1} − v``, ``p = u_{k−1} − τLe``, ``r = σ(p) − u_k`` (``= ∂B/∂p``) and
+        ``d = x_k − q_k = x_k − v + L*u_k``:  ``∂T_k/∂L = −τ(G(e, r) + G(L*r, u_{k−1})) + c_k G(d, u_k)``
+        where ``G(a, g) = ∂⟨g, L a⟩/∂L`` is the convolution weight gradient (``τ_k`` fixed, as in
+        the forward pass)."""
+        prox = self.prox
+        u_prev, u = b.u_in(k), b.u[k]
+        w = (prox.weight(k) if weight is None else weight).detach().to(u.dtype)
+        tau = float(prox.step(k))
+        v = b.v(k) if b.has_x else b.y
+        e = prox.Lt(k, u_prev, w) - v
+        p = torch.sub(u_prev, prox.L(k, e, w), alpha=tau)
+        value, r = self.act.bregman_with_residual(u, p)
+        grad = weight_gradient(e, r, w).add_(weight_gradient(prox.Lt(k, r, w), u_prev, w)).mul_(-tau)
+        last = k == prox.n_layers - 1
+        if last or b.has_x:
+            c = self._coef(k)
+            d = prox.Lt(k, u, w) - v + (b.target if last else b.x[k])
+            value = value + 0.5 * c * d.flatten(1).pow(2).sum(1)
+            grad.add_(weight_gradient(d, u, w), alpha=c)
+        return value.mean(), grad.div_(u.shape[0])
+
+    @torch.no_grad()
     def energy(self, b: LiftedBatch) -> float:
         """The lifted objective E of the batch (batch mean, without ISGM's proximal term)."""
         return float(sum(self.layer_term(b, k) for k in range(self.prox.n_layers)))
@@ -324,11 +350,15 @@ class LiftedUnrolledSolver:
         for i, layers in enumerate(groups):
             param = prox.weights[i]
             anchor = None if anchors is None else anchors[i]
-            w0 = param.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                f0 = self._weight_objective(b, layers, w0, anchor)
-                (g,) = torch.autograd.grad(f0, w0)
-            f0 = float(f0.detach())
+            w0 = param.detach().clone()
+            f0, g = 0.0, torch.zeros_like(w0)
+            for k in layers:
+                value, gk = self.layer_value_and_grad(b, k, w0)
+                f0 += float(value)
+                g.add_(gk.to(g.dtype))
+            if self.config.prox_weight > 0 and anchor is not None:
+                f0 += 0.5 * self.config.prox_weight * float((w0 - anchor).pow(2).sum())
+                g.add_(w0 - anchor, alpha=self.config.prox_weight)
             gsq = float(g.pow(2).sum())
             if not math.isfinite(gsq) or gsq <= 1e-10 * max(abs(f0), 1e-30):
                 continue  # at a stationary point up to rounding (e.g. states of the forward pass)
@@ -353,16 +383,21 @@ class LiftedUnrolledSolver:
     def adam_step(self, b: LiftedBatch, anchors=None) -> None:
         """Adam on the local W-block gradients ``∇_{L_k} T_k`` (all layers in one call), then
         ``τ_k`` refreshed from the power-iterated norms."""
-        self.adam.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            energy = sum(self.layer_term(b, k) for k in range(self.prox.n_layers))
-            val = energy
-            if self.config.prox_weight > 0 and anchors is not None:
-                val = val + 0.5 * self.config.prox_weight * sum(
-                    (w - a).pow(2).sum() for w, a in zip(self.prox.weights, anchors))
-            val.backward()
-        self.energy_before_weights = float(energy.detach())
+        prox = self.prox
+        grads = [torch.zeros_like(w) for w in prox.weights]
+        energy = 0.0
+        for k in range(prox.n_layers):
+            value, g = self.layer_value_and_grad(b, k)
+            energy += float(value)
+            grads[prox.index(k)].add_(g.to(grads[prox.index(k)].dtype))
+        if self.config.prox_weight > 0 and anchors is not None:
+            for g, w, a in zip(grads, prox.weights, anchors):
+                g.add_(w.detach() - a, alpha=self.config.prox_weight)
+        for w, g in zip(prox.weights, grads):
+            w.grad = g
+        self.energy_before_weights = energy
         self.adam.step()
+        self.adam.zero_grad(set_to_none=True)
         self.prox.refresh_steps(self.config.norm_iterations)
 
     # ---- solvers -----------------------------------------------------------------------
