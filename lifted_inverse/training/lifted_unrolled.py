@@ -298,14 +298,16 @@ class LiftedUnrolledSolver:
             v_next = b.v(k + 1) if k < K - 1 else None
             for _ in range(self.config.state_steps):
                 u = b.u[k]
-                g = -p
+                # u − μ∇S = u + μp − μc_k L(x − v + L*u) − μr + μτ L L*r, accumulated in place
+                # (every pass over the feature maps costs about as much as a small convolution)
+                step = torch.add(u, p, alpha=mu)
                 if has_quad:
-                    g = g + self._coef(k) * prox.L(k, xk - v + prox.Lt(k, u))
+                    step.sub_(prox.L(k, xk - v + prox.Lt(k, u)), alpha=mu * self._coef(k))
                 if k < K - 1:
                     p_next = b.p(k + 1, u, v_next)
-                    r = self.act(p_next) - b.u[k + 1]
-                    g = g + r - prox.step(k + 1).to(r.dtype) * prox.L(k + 1, prox.Lt(k + 1, r))
-                b.u[k] = self.act.prox_F(u - mu * g, mu)
+                    r = self.act(p_next).sub_(b.u[k + 1])
+                    step.sub_(r, alpha=mu).add_(prox.L(k + 1, prox.Lt(k + 1, r)), alpha=mu * float(prox.step(k + 1)))
+                b.u[k] = self.act.prox_F(step, mu)
 
     def _update_x(self, b: LiftedBatch, k: int) -> None:
         """Gradient step(s) on ``x_{k+1}`` (list index k, k = 0..K−2), step ``1/ℓ_x``.
@@ -320,10 +322,10 @@ class LiftedUnrolledSolver:
             x_next = b.target if j == K - 1 else b.x[j]
             for _ in range(self.config.state_steps):
                 x = b.x[k]
-                v = b.v(j, x)
-                p = prox.pre_activation(j, b.u[k], v)
+                v = b.v(j) if x is b.x_in(j) else b.v(j, x)   # stored x: v and p are cached
+                p = b.p(j, b.u[k], v)
                 q = v - prox.Lt(j, b.u[j])
-                dv = tau_j.to(x.dtype) * prox.Lt(j, self.act(p) - b.u[j]) - self._coef(j) * (x_next - q)
+                dv = tau_j.to(x.dtype) * prox.Lt(j, self.act(p).sub_(b.u[j])) - self._coef(j) * (x_next - q)
                 dx = dv - b.gamma * b.A.adjoint(b.A(dv))
                 b.x[k] = x - (self.config.rho * (x - q_k) + dx) / lip
 
