@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="step size of every run (default per method)")
     ap.add_argument("--runs", default=",".join(f"{m}/{s}" for m, s in RUNS))
+    ap.add_argument("--lifted", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="LiftedConfig fields of the lifted runs, e.g. loss_weight=0.1 inner_sweeps=2")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -39,8 +41,10 @@ def main() -> None:
         method, solver = run.split("/")
         task = make_imaging_task(args.task, n_train=args.n_train, patch=args.patch, features=args.features,
                                  layers=args.layers)
+        lifted = {k: float(v) if "." in v or "e" in v else int(v)
+                  for k, v in (kv.split("=", 1) for kv in args.lifted)} if method != "backprop" else {}
         cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size,
-                                 time_budget=args.budget, eval_every=10**6)
+                                 time_budget=args.budget, eval_every=10**6, lifted=lifted)
         r = train_imaging(task, cfg)
         results[run] = {k: r[k] for k in ("test_psnr", "test_ssim", "seconds", "epochs", "selected_epoch",
                                           "val_psnr", "seconds_per_epoch", "baseline", "baseline_psnr",

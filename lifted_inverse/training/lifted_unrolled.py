@@ -157,18 +157,17 @@ class LiftedBatch:
         return cached[1]
 
     def p(self, k: int, u_prev: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``p_{k+1} = u_k − τ L(L* u_k − v)`` with the current weights, kept for its inputs: the
-        backward sweep asks for ``p_{k+1}`` in the ``u_{k+1}``-block and again, at the same
-        ``u_k``, in the ``u_k``-block (``forget_p`` after weight changes)."""
+        """``p_{k+1} = u_k − τ L(L* u_k − v)``, kept until its inputs, ``L_{k+1}`` or ``τ_{k+1}``
+        change: the forward pass computes every ``p``, and the backward sweep asks for ``p_{k+1}``
+        in the ``u_{k+1}``-block (``u_k`` still the forward state) and again in the ``u_k``-block."""
+        w = self.prox.weight(k)
+        key = (w._version, w.data_ptr(), float(self.prox.step(k)))   # weights and τ_k it used
         hit = self._p_cache.get(k)
-        if hit is not None and hit[0] is u_prev and hit[1] is v:
-            return hit[2]
+        if hit is not None and hit[0] is u_prev and hit[1] is v and hit[2] == key:
+            return hit[3]
         p = self.prox.pre_activation(k, u_prev, v)
-        self._p_cache[k] = (u_prev, v, p)
+        self._p_cache[k] = (u_prev, v, key, p)
         return p
-
-    def forget_p(self) -> None:
-        self._p_cache = {}
 
     def u_in(self, k: int) -> torch.Tensor:
         if k > 0:
@@ -188,7 +187,7 @@ class LiftedBatch:
             v = self.v(k, x)
             if self.has_x:
                 self._v_cache[k] = (x, v)  # x is x_in(k): x_0 or the state appended below
-            u = self.prox.layer(k, u, v)
+            u = self.prox.activation(self.p(k, u, v))
             self.u.append(u)
             if self.has_x and k < self.K - 1:   # the PNN's q_k feed nothing but the output
                 x = v - self.prox.Lt(k, u)
@@ -332,7 +331,6 @@ class LiftedUnrolledSolver:
     def state_sweep(self, b: LiftedBatch) -> None:
         """Backward Gauss–Seidel sweep: ``u_K, x_{K−1}, u_{K−1}, …, u_1`` (one block at a time,
         so the output loss reaches the first layer within one sweep)."""
-        b.forget_p()   # the weights may have changed since the last sweep
         for k in reversed(range(self.prox.n_layers)):
             self._update_u(b, k)
             if b.has_x and k >= 1:
