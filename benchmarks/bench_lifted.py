@@ -16,6 +16,7 @@ import sys
 
 import torch
 
+from lifted_inverse.runtime import retain_freed_memory
 from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 
 CONFIGS = [
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    retain_freed_memory()   # every method alike: freed heap memory is reused (lifted_inverse.runtime)
     configs = [c for c in CONFIGS if args.only is None or f"{c[0]}/{c[1]}" in args.only]
     times: dict[str, list[float]] = {}
     results: dict[str, dict] = {}

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from lifted_inverse.runtime import retain_freed_memory
+
 WIDTHS = (64,) + (256,) * 9 + (10,)
 
 
@@ -92,6 +94,7 @@ def worker(out: str, n: int, batch: int, sweeps: int, batched: bool) -> None:
     from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
 
     torch.set_num_threads(1)
+    retain_freed_memory()   # every run alike: freed heap memory is reused (lifted_inverse.runtime)
     info = init_from_env("cpu")
     _model, obj, x, t = build(n)
     shard = Shard.of(n, info.rank, info.world_size)
@@ -171,6 +174,7 @@ def main() -> None:
         worker(args.worker, args.samples, args.bench_batch, args.bench_sweeps, args.batched)
         return
     torch.set_num_threads(1)
+    retain_freed_memory()   # every run alike: freed heap memory is reused (lifted_inverse.runtime)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, 1 thread per process, float32; "
           f"MLP {'-'.join(map(str, WIDTHS))}")
     batches = (16, 64) if args.quick else (8, 16, 32, 64, 256, 1024)

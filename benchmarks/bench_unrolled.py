@@ -14,6 +14,7 @@ import json
 
 import torch
 
+from lifted_inverse.runtime import retain_freed_memory
 from lifted_inverse.training.imaging import ImagingTrainConfig, make_imaging_task, train_imaging
 
 RUNS = [("backprop", "adam"), ("bregman", "adam"), ("bregman", "isgm")]
@@ -31,11 +32,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="step size of every run (default per method)")
     ap.add_argument("--runs", default=",".join(f"{m}/{s}" for m, s in RUNS))
+    ap.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                    help="Adam step schedule of every run over the budget")
     ap.add_argument("--lifted", nargs="*", default=[], metavar="KEY=VALUE",
                     help="LiftedConfig fields of the lifted runs, e.g. loss_weight=0.1 inner_sweeps=2")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()   # every method alike: freed heap memory is reused (lifted_inverse.runtime)
     results = {}
     for run in args.runs.split(","):
         method, solver = run.split("/")
@@ -44,7 +48,8 @@ def main() -> None:
         lifted = {k: float(v) if "." in v or "e" in v else int(v)
                   for k, v in (kv.split("=", 1) for kv in args.lifted)} if method != "backprop" else {}
         cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size,
-                                 time_budget=args.budget, eval_every=10**6, lifted=lifted)
+                                 time_budget=args.budget, eval_every=10**6, lifted=lifted,
+                                 lr_schedule=args.lr_schedule)
         r = train_imaging(task, cfg)
         results[run] = {k: r[k] for k in ("test_psnr", "test_ssim", "seconds", "epochs", "selected_epoch",
                                           "val_psnr", "seconds_per_epoch", "baseline", "baseline_psnr",

@@ -1,5 +1,7 @@
 """``train_imaging`` end to end on a tiny denoising task: fresh noise per epoch, model selection on
 the validation images, metrics keys."""
+import math
+
 import pytest
 import torch
 
@@ -46,3 +48,31 @@ def test_train_imaging_without_selection_keeps_the_last_weights():
                                                batch_size=8, select_best=False, fresh_noise=False))
     assert r["selected_epoch"] == 3 and r["val_psnr"] is None
     assert all("val_psnr" not in h for h in r["history"])
+
+
+def test_cosine_schedule_decays_adams_step_over_training(monkeypatch):
+    from lifted_inverse.training import imaging
+    from lifted_inverse.training.lifted_unrolled import LiftedUnrolledSolver
+
+    cfg = ImagingTrainConfig(method="bregman", solver="adam", epochs=4, lr_schedule="cosine")
+    assert cfg.scheduled_lr(1e-2, 0, 0.0) == pytest.approx(1e-2)
+    assert cfg.scheduled_lr(1e-2, 2, 0.0) == pytest.approx(5e-3)
+    timed = ImagingTrainConfig(epochs=10**6, time_budget=100.0, lr_schedule="cosine")
+    assert timed.scheduled_lr(1e-2, 1, 75.0) == pytest.approx(1e-2 * 0.5 * (1 - 0.5 ** 0.5))
+    for method, cls, opt in (("bregman", LiftedUnrolledSolver, "adam"), ("backprop", imaging._BackpropTrainer, "opt")):
+        steps = []
+        original = cls.step
+
+        def spy(self, *a, _original=original, _opt=opt, _steps=steps):
+            _steps.append(getattr(self, _opt).param_groups[0]["lr"])
+            return _original(self, *a)
+        monkeypatch.setattr(cls, "step", spy)
+        train_imaging(_tiny_task(), ImagingTrainConfig(method=method, solver="adam", lr=1e-2, epochs=4,
+                                                       batch_size=8, lr_schedule="cosine", select_best=False))
+        # 3 steps per epoch (24 patches, batch 8): lr·½(1 + cos(π·step/12))
+        expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * i / 12)) for i in range(12)]
+        assert steps == pytest.approx(expected, rel=1e-9), method
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ImagingTrainConfig(method="bregman", solver="isgm", lr_schedule="cosine").validate()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ImagingTrainConfig(lr_schedule="linear").validate()

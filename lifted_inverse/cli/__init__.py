@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from ..runtime import retain_freed_memory
+
 COMMANDS = ("reconstruct", "data", "train", "invert")
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    retain_freed_memory()     # large temporaries reuse freed heap memory (lifted_inverse.runtime)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as err:

@@ -65,6 +65,8 @@ def register(subparsers) -> None:
                      help="stop after this many seconds of training")
     img.add_argument("--compare", action="store_true",
                      help="also train the other method (bregman/backprop) for the same wall-clock")
+    img.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"),
+                     help="Adam's step over the epochs / time budget (cosine: lr·½(1 + cos πt))")
     img.add_argument("--features", type=int, default=None, help="channels F of L_k")
     img.add_argument("--layers", type=int, default=None, help="unrolled layers K")
     img.add_argument("--n-train", type=int, default=None, help="training patches / images")

@@ -171,10 +171,11 @@ class _IndicatorActivation(ProximalActivation):
         c = self(z)
         r = c - y
         s = torch.add(y, c).sub_(z, alpha=2.0)
-        if y.ndim > 1:    # per-sample ⟨r, s⟩ as a batched product: no elementwise temporary
+        if y.ndim > 1:    # (aminmax along a dim and bmm with one column: ~10× slower on CPU)
             n = y.shape[0]
-            value = torch.bmm(r.reshape(n, 1, -1), s.reshape(n, -1, 1)).reshape(n)
-            low, high = y.reshape(n, -1).aminmax(dim=1)
+            value = torch.linalg.vecdot(r.reshape(n, -1), s.reshape(n, -1))
+            flat = y.reshape(n, -1)
+            low, high = flat.amin(dim=1), flat.amax(dim=1)
         else:             # one coordinate per entry (as _per_sample)
             value = r * s
             low = high = y

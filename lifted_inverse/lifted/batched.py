@@ -367,13 +367,13 @@ class BatchedLiftedSolver(LiftedSolver):
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
         z_a, z_e = sw.producers_a(), sw.even_z()
         a, b = sw.A, sw.B
-        r_a = pen.grad_z(act, _flat(a), _flat(z_a)).view_as(z_a)
-        r_e = pen.grad_z(act, _flat(b), _flat(z_e)).view_as(z_e)
+        v_a, r_a = pen.value_and_grad_z(act, _flat(a), _flat(z_a))
+        v_e, r_e = pen.value_and_grad_z(act, _flat(b), _flat(z_e))
+        r_a, r_e = r_a.view_as(z_a), r_e.view_as(z_e)
         x_t = sw.tail_input()
         z_t = plan.tail.pre_activation(x_t)
-        r_t = pen_t.grad_z(act_t, sw.target, z_t)
-        value = pen.value(act, _flat(a), _flat(z_a)).sum() + pen.value(act, _flat(b), _flat(z_e)).sum() \
-            + pen_t.value(act_t, sw.target, z_t).sum()
+        v_t, r_t = pen_t.value_and_grad_z(act_t, sw.target, z_t)
+        value = v_a.sum() + v_e.sum() + v_t.sum()
         bias = sw.b is not None
         grads: list = [None] * len(self.layers)
         grads[plan.head.index] = plan.head.weight_grad(sw.x0, r_a[0])

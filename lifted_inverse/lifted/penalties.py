@@ -47,6 +47,10 @@ class Penalty:
         """``∇_z P(y, z)``, shape of ``z``."""
         raise NotImplementedError
 
+    def value_and_grad_z(self, act: ProximalActivation, y: torch.Tensor, z: torch.Tensor):
+        """``(P(y, z) per sample, ∇_z P(y, z))`` together (W-blocks need both)."""
+        return self.value(act, y, z), self.grad_z(act, y, z)
+
     def lipschitz_z(self, act: ProximalActivation) -> float:
         """Lipschitz constant of ``z ↦ ∇_z P(y, z)``."""
         return self.scale
@@ -77,6 +81,10 @@ class BregmanPenalty(Penalty):
 
     def grad_z(self, act, y, z):
         return self.scale * (act(z) - y)
+
+    def value_and_grad_z(self, act, y, z):
+        value, r = act.bregman_with_residual(y, z)      # one σ(z), shared passes
+        return (value, r) if self.scale == 1.0 else (self.scale * value, self.scale * r)
 
     def grad_y_smooth(self, act, y, z):
         return -self.scale * z

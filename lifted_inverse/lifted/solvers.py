@@ -235,8 +235,8 @@ class LiftedSolver:
             z = self._z(layer, states, cache)
             pen = pens[layer.index]
             y = states[layer.output]
-            r = pen.grad_z(layer.activation, y, z)
-            v = pen.value(layer.activation, y, z).sum()
+            v, r = pen.value_and_grad_z(layer.activation, y, z)
+            v = v.sum()
             value = v if value is None else value + v
             grads.append(layer.weight_grad([states[s] for s in layer.inputs], r))
         stats = torch.stack([torch.as_tensor(float(states[0].shape[0]), dtype=value.dtype,

@@ -284,7 +284,9 @@ class ImagingTrainConfig:
     draw of the training measurements every epoch (not for full-batch ``'bcd'``, whose states are
     tied to its fixed batch); ``select_best``: validate on the task's validation images after the
     first epoch and then every ``val_every_seconds`` of training time (validation excluded from the
-    clock, like test evaluation) and return the weights with the best validation PSNR."""
+    clock, like test evaluation) and return the weights with the best validation PSNR.
+    ``lr_schedule``: ``'constant'``, or ``'cosine'``: Adam's step ``lr·½(1 + cos πt)`` at training
+    progress ``t`` ∈ [0, 1] (the larger of the epoch and time-budget fractions)."""
 
     method: str = "bregman"
     solver: str = "adam"
@@ -298,6 +300,7 @@ class ImagingTrainConfig:
     fresh_noise: bool = True
     select_best: bool = True
     val_every_seconds: float = 20.0
+    lr_schedule: str = "constant"
 
     def validate(self):
         if self.method not in ("bregman", "backprop"):
@@ -308,6 +311,26 @@ class ImagingTrainConfig:
                              f"expected one of {list(allowed)}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("epochs, batch_size, eval_every: expected positive integers")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_schedule != "constant" and self.solver != "adam":
+            raise ValueError(f"lr_schedule: {self.lr_schedule!r} schedules Adam's step; solver {self.solver!r} "
+                             "adapts its own steps")
+
+    def progress(self, epoch: float, seconds: float) -> float:
+        """Training progress in [0, 1]: the larger of the epoch and time-budget fractions."""
+        t = epoch / self.epochs
+        if self.time_budget is not None:
+            t = max(t, seconds / self.time_budget)
+        return min(max(t, 0.0), 1.0)
+
+    def scheduled_lr(self, lr: float, epoch: float, seconds: float) -> float:
+        if self.lr_schedule == "cosine":
+            return lr * 0.5 * (1.0 + math.cos(math.pi * self.progress(epoch, seconds)))
+        return lr
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 DEFAULT_LR = {("bregman", "adam"): 3e-3, ("bregman", "isgm"): 1e-2, ("bregman", "bcd"): 1e-2,
@@ -341,10 +364,10 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
     A = task.operator(tuple(task.x_train.shape[1:]))
     if config.method == "bregman":
         trainer = LiftedUnrolledSolver(task.net, LiftedConfig(solver=config.solver, lr=lr, **config.lifted))
-        step = trainer.step
+        step, optimizer = trainer.step, trainer.adam
     else:
         trainer = _BackpropTrainer(task, lr)
-        step = trainer.step
+        step, optimizer = trainer.step, trainer.opt
     gen = torch.Generator().manual_seed(config.seed)
     first = task.evaluate()
     history = [{"epoch": 0, "seconds": 0.0, "objective": None, "test_psnr": first["test_psnr"],
@@ -364,6 +387,10 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         perm = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
         values = []
         for s in range(0, n, bs):
+            if optimizer is not None and config.lr_schedule != "constant":
+                step_lr = config.scheduled_lr(lr, epoch + s / n, seconds + time.perf_counter() - t0)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
             ids = perm[s:s + bs]
             y, x = task.y_train[ids], task.x_train[ids]
             if config.solver == "bcd":
@@ -520,7 +547,8 @@ def run_cli(args) -> int:
         return ImagingTrainConfig(method=m, solver=s, epochs=args.epochs,
                                   batch_size=args.batch_size or task.defaults["batch_size"],
                                   lr=args.lr, seed=args.seed,
-                                  time_budget=args.time_budget, lifted=lifted)
+                                  time_budget=args.time_budget, lifted=lifted,
+                                  lr_schedule=getattr(args, "lr_schedule", "constant"))
 
     task = build()
     result = train_imaging(task, config(method, solver), out, progress=args.progress)

@@ -28,8 +28,11 @@ Blocks (each a descent step on E, so a BCD sweep never increases E):
   the test, so the step size refresh cannot increase E) plus, for ISGM, ``(1/2η)‖W − W^k‖²``.
   Layers are independent given the states (with tied weights one block for all).
 
-Gradients of each block come from autograd on that block's *local* terms: nothing is
-back-propagated through the network.
+Every block gradient is a closed form of the block's *local* terms (state blocks: a few
+convolutions; ``L_k``: three convolution weight gradients, :meth:`LiftedUnrolledSolver.layer_value_and_grad`,
+tested against autograd): nothing is back-propagated through the network. A batch keeps each layer's
+data step ``v_k`` and pre-activation ``p_k`` until their inputs change, so the forward pass's
+``p_k`` serve the backward sweep.
 
 Solvers: ``'bcd'`` (full batch, persistent states, sweeps = states backward k = K..1, then all
 weights) and ``'isgm'`` (per mini-batch: states from a forward pass of the current weights, then

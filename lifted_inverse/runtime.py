@@ -1,0 +1,43 @@
+"""Process-level settings for training and reconstruction runs (called by the CLI and benchmarks,
+never on import).
+
+:func:`retain_freed_memory`: glibc serves allocations above ``M_MMAP_THRESHOLD`` with fresh
+``mmap`` pages and returns freed heap tops above ``M_TRIM_THRESHOLD`` to the kernel, so a loop
+that allocates megabyte-sized temporaries (feature maps of unrolled networks: 32×24×40×40 floats
+are 4.9 MB) page-faults and zero-fills every one of them again. Raising both thresholds keeps
+the freed memory in the heap for reuse — the same effect as the jemalloc/tcmalloc preloading that
+PyTorch's CPU tuning guides recommend, without a preload. Measured (one lifted Bregman step of the
+default PNN, batch 32, 1 thread): 569 → 397 ms; backprop 323 → 334 ms (unchanged). The price is
+that the process keeps its peak heap size.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1      # glibc <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024     # glibc's ceiling on 64-bit systems (4 MiB · sizeof(long))
+
+_applied: bool | None = None
+
+
+def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold: int = 1 << 40) -> bool:
+    """Keep freed memory in the process heap (module docstring). Returns whether glibc accepted
+    the settings (False on other C libraries and platforms, where nothing changes)."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    trim = min(int(trim_threshold), 2**31 - 1)
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, trim))
+    return _applied
