@@ -132,6 +132,7 @@ class LiftedBatch:
         self.x: list[torch.Tensor] = []
         self._v_cache: dict[int, tuple] = {}
         self._p_cache: dict[int, tuple] = {}
+        self._u0: torch.Tensor | None = None      # u_0 = 0, one tensor (so p_1 can be cached)
 
     @property
     def has_x(self) -> bool:
@@ -175,7 +176,7 @@ class LiftedBatch:
     def u_in(self, k: int) -> torch.Tensor:
         if k > 0:
             return self.u[k - 1]
-        if getattr(self, "_u0", None) is None:
+        if self._u0 is None:
             self._u0 = self.prox.zero_state(self.target)
         return self._u0
 
