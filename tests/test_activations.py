@@ -137,6 +137,20 @@ def test_float32_safety_for_large_inputs(name):
         assert bool(torch.isfinite(out).all()), (name, out)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_bregman_with_residual_matches_the_definition(name):
+    """``(B, σ(z) − y)`` equals ``F(y) + F*(z) − ⟨y, z⟩`` from Ψ and F* coordinatewise (the box
+    activations compute it in fewer passes), on random inputs in float64."""
+    act = CASES[name]()
+    y, z = _inputs(name, act, seed=3)
+    value, r = act.bregman_with_residual(y, z)
+    if act.separable:
+        ref = (0.5 * y * y + act.psi_elementwise(y) + act.conjugate_elementwise(z) - y * z).sum(dim=1)
+        assert torch.allclose(value, ref.clamp_min(0.0), atol=1e-12)
+    assert torch.allclose(value, act.bregman(y, z), atol=1e-12)
+    assert torch.allclose(r, act(z) - y, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", ["relu", "clip", "tanh", "sigmoid"])
 def test_bregman_is_infinite_off_domain(name):
     act = CASES[name]()

@@ -151,11 +151,6 @@ class _IndicatorActivation(ProximalActivation):
         dist = z - self(z)
         return 0.5 * z * z - 0.5 * dist * dist
 
-    def bregman_elementwise(self, y, z):
-        dist = z - self(z)
-        value = 0.5 * (y - z) ** 2 - 0.5 * dist * dist
-        return torch.where(self.in_domain(y), value, torch.full_like(value, math.inf))
-
     def bregman(self, y, z):
         """Per sample ``Σ ½(y − z)² − ½dist(z, box)²``, ``+inf`` where some ``y ∉ box``
         (:meth:`bregman_with_residual`)."""
