@@ -48,9 +48,14 @@ def build(n: int, seed: int = 0, dtype=torch.float32, device="cpu"):
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+BLOCK = 5     # sweeps per solver and round
+
+
 def bench_layers(batches, repeats: int, clock: str = "wall", device: str = "cpu") -> list[dict]:
-    """Median seconds per sweep of the per-layer loop and the batched solver, sweeps interleaved
-    (drift of a shared machine hits both alike); ``clock='cpu'``: process CPU time (CPU runs)."""
+    """Median seconds per sweep of the per-layer loop and the batched solver, in alternating
+    rounds of ``BLOCK`` sweeps each (drift of a shared machine hits both alike; the first sweep of
+    a round, which refills caches the other solver evicted, is not timed); ``clock='cpu'``:
+    process CPU time (CPU runs)."""
     from lifted_inverse.lifted.batched import BatchedLiftedSolver
     from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
 
@@ -65,15 +70,16 @@ def bench_layers(batches, repeats: int, clock: str = "wall", device: str = "cpu"
             runs[name] = (cls(obj, "bcd"), x, t, StateStore.from_forward(obj, x))
         gen = torch.Generator().manual_seed(5)
         times: dict[str, list] = {name: [] for name in runs}
-        for rep in range(repeats + 2):                  # the first two sweeps are warm-up
-            ids = torch.randperm(4 * bs, generator=gen)[:bs].to(dev)
+        for rep in range(repeats + 1):                  # the first round is warm-up
+            batches = [torch.randperm(4 * bs, generator=gen)[:bs].to(dev) for _ in range(BLOCK)]
             for name, (solver, x, t, store) in runs.items():
-                sync()
-                t0 = now()
-                solver.step(x[ids], t[ids], store, ids)
-                sync()
-                if rep >= 2:
-                    times[name].append(now() - t0)
+                for k, ids in enumerate(batches):
+                    sync()
+                    t0 = now()
+                    solver.step(x[ids], t[ids], store, ids)
+                    sync()
+                    if rep >= 1 and k >= 1:             # the block's first sweep refills the caches
+                        times[name].append(now() - t0)
         row = {"batch": bs, **{name: statistics.median(v) for name, v in times.items()}}
         row["speedup"] = row["loop"] / row["batched"]
         rows.append(row)

@@ -210,7 +210,7 @@ def test_body_weights_are_one_persistent_stack():
     ref, _ = run(LiftedSolver, False)
     for rebind in (False, True):
         model, solver = run(BatchedLiftedSolver, rebind)
-        stack = solver._param_stacks["weight"]
+        stack = solver._param_stacks["weight"][0]
         body = [model[2], model[4], model[6]]
         assert all(lin.weight.data_ptr() == stack[i].data_ptr() for i, lin in enumerate(body))
         assert max(float((a - b).detach().abs().max()) for a, b in zip(ref.parameters(), model.parameters())) < TOL

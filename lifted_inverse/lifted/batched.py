@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .model import AffineLayer, LiftedNetwork
-from .solvers import LiftedSolver
+from .solvers import LiftedSolver, identity_reduce
 
 
 def batchable(net: LiftedNetwork, penalties=None) -> bool:
@@ -231,15 +231,17 @@ class BatchedLiftedSolver(LiftedSolver):
         return self._persistent_stack("bias", [layer.module.bias for layer in plan.body])
 
     def _persistent_stack(self, key: str, params: list) -> torch.Tensor:
-        st = self._param_stacks.get(key)
-        if st is not None and st.shape[0] == len(params) and all(
-                p.dtype == st.dtype and p.device == st.device and p.shape == st.shape[1:]
-                and p.data_ptr() == st[i].data_ptr() for i, p in enumerate(params)):
-            return st
+        held = self._param_stacks.get(key)
+        if held is not None:
+            st, ptrs = held
+            if len(ptrs) == len(params) and all(
+                    p.data_ptr() == ptr and p.dtype == st.dtype and p.device == st.device
+                    and p.shape == st.shape[1:] for p, ptr in zip(params, ptrs)):
+                return st
         st = _stack(p.detach() for p in params)
         for i, p in enumerate(params):
             p.data = st[i]
-        self._param_stacks[key] = st
+        self._param_stacks[key] = (st, [p.data_ptr() for p in params])   # row addresses, checked per call
         return st
 
     def _buffer(self, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
@@ -263,7 +265,7 @@ class BatchedLiftedSolver(LiftedSolver):
         warm-started power-iteration step when all are stale (as ``LinearMap.norm_sq`` does per
         layer), the per-layer path for first calls or mixed staleness."""
         maps = [layer.map for layer in layers]
-        keys = [(m.weight.data_ptr(), m.weight._version, m.weight.dtype, m.weight.device) for m in maps]
+        keys = [(v.data_ptr(), v._version, v.dtype, v.device) for v in (m.weight for m in maps)]
         stale = [k != m._cache_key for k, m in zip(keys, maps)]
         if not any(stale):
             return [m._norm_sq for m in maps]
@@ -356,31 +358,36 @@ class BatchedLiftedSolver(LiftedSolver):
         self._current = cache["chain"] = sw
         return sw
 
-    @torch.no_grad()
-    def _gradients(self, states: list, cache: dict):
-        plan = self.plan(states)
-        if plan is None:
-            return super()._gradients(states, cache)
+    def _residuals(self, plan: ChainPlan, states: list, cache: dict):
+        """Everything the W-blocks need at the current states: the sweep, the summed objective
+        (a tensor), the head residual ``r_h (B, d)``, per body parity ``(layers, R (n, B, d),
+        X (n, B, d))`` with ``G_l = Σ_i r_i x_iᵀ``, and the tail's input and residual."""
         sw = self._sweep(plan, states, cache)
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
         z_a, z_e = sw.producers_a(), sw.even_z()
-        a, b = sw.A, sw.B
-        v_a, r_a = pen.value_and_grad_z(act, _flat(a), _flat(z_a))
-        v_e, r_e = pen.value_and_grad_z(act, _flat(b), _flat(z_e))
+        v_a, r_a = pen.value_and_grad_z(act, _flat(sw.A), _flat(z_a))
+        v_e, r_e = pen.value_and_grad_z(act, _flat(sw.B), _flat(z_e))
         r_a, r_e = r_a.view_as(z_a), r_e.view_as(z_e)
         x_t = sw.tail_input()
-        z_t = plan.tail.pre_activation(x_t)
-        v_t, r_t = pen_t.value_and_grad_z(act_t, sw.target, z_t)
+        v_t, r_t = pen_t.value_and_grad_z(act_t, sw.target, plan.tail.pre_activation(x_t))
         value = v_a.sum() + v_e.sum() + v_t.sum()
+        body = [(layers, r, x) for layers, r, x in ((plan.even, r_e, sw.S[0:sw.m:2]), (plan.odd, r_a[1:], sw.S[1:sw.m:2]))
+                if layers]
+        return sw, value, r_a[0], body, x_t, r_t
+
+    @torch.no_grad()
+    def _gradients(self, states: list, cache: dict):
+        plan = self.plan(states)
+        if plan is None:
+            return super()._gradients(states, cache)
+        sw, value, r_head, body, x_t, r_t = self._residuals(plan, states, cache)
         bias = sw.b is not None
         grads: list = [None] * len(self.layers)
-        grads[plan.head.index] = plan.head.weight_grad(sw.x0, r_a[0])
+        grads[plan.head.index] = plan.head.weight_grad(sw.x0, r_head)
         stacks = []                     # (layers, W-gradient stack, b-gradient stack) per parity
-        for layers, r, x in ((plan.even, r_e, sw.S[0:sw.m:2]), (plan.odd, r_a[1:], sw.S[1:sw.m:2])):
-            if not layers:
-                continue
+        for layers, r, x in body:
             gw = torch.bmm(r.transpose(1, 2), x, out=self._buffer(("gw", len(stacks)), (len(layers), *sw.W.shape[1:]), x))
             gb = r.sum(dim=1) if bias else None
             stacks.append((layers, gw, gb))
@@ -403,6 +410,36 @@ class BatchedLiftedSolver(LiftedSolver):
         torch._foreach_div_(grads_flat, count)          # fresh tensors from the reduce
         it = iter(grads_flat)
         return [[next(it) for _ in gs] for gs in grads], count, total / count
+
+    @torch.no_grad()
+    def weight_step(self, states: list, cache: dict | None = None,
+                    anchor: list[torch.Tensor] | None = None) -> float:
+        plan = self.plan(states)
+        if plan is None or self.solver != "bcd" or anchor is not None or self.reduce_fn is not identity_reduce:
+            return super().weight_step(states, cache, anchor)
+        return self._fused_bcd_step(plan, states, {} if cache is None else cache)
+
+    def _fused_bcd_step(self, plan: ChainPlan, states: list, cache: dict) -> float:
+        """The parent's ``bcd`` W-step in one process, each body stack updated by one product,
+        ``W ← W − Σ_i (s_l/n) r_i x_iᵀ`` (``baddbmm_``; ``G_l`` is never written out), ``s_l`` the
+        step ``lr/L_l``. Data-parallel runs keep the gradient form: it is what ranks all-reduce."""
+        sw, value, r_head, body, x_t, r_t = self._residuals(plan, states, cache)
+        count = float(sw.x0.shape[0])
+        steps = [self.lr / max(lip, 1e-12) for lip in self._data_lipschitz(states, count)]
+        for end, x, r in ((plan.head, sw.x0, r_head), (plan.tail, x_t, r_t)):
+            for p, g in zip(self.params[end.index], end.weight_grad(x, r)):
+                p.add_(g, alpha=-steps[end.index] / count)
+        for parity, (layers, r, x) in enumerate(body):      # sw.W, sw.b: the persistent stacks
+            scale = torch.tensor([-steps[layer.index] / count for layer in layers], dtype=r.dtype, device=r.device)
+            rs = r * scale.view(-1, 1, 1)
+            sw.W[parity::2].baddbmm_(rs.transpose(1, 2), x)
+            if sw.b is not None:
+                sw.b[parity::2].add_(rs.sum(dim=1, keepdim=True))
+        torch.autograd.graph.increment_version([p for layer in plan.body for p in self.params[layer.index]])
+        if self.objective.regularizer is not None:
+            self.objective.regularizer.prox(self.flat_params, [st for st, ps in zip(steps, self.params) for _ in ps])
+        self.sweeps += 1
+        return float(value) / count
 
     def _descend(self, grads: list[list[torch.Tensor]], steps: list[float]) -> None:
         """``θ_l ← θ_l − s_l G_l``: head and tail per tensor, the body as one in-place
@@ -428,48 +465,82 @@ class BatchedLiftedSolver(LiftedSolver):
 
     def _data_lipschitz(self, states: list, count: float) -> list[float]:
         """``L_z(P_l)·λ_max(Σ_i x̃_i x̃_iᵀ)/count`` per layer (the parent's warm-started power
-        iteration) on three stacks — head, body (inputs ``S[:m]``), tail — two ``bmm`` per stack and
-        iteration, one ``reduce_fn`` call per iteration for all layers."""
+        iteration) for all layers in one stack: inputs ``x̃ = [x, 1]`` zero-padded to a common width
+        ``(L, B, D + 1)`` (padding adds zeros to every product and norm, so the iterates are the
+        parent's), two ``bmm`` and one ``reduce_fn`` call per iteration."""
         plan = self.plan(states)
         if plan is None:
             return super()._data_lipschitz(states, count)
         sw = self._sweep(plan, states, {"chain": self._current})
-        pens = self.objective.penalties
+        layers = [plan.head, *plan.body, plan.tail]
         first = any(v is None for v in self._wvec)
         for i, layer in enumerate(self.layers):
             if self._wvec[i] is None:
                 self._wvec[i] = layer.weight_probe()
-        iters = 20 if first else self.power_iterations
-        groups = [[plan.head], list(plan.body), [plan.tail]]
-        inputs = [sw.x0.unsqueeze(0), sw.S[:sw.m], sw.tail_input().unsqueeze(0)]
-        has_b = [g[0].module.bias is not None for g in groups]
-        xs = [_augmented(x, hb) for x, hb in zip(inputs, has_b)]
-        vs = []
-        for j, layers in enumerate(groups):
-            entries = [self._wvec[layer.index] for layer in layers]
-            hit = self._stacked.get(("gram", j))
-            if hit is not None and len(hit[1]) == len(entries) and all(a is b for a, b in zip(hit[1], entries)):
-                vs.append(hit[0])
-            else:
-                vs.append(_stack(torch.cat([e[0], e[1].reshape(1)]) if has_b[j] else e[0] for e in entries))
-        lams = None
-        for _ in range(iters):
-            vs = [v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny) for v in vs]
+        x = self._gram_inputs(plan, sw, layers)
+        width = x.shape[-1] - 1                       # column ``width``: the 1 of biased layers
+        entries = [self._wvec[layer.index] for layer in layers]
+        hit = self._stacked.get("gram")
+        if hit is not None and len(hit[1]) == len(entries) and all(a is b for a, b in zip(hit[1], entries)):
+            v = hit[0]
+        else:
+            v = x.new_zeros(x.shape[0], width + 1)
+            for row, e in zip(v, entries):
+                row[:e[0].shape[0]] = e[0]
+                if len(e) > 1:
+                    row[width] = e[1]
+        lam = None
+        for _ in range(20 if first else self.power_iterations):
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
             # Σ_i x̃_i x̃_iᵀ v as (vᵀ X̃ᵀ) X̃: row-vector products (bmm with one column is ~4× slower)
-            outs = [torch.bmm(torch.bmm(v.unsqueeze(1), x.transpose(1, 2)), x).squeeze(1)
-                    for x, v in zip(xs, vs)]
-            outs = self.reduce_fn(outs)
-            lams = [(v * o).sum(dim=1) for v, o in zip(vs, outs)]
-            vs = list(outs)
-        values = torch.cat(lams).tolist()
-        out = [0.0] * len(self.layers)
-        k = 0
-        for j, layers in enumerate(groups):
-            entries = []
-            for layer, row in zip(layers, vs[j].unbind(0)):
-                self._wvec[layer.index] = [row[:-1], row[-1]] if has_b[j] else [row]
-                entries.append(self._wvec[layer.index])
-                out[layer.index] = pens[layer.index].lipschitz_z(layer.activation) * max(values[k], 0.0) / count
-                k += 1
-            self._stacked[("gram", j)] = (vs[j], entries)
-        return out
+            out = self._reduce_rows(torch.bmm(torch.bmm(v.unsqueeze(1), x.transpose(1, 2)), x).squeeze(1), layers)
+            lam = (v * out).sum(dim=1)
+            v = out
+        values = lam.tolist()
+        pens = self.objective.penalties
+        out_l = [0.0] * len(self.layers)
+        entries = []
+        for layer, row, val in zip(layers, v.unbind(0), values):
+            d_in = layer.weight.shape[1]
+            self._wvec[layer.index] = [row[:d_in], row[width]] if layer.module.bias is not None else [row[:d_in]]
+            entries.append(self._wvec[layer.index])
+            out_l[layer.index] = pens[layer.index].lipschitz_z(layer.activation) * max(val, 0.0) / count
+        self._stacked["gram"] = (v, entries)
+        return out_l
+
+    def _gram_inputs(self, plan: ChainPlan, sw: _Sweep, layers: list) -> torch.Tensor:
+        """``X̃ (L, B, D + 1)``: the inputs of head, body and tail, zero-padded to ``D`` columns,
+        then 1 (biased layers) or 0; a kept buffer whose padding stays zero."""
+        x0, m = sw.x0, sw.m
+        width = max(x0.shape[1], sw.S.shape[-1])
+        shape = (len(layers), x0.shape[0], width + 1)
+        buf = self._stacked.get("gram_x")
+        if buf is None or tuple(buf.shape) != shape or buf.dtype != x0.dtype or buf.device != x0.device:
+            buf = self._stacked["gram_x"] = x0.new_zeros(shape)
+            for i, layer in enumerate(layers):
+                if layer.module.bias is not None:
+                    buf[i, :, width] = 1
+        d0, d = x0.shape[1], sw.S.shape[-1]
+        buf[0, :, :d0] = x0
+        buf[1:m + 1, :, :d] = sw.S[:m]
+        buf[m + 1, :, :d] = sw.tail_input()
+        return buf
+
+    def _reduce_rows(self, out: torch.Tensor, layers: list) -> torch.Tensor:
+        """``reduce_fn`` of the Gram products, sending each layer's ``d_in (+ 1)`` entries only
+        (the padding is zero on every rank)."""
+        if self.reduce_fn is identity_reduce:
+            return out
+        width = out.shape[1] - 1
+        parts = []
+        for row, layer in zip(out, layers):
+            parts.append(row[:layer.weight.shape[1]])
+            if layer.module.bias is not None:
+                parts.append(row[width:])
+        summed = iter(self.reduce_fn(parts))
+        full = torch.zeros_like(out)
+        for row, layer in zip(full, layers):
+            row[:layer.weight.shape[1]] = next(summed)
+            if layer.module.bias is not None:
+                row[width:] = next(summed)
+        return full
