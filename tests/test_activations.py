@@ -147,6 +147,13 @@ def test_bregman_with_residual_matches_the_definition(name):
     if act.separable:
         ref = (0.5 * y * y + act.psi_elementwise(y) + act.conjugate_elementwise(z) - y * z).sum(dim=1)
         assert torch.allclose(value, ref.clamp_min(0.0), atol=1e-12)
+    else:        # softmax: F(y) = Σ y log y on the simplex, F*(z) = logsumexp(z)
+        ref = (torch.special.xlogy(y, y) - y * z).sum(dim=1) + torch.logsumexp(z, dim=1)
+        assert torch.allclose(value, ref.clamp_min(0.0), atol=1e-12)
+        off = y.clone()
+        off[0] = off[0] * 1.5                      # sample 0 leaves the simplex
+        v_off, _ = act.bregman_with_residual(off, z)
+        assert math.isinf(float(v_off[0])) and torch.allclose(v_off[1:], value[1:], atol=1e-12)
     assert torch.allclose(value, act.bregman(y, z), atol=1e-12)
     assert torch.allclose(r, act(z) - y, atol=1e-15)
 
@@ -169,6 +176,18 @@ def test_as_proximal_conversions_and_errors():
         A.make_activation("swish")
     with pytest.raises(ValueError, match="t: prox step"):
         A.ReLU().prox(torch.zeros(2), -1.0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_negative_prox_steps_are_rejected(name):
+    """``prox`` and ``prox_F`` check the step once, for numbers and tensors alike."""
+    act = CASES[name]()
+    v = torch.zeros(2, 3, dtype=torch.float64)
+    for bad in (-1.0, torch.tensor([[0.5], [-0.1]], dtype=torch.float64)):
+        with pytest.raises(ValueError, match="t: prox step"):
+            act.prox(v, bad)
+        with pytest.raises(ValueError, match="t: prox step"):
+            act.prox_F(v, bad)
 
 
 def test_learnable_soft_threshold_gets_gradient():

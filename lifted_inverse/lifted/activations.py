@@ -49,8 +49,14 @@ class ProximalActivation(nn.Module):
     def conjugate_elementwise(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def prox(self, v: torch.Tensor, t: float | torch.Tensor = 1.0) -> torch.Tensor:  # pragma: no cover
-        """``prox_{tΨ}(v) = argmin_y ½‖y − v‖² + tΨ(y)``."""
+    def prox(self, v: torch.Tensor, t: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """``prox_{tΨ}(v) = argmin_y ½‖y − v‖² + tΨ(y)`` (``t ≥ 0``, a number or a tensor
+        broadcasting against ``v``)."""
+        _check_t(t)
+        return self._prox(v, t)
+
+    def _prox(self, v: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """:meth:`prox` for a step already known to be ``≥ 0`` (subclasses implement it)."""
         raise NotImplementedError
 
     def project(self, y: torch.Tensor) -> torch.Tensor:
@@ -95,7 +101,7 @@ class ProximalActivation(nn.Module):
     def prox_F(self, v: torch.Tensor, mu: float | torch.Tensor) -> torch.Tensor:
         """``prox_{μF}(v) = prox_{μ/(1+μ) Ψ}(v / (1+μ))`` with ``F = ½‖·‖² + Ψ``."""
         _check_t(mu)
-        return self.prox(v / (1.0 + mu), mu / (1.0 + mu))
+        return self._prox(v / (1.0 + mu), mu / (1.0 + mu))
 
     def extra_repr(self) -> str:
         return ""
@@ -116,8 +122,7 @@ class Identity(ProximalActivation):
     def bregman_elementwise(self, y, z):
         return 0.5 * (y - z) ** 2
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         return v
 
 
@@ -183,8 +188,7 @@ class _IndicatorActivation(ProximalActivation):
             off |= high > hi
         return torch.where(off, torch.full_like(value, math.inf), value), r
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         return self(v)
 
 
@@ -238,8 +242,7 @@ class LeakyReLU(ProximalActivation):
     def conjugate_elementwise(self, z):
         return 0.5 * z.clamp_min(0.0) ** 2 + 0.5 * self.negative_slope * z.clamp_max(0.0) ** 2
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         c = 1.0 / self.negative_slope - 1.0
         return torch.where(v >= 0, v, v / (1.0 + t * c))
 
@@ -280,8 +283,7 @@ class SoftThreshold(ProximalActivation):
     def conjugate_elementwise(self, z):
         return 0.5 * (z.abs() - self._a(z)).clamp_min(0.0) ** 2
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         return torch.sign(v) * (v.abs() - t * self._a(v)).clamp_min(0.0)
 
     def extra_repr(self):
@@ -352,8 +354,7 @@ class Tanh(ProximalActivation):
         value = self._F(y.clamp(-1, 1)) + self.conjugate_elementwise(z) - y * z
         return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         if not isinstance(t, torch.Tensor) and t == 1.0:
             return torch.tanh(v)
         t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
@@ -395,8 +396,7 @@ class Sigmoid(ProximalActivation):
         value = self._F(y.clamp(0, 1)) + nnf.softplus(z) - y * z
         return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         if not isinstance(t, torch.Tensor) and t == 1.0:
             return torch.sigmoid(v)
         t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
@@ -449,6 +449,19 @@ class Softmax(ProximalActivation):
         ok = _per_sample(~self.in_domain(y)) == 0
         return torch.where(ok, value.clamp_min(0.0), torch.full_like(value, math.inf))
 
+    def bregman_with_residual(self, y, z):
+        """``B = Σ y log y + lse(z) − ⟨y, z⟩`` and ``r = exp(z − lse(z)) − y`` from one
+        ``logsumexp`` (``lse`` over ``dim=1``); ``+inf`` off the simplex, tested per sample."""
+        if y.shape != z.shape:
+            raise ValueError(f"y, z: shapes must match, got {tuple(y.shape)} and {tuple(z.shape)}")
+        n = y.shape[0]
+        lse = torch.logsumexp(z, dim=1, keepdim=True)
+        r = torch.exp(z - lse).sub_(y)
+        value = (_per_sample(_xlogx(y.clamp_min(0)) - y * z) + lse.reshape(n, -1).sum(dim=1)).clamp_min(0.0)
+        tol = 1e3 * torch.finfo(y.dtype).eps
+        off = ((y.sum(dim=1) - 1).abs().reshape(n, -1).amax(dim=1) > tol) | (y.reshape(n, -1).amin(dim=1) < 0)
+        return torch.where(off, torch.full_like(value, math.inf), value), r
+
     def bregman_elementwise(self, y, z):
         raise TypeError("Softmax is not separable: use bregman(y, z)")
 
@@ -458,8 +471,7 @@ class Softmax(ProximalActivation):
     def conjugate_elementwise(self, z):
         raise TypeError("Softmax is not separable: use conjugate(z)")
 
-    def prox(self, v, t=1.0):
-        _check_t(t)
+    def _prox(self, v, t):
         if not isinstance(t, torch.Tensor) and t == 1.0:
             return torch.softmax(v, dim=1)
         t = torch.as_tensor(t, dtype=v.dtype, device=v.device)

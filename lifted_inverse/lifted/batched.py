@@ -473,19 +473,19 @@ class BatchedLiftedSolver(LiftedSolver):
             return super()._data_lipschitz(states, count)
         sw = self._sweep(plan, states, {"chain": self._current})
         layers = [plan.head, *plan.body, plan.tail]
-        first = any(v is None for v in self._wvec)
-        for i, layer in enumerate(self.layers):
-            if self._wvec[i] is None:
-                self._wvec[i] = layer.weight_probe()
         x = self._gram_inputs(plan, sw, layers)
         width = x.shape[-1] - 1                       # column ``width``: the 1 of biased layers
-        entries = [self._wvec[layer.index] for layer in layers]
-        hit = self._stacked.get("gram")
-        if hit is not None and len(hit[1]) == len(entries) and all(a is b for a, b in zip(hit[1], entries)):
-            v = hit[0]
+        held = self._gram_vectors
+        if held is not None and held[1] == layers and held[0].shape == x.shape[::2]:
+            v, first = held[0], False                 # this path's own stack, rows not split
         else:
+            first = any(v is None for v in self._wvec)
+            for i, layer in enumerate(self.layers):
+                if self._wvec[i] is None:
+                    self._wvec[i] = layer.weight_probe()
             v = x.new_zeros(x.shape[0], width + 1)
-            for row, e in zip(v, entries):
+            for row, layer in zip(v, layers):
+                e = self._wvec[layer.index]
                 row[:e[0].shape[0]] = e[0]
                 if len(e) > 1:
                     row[width] = e[1]
@@ -496,17 +496,32 @@ class BatchedLiftedSolver(LiftedSolver):
             out = self._reduce_rows(torch.bmm(torch.bmm(v.unsqueeze(1), x.transpose(1, 2)), x).squeeze(1), layers)
             lam = (v * out).sum(dim=1)
             v = out
-        values = lam.tolist()
         pens = self.objective.penalties
         out_l = [0.0] * len(self.layers)
-        entries = []
-        for layer, row, val in zip(layers, v.unbind(0), values):
-            d_in = layer.weight.shape[1]
-            self._wvec[layer.index] = [row[:d_in], row[width]] if layer.module.bias is not None else [row[:d_in]]
-            entries.append(self._wvec[layer.index])
+        for layer, val in zip(layers, lam.tolist()):
             out_l[layer.index] = pens[layer.index].lipschitz_z(layer.activation) * max(val, 0.0) / count
-        self._stacked["gram"] = (v, entries)
+        self._gram_vectors = (v, layers)       # split into ``_wvec`` rows only when read
         return out_l
+
+    @property
+    def _wvec(self) -> list:
+        """The parent's per-layer power-iteration vectors; the batched path keeps them as one
+        stack ``(L, D + 1)`` and splits it here, on first read (checkpoints, the per-layer path)."""
+        held = self.__dict__.get("_gram_vectors")
+        if held is not None:
+            v, layers = held
+            width = v.shape[1] - 1
+            vecs = self.__dict__["_wvec_rows"]
+            for layer, row in zip(layers, v.unbind(0)):
+                d_in = layer.weight.shape[1]
+                vecs[layer.index] = [row[:d_in], row[width]] if layer.module.bias is not None else [row[:d_in]]
+            self.__dict__["_gram_vectors"] = None
+        return self.__dict__["_wvec_rows"]
+
+    @_wvec.setter
+    def _wvec(self, value: list) -> None:
+        self.__dict__["_wvec_rows"] = value
+        self.__dict__["_gram_vectors"] = None
 
     def _gram_inputs(self, plan: ChainPlan, sw: _Sweep, layers: list) -> torch.Tensor:
         """``X̃ (L, B, D + 1)``: the inputs of head, body and tail, zero-padded to ``D`` columns,
