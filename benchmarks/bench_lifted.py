@@ -22,6 +22,7 @@ from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 CONFIGS = [
     ("backprop", "adam", {}),
     ("bregman", "bcd", {}),
+    ("bregman", "bcd", {"batched_layers": True}),
     ("bregman", "nesterov", {}),
     ("bregman", "heavyball", {}),
     ("bregman", "adam", {}),
@@ -29,6 +30,10 @@ CONFIGS = [
     ("fenchel", "bcd", {}),
     ("mac", "bcd", {}),
 ]
+
+
+def _key(method: str, solver: str, kw: dict) -> str:
+    return f"{method}/{solver}" + ("+batched" if kw.get("batched_layers") else "")
 
 
 def main(argv=None) -> int:
@@ -42,16 +47,16 @@ def main(argv=None) -> int:
     p.add_argument("--power-iterations", type=int, default=1,
                    help="warm-started power iterations per W-step of the lifted solvers (default 1; "
                    "the library default is 3)")
-    p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam")
+    p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam bregman/bcd+batched")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     retain_freed_memory()   # every method alike: freed heap memory is reused (lifted_inverse.runtime)
-    configs = [c for c in CONFIGS if args.only is None or f"{c[0]}/{c[1]}" in args.only]
+    configs = [c for c in CONFIGS if args.only is None or _key(*c) in args.only]
     times: dict[str, list[float]] = {}
     results: dict[str, dict] = {}
     for rep in range(args.repeats):
         for method, solver, kw in configs:
-            key = f"{method}/{solver}"
+            key = _key(method, solver, kw)
             task = make_task(args.task, TaskConfig(seed=0))
             res = train(task, TrainConfig(method=method, solver=solver, epochs=args.epochs,
                                           batch_size=args.batch_size, seed=0,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .model import AffineLayer, LiftedNetwork
-from .solvers import LiftedSolver, identity_reduce
+from .solvers import LiftedSolver, StateStore, identity_reduce
 
 
 def batchable(net: LiftedNetwork, penalties=None) -> bool:
@@ -112,12 +112,12 @@ class _Sweep:
     and the pre-activations still valid (None once an input or weight changed)."""
 
     def __init__(self, plan: ChainPlan, states: list, weights: torch.Tensor | None = None,
-                 biases: torch.Tensor | None = None):
+                 biases: torch.Tensor | None = None, stacked: torch.Tensor | None = None):
         self.plan = plan
         self.m = len(plan.even) + len(plan.odd)
         self.x0 = states[0]
         self.target = states[-1]
-        self.S = _stack(states[s] for s in range(1, self.m + 2))
+        self.S = _stack(states[s] for s in range(1, self.m + 2)) if stacked is None else stacked
         body = plan.body
         self.W = _stack(layer.module.weight for layer in body) if weights is None else weights
         if body[0].module.bias is None:
@@ -307,7 +307,8 @@ class BatchedLiftedSolver(LiftedSolver):
         if plan is None:
             return super().update_states(states, cache)
         cache = {} if cache is None else cache
-        sw = self._current = cache["chain"] = _Sweep(plan, states, self.body_weights(plan), self.body_biases(plan))
+        sw = self._sweep(plan, states, cache)
+        sw.z_head = sw.z_e = sw.z_o = None       # weights may have changed since it was built
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
@@ -349,6 +350,46 @@ class BatchedLiftedSolver(LiftedSolver):
                 adj = plan.tail.input_adjoint(0, r_t).unsqueeze(0)
             sw.B.copy_(prox_step(sw.B, z_p, adj, t_b))
         sw.z_o = None
+
+    # ---- one sweep on a batch ------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, target: torch.Tensor, store: StateStore | None = None,
+             ids: torch.Tensor | None = None) -> float:
+        """The parent's sweep; for a chain and a mini-batch of ``store`` the chain's states are
+        one stack ``(m+1, N, d)`` in the store (its per-state tensors become rows), so the batch is
+        gathered by one ``index_select`` and written back by one ``index_copy_``."""
+        plan = self.plan([x])
+        if plan is None or self.solver == "isgm" or store is None or ids is None:
+            return super().step(x, target, store, ids)
+        stack = self._store_stack(store, plan)
+        chain = self._chain_states(plan)
+        batch = stack.index_select(1, ids)
+        states = self.batch_states(x, target, {s: batch[i] for i, s in enumerate(chain)})
+        cache = {"chain": _Sweep(plan, states, self.body_weights(plan), self.body_biases(plan), stacked=batch)}
+        self.update_states(states, cache)
+        value = self.weight_step(states, cache)
+        stack.index_copy_(1, ids, batch)
+        return value
+
+    @staticmethod
+    def _chain_states(plan: ChainPlan) -> range:
+        return range(1, len(plan.even) + len(plan.odd) + 2)
+
+    def _store_stack(self, store: StateStore, plan: ChainPlan) -> torch.Tensor:
+        """``store``'s chain states as one persistent ``(m+1, N, d)`` stack whose rows they are
+        (stacked once; again whenever a state tensor was replaced)."""
+        rows = [store.states[s] for s in self._chain_states(plan)]
+        held = self._stacked.get("store")
+        if held is not None:
+            st, ptrs = held
+            if len(ptrs) == len(rows) and all(r.data_ptr() == p and r.shape == st.shape[1:] and r.dtype == st.dtype
+                                              for r, p in zip(rows, ptrs)):
+                return st
+        st = _stack(rows)
+        for i, s in enumerate(self._chain_states(plan)):
+            store.states[s] = st[i]
+        self._stacked["store"] = (st, [st[i].data_ptr() for i in range(len(rows))])
+        return st
 
     # ---- block 2: weights ---------------------------------------------------------------------
     def _sweep(self, plan: ChainPlan, states: list, cache: dict) -> _Sweep:
