@@ -245,3 +245,36 @@ def test_batched_state_dict_resumes_exactly():
     for ids in batches[3:]:
         resumed.step(x[ids], t[ids], store2, ids)
     assert max(float((a - b).detach().abs().max()) for a, b in zip(model.parameters(), model2.parameters())) == 0.0
+
+
+@pytest.mark.parametrize("solver", ["bcd", "adam"])
+def test_batched_with_a_reduce_hook_equals_one_process(solver):
+    """With a ``reduce_fn`` (data-parallel runs) the batched solver takes the gradient form (no
+    fused update) and sends each layer's Gram entries without padding; a hook that returns copies
+    (one rank) gives the identity hook's results, and the Gram calls carry Σ_l (d_in + 1) values."""
+    sent = []
+
+    def copying_reduce(tensors):
+        sent.append([t.numel() for t in tensors])
+        return [t.clone() for t in tensors]
+
+    def run(reduce_fn):
+        torch.manual_seed(0)
+        model = mlp((20, 32, 32, 32, 5)).double()
+        obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
+        t = torch.nn.functional.one_hot(torch.randint(0, 5, (N,), generator=gen), 5).double()
+        store = StateStore.from_forward(obj, x)
+        solv = BatchedLiftedSolver(obj, solver, reduce_fn=reduce_fn)
+        values = [solv.step(x[ids], t[ids], store, ids)
+                  for ids in (torch.randperm(N, generator=gen)[:BATCH] for _ in range(SWEEPS))]
+        return [p.detach().clone() for p in model.parameters()], values
+
+    p1, v1 = run(None)
+    p2, v2 = run(copying_reduce)
+    assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
+    assert max(abs(a - b) for a, b in zip(v1, v2)) < TOL
+    if solver == "bcd":
+        gram = [sum(c) for c in sent if len(c) != 9]          # 8 parameter tensors + statistics
+        assert gram and set(gram) == {(20 + 1) + 3 * (32 + 1)}

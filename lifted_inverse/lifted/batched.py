@@ -13,9 +13,13 @@ body weights as two stacks ``W_E`` (even body layers, inputs in A) and ``W_O`` (
   ``baddbmm``), ``g = ∇_y^{smooth} P(X_A, P_A) + [W_Eᵀ ∇_z P(X_B, W_E X_A + b_E) ; W_tᵀ r_t]``,
   one prox over the whole stack with the per-state step ``1/(L_y + L_z‖W_c‖²)`` as ``(n, 1, 1)``;
 * colour-B step: the same with the roles of E and O swapped (``W_O X_B + b_O`` is reused);
-* W-block gradients ``Σ_i r_i x_iᵀ`` and ``Σ_i r_i``: one ``bmm`` and one sum per stack; the
-  data-Gram power iteration ``v ↦ Σ_i x̃_i x̃_iᵀ v`` two ``bmm`` per stack and iteration; the
-  ``‖W_c‖²`` refreshes one warm-started batched power-iteration step per stack.
+* W-block gradients ``Σ_i r_i x_iᵀ`` and ``Σ_i r_i``: one ``bmm`` and one sum per stack; in one
+  process the ``bcd`` step ``W ← W − (s_l/n) Σ_i r_i x_iᵀ`` is instead one ``baddbmm_`` into the
+  weight stack (the gradient is never written out); the data-Gram power iteration
+  ``v ↦ Σ_i x̃_i x̃_iᵀ v`` of all layers two ``bmm`` per iteration (inputs zero-padded to one
+  width); the ``‖W_c‖²`` refreshes one warm-started batched power-iteration step per stack;
+* a mini-batch of a :class:`StateStore` is gathered and written back by one indexed copy (the
+  chain's states are kept there as one ``(m+1, N, d)`` stack).
 
 The pre-activations computed per sweep are the minimal ones (``2m + 2`` or ``2m + 3`` products of
 ``B × d × d``, as in the per-layer loop); what batching removes is the per-layer launch and Python

@@ -46,8 +46,9 @@ class TrainConfig:
     momentum: float = 0.9
     power_iterations: int = 3
     #: layer-parallel kernels (:class:`~lifted_inverse.lifted.batched.BatchedLiftedSolver`) for
-    #: uniform-chain MLPs; same results. On CPU they pay off only for deep chains and small batches
-    #: (1.1-1.5x for a 10x256 MLP at B <= 64, 0.9x for digits-mlp), so they are opt-in.
+    #: uniform-chain MLPs; same results. On CPU they pay off for deep chains and small batches
+    #: (10x256 MLP: 2.0-2.4x at B <= 16, 1.4x at B = 64; digits-mlp at B = 64 about even), so
+    #: they are opt-in.
     batched_layers: bool = False
     regularizer: str | None = None
     reg_strength: float = 1e-4
