@@ -51,6 +51,7 @@ def test_reconstruct_image_file_and_alpha(tmp_path):
     (["--image", "/nowhere/missing.png"], "missing.png"),
     (["--noise", "-0.1"], "--noise"),
     (["--operator", "denoise", "--method", "fbp"], "fbp"),
+    (["--operator", "ct", "--method", "unrolled"], "--checkpoint"),
 ])
 def test_reconstruct_bad_input(tmp_path, capsys, args, msg):
     rc, _ = _run(tmp_path, *args)
@@ -78,9 +79,15 @@ def test_data_command(tmp_path, capsys):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path):
+def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path, monkeypatch):
     """``train --task unrolled-ct`` writes a checkpoint that ``reconstruct --method unrolled``
-    applies with the scanner it was trained for (full-width detector from the checkpoint)."""
+    applies with the scanner it was trained for (full-width detector from the checkpoint),
+    reading the checkpoint once."""
+    import lifted_inverse.training.imaging as imaging
+
+    reads = []
+    real_load = imaging.load_network
+    monkeypatch.setattr(imaging, "load_network", lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
     train_out = tmp_path / "train"
     assert main(["train", "--task", "unrolled-ct", "--method", "backprop", "--epochs", "1",
                  "--n-train", "4", "--features", "2", "--layers", "2",
@@ -93,5 +100,6 @@ def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path):
     assert rc == 0
     rec = json.loads((out / "metrics.json").read_text())
     assert rec["network"] == "unrolled" and rec["psnr"] > 10
+    assert len(reads) == 1
     with h5py.File(out / "result.h5") as f:
         assert json.loads(f.attrs["operator"])["out_shape"] == [1, 60, 46]  # ceil(32·√2) bins: as trained

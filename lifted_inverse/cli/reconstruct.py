@@ -44,15 +44,27 @@ def build_operator(name: str, shape, angles: int | None = None) -> LinearOperato
     return make_operator(name, shape, **options)
 
 
-def _checkpoint_geometry(args, shape) -> LinearOperator | None:
-    """``--method unrolled`` on CT: the scanner the network was trained for (its detector count,
-    from the checkpoint) with ``--angles`` angles; None otherwise."""
-    if args.method != "unrolled" or args.operator != "ct" or args.checkpoint is None:
+def _load_unrolled(args) -> tuple | None:
+    """``(network, header)`` of ``--checkpoint`` for ``--method unrolled`` (read once); None for
+    the other methods."""
+    if args.method != "unrolled":
         return None
-    from ..training.imaging import build_operator as task_operator
+    if args.checkpoint is None:
+        raise ValueError("--checkpoint: --method unrolled needs a trained network (lifted-inverse train "
+                         "--task pnn-denoise|unrolled-deblur|unrolled-ct writes OUT/checkpoint.pt)")
     from ..training.imaging import load_network
 
-    spec = load_network(args.checkpoint)[1]["operator"]
+    return load_network(args.checkpoint)
+
+
+def _checkpoint_geometry(args, shape, loaded: tuple | None) -> LinearOperator | None:
+    """``--method unrolled`` on CT: the scanner the network was trained for (its detector count,
+    from the checkpoint) with ``--angles`` angles; None otherwise."""
+    if loaded is None or args.operator != "ct":
+        return None
+    from ..training.imaging import build_operator as task_operator
+
+    spec = loaded[1]["operator"]
     if spec.get("name") != "ct":
         return None  # _run_unrolled names the mismatch
     return task_operator({**spec, "angles": args.angles}, shape)
@@ -95,12 +107,7 @@ def _run_tv(operator, y, args, context):
 
 
 def _run_unrolled(operator, y, args, context):
-    from ..training.imaging import load_network
-
-    if args.checkpoint is None:
-        raise ValueError("--checkpoint: --method unrolled needs a trained network (lifted-inverse train "
-                         "--task pnn-denoise|unrolled-deblur|unrolled-ct writes OUT/checkpoint.pt)")
-    net, ck = load_network(args.checkpoint)
+    net, ck = context["network"]
     trained_for = ck["operator"]["name"]
     if trained_for != args.operator:
         raise ValueError(f"--operator: the checkpoint was trained for {trained_for!r}, got {args.operator!r}")
@@ -111,7 +118,8 @@ def _run_unrolled(operator, y, args, context):
 
 
 #: method name -> ``func(operator, y, args, context) -> (x, info)``; ``context`` holds
-#: ``noise_std`` (absolute), ``progress`` and ``ground_truth`` (for reporting only).
+#: ``noise_std`` (absolute), ``progress``, ``ground_truth`` (for reporting only) and ``network``
+#: (``(net, header)`` of ``--checkpoint`` for ``unrolled``, else None).
 METHODS: dict[str, Callable] = {"fbp": _run_fbp, "tikhonov": _run_tikhonov, "tv": _run_tv,
                                 "unrolled": _run_unrolled}
 
@@ -167,14 +175,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--method fbp: only for --operator ct, got --operator {args.operator}")
 
     x = load_named_image(args.image, args.size, args.seed)[None].to(torch.float64)
-    operator = _checkpoint_geometry(args, x.shape[1:]) or build_operator(args.operator, x.shape[1:], args.angles)
+    loaded = _load_unrolled(args)
+    operator = _checkpoint_geometry(args, x.shape[1:], loaded) or build_operator(args.operator, x.shape[1:], args.angles)
     noise = GaussianNoise(level, relative=relative, seed=args.seed)
     with torch.no_grad():
         clean = operator(x)
         y = noise(clean)
     rms = float(clean.abs().pow(2).mean().sqrt())
     context = {"noise_std": level * rms if relative else level, "progress": args.progress,
-               "ground_truth": x}
+               "ground_truth": x, "network": loaded}
     start = time.perf_counter()
     rec, info = METHODS[args.method](operator, y, args, context)
     seconds = time.perf_counter() - start

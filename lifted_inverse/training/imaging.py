@@ -182,14 +182,13 @@ def _tune_alpha(solve, x, y, A, grid) -> float:
     return best_alpha
 
 
-def _tv_baseline(x_tune, y_tune, spec, sigma_abs):
+def _tv_baseline(x_tune, y_tune, A_tune, sigma_abs):
     from ..reconstruction import tv_pdhg
 
     def solve(y, A, alpha):
         A = A if A is not None else Identity(tuple(y.shape[1:]))
         return tv_pdhg(A, y, alpha, nonneg=True, max_iter=200, tol=1e-5).x
 
-    A_tune = build_operator(spec, tuple(x_tune.shape[1:]))
     grid = [sigma_abs * c for c in (0.3, 0.5, 0.8, 1.2, 1.8)]
     alpha = _tune_alpha(solve, x_tune, y_tune, A_tune, grid)
     return (lambda y, A: solve(y, A, alpha)), alpha
@@ -245,19 +244,25 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
     test_x = [t.to(dtype) for t in test_x]
     val_x = [t.to(dtype) for t in val_x]
     net = net.to(dtype)
-    y_train = _measure_batched(x_train, build_operator(spec, tuple(x_train.shape[1:])), noise_d, seed)
-    test_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 10**5 + i)[0]
-              for i, x in enumerate(test_x)]
-    val_y = [measure(x[None], build_operator(spec, tuple(x.shape)), noise_d, 2 * 10**5 + i)[0]
-             for i, x in enumerate(val_x)]
+    operators: dict = {}        # one operator per image shape, handed to the task
+
+    def operator_for(shape):
+        key = tuple(int(n) for n in shape)
+        if key not in operators:
+            operators[key] = build_operator(spec, key)
+        return operators[key]
+
+    y_train = _measure_batched(x_train, operator_for(x_train.shape[1:]), noise_d, seed)
+    test_y = [measure(x[None], operator_for(x.shape), noise_d, 10**5 + i)[0] for i, x in enumerate(test_x)]
+    val_y = [measure(x[None], operator_for(x.shape), noise_d, 2 * 10**5 + i)[0] for i, x in enumerate(val_x)]
     if baseline_name == "fbp":
         baseline = lambda y, A: A.fbp(y)
         alpha = None
     else:
         k = min(8, len(x_train))
-        baseline, alpha = _tv_baseline(x_train[:k], y_train[:k], spec, level)
+        baseline, alpha = _tv_baseline(x_train[:k], y_train[:k], operator_for(x_train.shape[1:]), level)
     task = ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
-                       baseline_name, baseline, val_x=val_x, val_y=val_y)
+                       baseline_name, baseline, val_x=val_x, val_y=val_y, _operators=operators)
     # mini-batch of the CLI: CT has few, large training images (batch 8: 35.3 dB in 420 s)
     task.defaults = {"baseline_alpha": alpha, "batch_size": 8 if name == "unrolled-ct" else 32}
     if name == "pnn-denoise":   # lifted Adam step: 1e-3 30.23 dB, 1.5e-3 30.18, 3e-3 30.14-30.16 (420 s)
