@@ -85,3 +85,18 @@ def test_checkpoint_roundtrip(tmp_path):
         load_network(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_network(tmp_path / "missing.pt")
+
+
+def test_subtract_scaled_forms_agree():
+    """``u − τ r`` by the host-scalar form (CPU) and the device form (no host sync)."""
+    from lifted_inverse.networks.pnn import subtract_scaled
+
+    gen = torch.Generator().manual_seed(0)
+    u, r = (torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64) for _ in range(2))
+    tau = torch.tensor(0.37, dtype=torch.float64)
+    ref = u - 0.37 * r
+    for host in (True, False, None):
+        assert torch.allclose(subtract_scaled(u, tau, r, host_scalar=host), ref, atol=1e-15)
+    if torch.cuda.is_available():
+        out = subtract_scaled(u.cuda(), tau.cuda(), r.cuda())
+        assert torch.allclose(out.cpu(), ref, atol=1e-12)
