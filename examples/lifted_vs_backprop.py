@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 
 from lifted_inverse.training.imaging import (
-    ImagingTrainConfig, make_imaging_task, plot_psnr_vs_time, train_imaging,
+    ImagingTrainConfig,
+    make_imaging_task,
+    plot_psnr_vs_time,
+    train_imaging,
 )
 
 

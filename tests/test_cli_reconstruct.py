@@ -36,8 +36,8 @@ def test_reconstruct_end_to_end(tmp_path, operator, method):
 
 
 def test_reconstruct_image_file_and_alpha(tmp_path):
-    from skimage.io import imsave
     import numpy as np
+    from skimage.io import imsave
 
     imsave(tmp_path / "img.png", (np.linspace(0, 255, 40 * 40).reshape(40, 40)).astype(np.uint8))
     rc, out = _run(tmp_path, "--operator", "denoise", "--image", str(tmp_path / "img.png"),
@@ -83,7 +83,7 @@ def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path, monkeypatch):
     """``train --task unrolled-ct`` writes a checkpoint that ``reconstruct --method unrolled``
     applies with the scanner it was trained for (full-width detector from the checkpoint),
     reading the checkpoint once."""
-    import lifted_inverse.training.imaging as imaging
+    from lifted_inverse.training import imaging
 
     reads = []
     real_load = imaging.load_network

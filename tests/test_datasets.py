@@ -8,9 +8,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from lifted_inverse.datasets import (
-    EllipseDataset, ImageFolder, ImageList, MeasurementDataset, MnistIdx, PatchDataset,
-    builtin_image, describe, list_builtin_images, make_measurements, random_ellipses, read_idx,
-    shepp_logan, split_images, write_idx,
+    EllipseDataset,
+    ImageFolder,
+    ImageList,
+    MeasurementDataset,
+    MnistIdx,
+    PatchDataset,
+    builtin_image,
+    describe,
+    list_builtin_images,
+    make_measurements,
+    random_ellipses,
+    read_idx,
+    shepp_logan,
+    split_images,
+    write_idx,
 )
 from lifted_inverse.operators import Blur, GaussianNoise, Identity, Radon, gaussian_kernel
 

@@ -2,7 +2,12 @@
 import pytest
 import torch
 
-from lifted_inverse.operators import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
+from lifted_inverse.operators import (
+    GaussianNoise,
+    PoissonNoise,
+    TransmissionPoissonNoise,
+    make_noise,
+)
 
 
 def test_gaussian_absolute_and_relative_std():

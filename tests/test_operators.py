@@ -1,11 +1,19 @@
 """One parametrised test module over every operator in the registry (``OPERATOR_CASES``)."""
-import math
 
 import pytest
 import torch
 
-from lifted_inverse.operators import OPERATOR_CASES, make_operator, OPERATOR_NAMES
-from lifted_inverse.operators import Blur, Mask, Radon, SubsampledFourier, gaussian_kernel, motion_kernel
+from lifted_inverse.operators import (
+    OPERATOR_CASES,
+    OPERATOR_NAMES,
+    Blur,
+    Mask,
+    Radon,
+    SubsampledFourier,
+    gaussian_kernel,
+    make_operator,
+    motion_kernel,
+)
 
 IDS = [name for name, _ in OPERATOR_CASES]
 FACTORIES = [factory for _, factory in OPERATOR_CASES]

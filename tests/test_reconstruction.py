@@ -8,7 +8,12 @@ from lifted_inverse.metrics import psnr
 from lifted_inverse.operators import Blur, GaussianNoise, Gradient, Identity, Radon, gaussian_kernel
 from lifted_inverse.operators.base import Scaled
 from lifted_inverse.reconstruction import (
-    default_alpha, fbp, rms_column_norm, tikhonov_cg, tv_denoise, tv_pdhg,
+    default_alpha,
+    fbp,
+    rms_column_norm,
+    tikhonov_cg,
+    tv_denoise,
+    tv_pdhg,
 )
 from lifted_inverse.reconstruction.tv import _tv
 

@@ -13,8 +13,14 @@ OPERATORS = ("denoise", "blur", "ct", "inpaint", "mri")
 
 def build_dataset(args: argparse.Namespace) -> Dataset:
     """The dataset named by ``--dataset`` with ``--n`` items of ``--size`` pixels."""
-    from ..datasets import (EllipseDataset, ImageFolder, ImageList, NATURAL_IMAGES, PatchDataset,
-                            shepp_logan)
+    from ..datasets import (
+        NATURAL_IMAGES,
+        EllipseDataset,
+        ImageFolder,
+        ImageList,
+        PatchDataset,
+        shepp_logan,
+    )
 
     if args.n < 1:
         raise ValueError(f"--n: expected >= 1, got {args.n}")

@@ -1,7 +1,7 @@
 """Shared helpers for the datasets: array -> (C, H, W) float tensor in [0, 1], resizing."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -16,8 +16,9 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,25 +172,24 @@ def make_measurements(
         from tqdm.auto import tqdm
 
         iterator = tqdm(loader, desc="measurements", unit="batch")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            start = 0
-            dx = dy = None
-            for batch in iterator:
-                x = batch.to(device)
-                y = operator(x)
-                if noise is not None:
-                    y = noise(y)
-                x_np, y_np = x.cpu().numpy(), y.detach().cpu().numpy()
-                if dx is None:
-                    dx = f.create_dataset("x", shape=(n, *x_np.shape[1:]), dtype=x_np.dtype,
-                                          chunks=(1, *x_np.shape[1:]))
-                    dy = f.create_dataset("y", shape=(n, *y_np.shape[1:]), dtype=y_np.dtype,
-                                          chunks=(1, *y_np.shape[1:]))
-                dx[start:start + len(x_np)] = x_np
-                dy[start:start + len(y_np)] = y_np
-                start += len(x_np)
-            f.attrs.update(header)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        start = 0
+        dx = dy = None
+        for batch in iterator:
+            x = batch.to(device)
+            y = operator(x)
+            if noise is not None:
+                y = noise(y)
+            x_np, y_np = x.cpu().numpy(), y.detach().cpu().numpy()
+            if dx is None:
+                dx = f.create_dataset("x", shape=(n, *x_np.shape[1:]), dtype=x_np.dtype,
+                                      chunks=(1, *x_np.shape[1:]))
+                dy = f.create_dataset("y", shape=(n, *y_np.shape[1:]), dtype=y_np.dtype,
+                                      chunks=(1, *y_np.shape[1:]))
+            dx[start:start + len(x_np)] = x_np
+            dy[start:start + len(y_np)] = y_np
+            start += len(x_np)
+        f.attrs.update(header)
     return path
 
 

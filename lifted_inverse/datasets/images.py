@@ -5,7 +5,7 @@ Only images stored in the scikit-image wheel are listed; those that ``skimage.da
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """Synthetic phantoms: Shepp-Logan and seeded random ellipses, as (C, H, W) tensors in [0, 1]."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -1,23 +1,56 @@
 """Forward operators: batched torch linear maps with exact adjoints."""
-from .base import Adjoint, Composition, Identity, LinearOperator, Scaled, Sum, check_batch, check_finite
+from .base import (
+    Adjoint,
+    Composition,
+    Identity,
+    LinearOperator,
+    Scaled,
+    Sum,
+    check_batch,
+    check_finite,
+)
 from .gradient import Gradient, total_variation
 
 __all__ = [
-    "LinearOperator", "Adjoint", "Composition", "Sum", "Scaled", "Identity",
-    "Gradient", "total_variation", "check_batch", "check_finite",
+    "Adjoint",
+    "Composition",
+    "Gradient",
+    "Identity",
+    "LinearOperator",
+    "Scaled",
+    "Sum",
+    "check_batch",
+    "check_finite",
+    "total_variation",
 ]
 from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .mask import Mask, random_mask
 from .noise import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
 from .radon import FBP_FILTERS, Radon, fbp, fbp_filter
-from .sinogram_filter import SinogramFilter
 from .registry import OPERATOR_CASES, OPERATOR_NAMES, make_operator
+from .sinogram_filter import SinogramFilter
 
 __all__ += [
-    "Blur", "gaussian_kernel", "box_kernel", "motion_kernel", "make_kernel",
-    "SubsampledFourier", "sampling_mask", "Mask", "random_mask",
-    "GaussianNoise", "PoissonNoise", "TransmissionPoissonNoise", "make_noise",
-    "Radon", "fbp", "fbp_filter", "FBP_FILTERS", "SinogramFilter",
-    "make_operator", "OPERATOR_NAMES", "OPERATOR_CASES",
+    "FBP_FILTERS",
+    "OPERATOR_CASES",
+    "OPERATOR_NAMES",
+    "Blur",
+    "GaussianNoise",
+    "Mask",
+    "PoissonNoise",
+    "Radon",
+    "SinogramFilter",
+    "SubsampledFourier",
+    "TransmissionPoissonNoise",
+    "box_kernel",
+    "fbp",
+    "fbp_filter",
+    "gaussian_kernel",
+    "make_kernel",
+    "make_noise",
+    "make_operator",
+    "motion_kernel",
+    "random_mask",
+    "sampling_mask",
 ]

@@ -7,7 +7,7 @@ ops, so autograd's vector-Jacobian product of ``forward`` equals ``adjoint`` (te
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -88,26 +88,26 @@ class LinearOperator(nn.Module):
         return self.adjoint(self.forward(x))
 
     @property
-    def T(self) -> "LinearOperator":
+    def T(self) -> LinearOperator:
         """The adjoint as an operator: ``A.T(y) = A^* y``."""
         return Adjoint(self)
 
-    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return Composition(self, other)
 
-    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+    def __add__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return Sum(self, other)
 
-    def __sub__(self, other: "LinearOperator") -> "LinearOperator":
+    def __sub__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return Sum(self, Scaled(other, -1.0))
 
-    def __mul__(self, scalar: float) -> "LinearOperator":
+    def __mul__(self, scalar: float) -> LinearOperator:
         if not isinstance(scalar, (int, float)):
             return NotImplemented
         return Scaled(self, float(scalar))

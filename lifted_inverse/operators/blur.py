@@ -12,7 +12,7 @@ zero-padded data (the exact transpose of the zero-boundary convolution).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .base import LinearOperator
 
-__all__ = ["Blur", "gaussian_kernel", "box_kernel", "motion_kernel", "make_kernel"]
+__all__ = ["Blur", "box_kernel", "gaussian_kernel", "make_kernel", "motion_kernel"]
 
 BOUNDARIES = ("circular", "zero")
 KERNEL_NAMES = ("gaussian", "box", "motion")

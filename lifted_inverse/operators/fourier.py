@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .base import LinearOperator
 
-__all__ = ["SubsampledFourier", "sampling_mask", "MASK_KINDS"]
+__all__ = ["MASK_KINDS", "SubsampledFourier", "sampling_mask"]
 
 MASK_KINDS = ("random", "radial", "cartesian")
 

@@ -1,7 +1,7 @@
 """Discrete image gradient for total variation."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

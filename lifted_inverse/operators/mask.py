@@ -1,7 +1,7 @@
 """Pixel masking (inpainting forward model)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["GaussianNoise", "PoissonNoise", "TransmissionPoissonNoise", "make_noise", "NOISE_NAMES"]
+__all__ = ["NOISE_NAMES", "GaussianNoise", "PoissonNoise", "TransmissionPoissonNoise", "make_noise"]
 
 NOISE_NAMES = ("gaussian", "poisson", "transmission")
 

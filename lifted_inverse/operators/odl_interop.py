@@ -17,19 +17,19 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .base import LinearOperator
 
-__all__ = ["from_odl", "to_odl", "odl_ray_transform", "ODLOperator"]
+__all__ = ["ODLOperator", "from_odl", "odl_ray_transform", "to_odl"]
 
 
 def _odl():
     try:
-        import odl  # noqa: F401  (heavy import, done lazily)
+        import odl
     except ImportError as exc:  # pragma: no cover - odl is a dependency
         raise ImportError("odl>=1.0 is required for ODL interoperability") from exc
     return odl

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ from .mask import Mask, random_mask
 from .radon import Radon
 from .sinogram_filter import SinogramFilter
 
-__all__ = ["make_operator", "OPERATOR_NAMES", "OPERATOR_CASES"]
+__all__ = ["OPERATOR_CASES", "OPERATOR_NAMES", "make_operator"]
 
 OPERATOR_NAMES = ("denoise", "blur", "ct", "inpaint", "mri")
 

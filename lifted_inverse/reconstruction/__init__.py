@@ -10,5 +10,13 @@ from .parameters import ALPHA_CONSTANTS, default_alpha, rms_column_norm
 from .tikhonov import tikhonov_cg
 from .tv import tv_denoise, tv_pdhg
 
-__all__ = ["SolverResult", "fbp", "tikhonov_cg", "tv_pdhg", "tv_denoise", "default_alpha",
-           "rms_column_norm", "ALPHA_CONSTANTS"]
+__all__ = [
+           "ALPHA_CONSTANTS",
+           "SolverResult",
+           "default_alpha",
+           "fbp",
+           "rms_column_norm",
+           "tikhonov_cg",
+           "tv_denoise",
+           "tv_pdhg",
+]

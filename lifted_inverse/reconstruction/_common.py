@@ -1,8 +1,9 @@
 """Pieces shared by the iterative solvers: result type, per-sample reductions, progress bars."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 

@@ -6,8 +6,16 @@ import torch
 from ..operators.base import Identity, LinearOperator
 from ..operators.gradient import Gradient
 from ._common import (
-    Callback, SolverResult, batch_dot, batch_norm, bcast, check_iterations, check_problem,
-    iteration_range, per_sample, record,
+    Callback,
+    SolverResult,
+    batch_dot,
+    batch_norm,
+    bcast,
+    check_iterations,
+    check_problem,
+    iteration_range,
+    per_sample,
+    record,
 )
 
 

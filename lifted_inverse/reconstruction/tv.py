@@ -25,8 +25,15 @@ import torch
 from ..operators.base import Identity, LinearOperator
 from ..operators.gradient import Gradient
 from ._common import (
-    Callback, SolverResult, batch_dot, batch_norm, check_iterations, check_problem,
-    iteration_range, per_sample, record,
+    Callback,
+    SolverResult,
+    batch_dot,
+    batch_norm,
+    check_iterations,
+    check_problem,
+    iteration_range,
+    per_sample,
+    record,
 )
 
 GRAD_NORM = math.sqrt(8.0)  # ||grad|| <= sqrt(8) for 2-D forward differences
