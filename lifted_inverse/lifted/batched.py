@@ -264,39 +264,54 @@ class BatchedLiftedSolver(LiftedSolver):
         return _stack(rows)
 
     # ---- ‖W_c‖² of the consumers (state step sizes) ------------------------------------------
-    def _refresh_norms(self, layers, w: torch.Tensor) -> list[float]:
-        """``‖W_l‖²`` of a stack, kept in each layer's :class:`LinearMap` cache: one batched
-        warm-started power-iteration step when all are stale (as ``LinearMap.norm_sq`` does per
-        layer), the per-layer path for first calls or mixed staleness."""
-        maps = [layer.map for layer in layers]
-        keys = [(v.data_ptr(), v._version, v.dtype, v.device) for v in (m.weight for m in maps)]
-        stale = [k != m._cache_key for k, m in zip(keys, maps)]
-        if not any(stale):
-            return [m._norm_sq for m in maps]
-        started = all(m._cache_key is not None and m._vec.dtype == w.dtype and m._vec.device == w.device
-                      for m in maps)
-        if not (all(stale) and started):
-            return [m.norm_sq() for m in maps]
-        v = self._restack("norm", [m._vec for m in maps])                   # (G, d_in)
+    def _refresh_norms(self, groups: list) -> list[list[float]]:
+        """``‖W_l‖²`` for groups ``(layers, W (G, d_out, d_in))`` sharing ``d_in`` (the body stack,
+        the tail), kept in each layer's :class:`LinearMap` cache: one warm-started power-iteration
+        step for every group whose layers are all stale (as ``LinearMap.norm_sq`` does per layer),
+        one host read for all; the per-layer path for first calls or mixed staleness."""
+        out: list = [None] * len(groups)
+        stacked = []                                   # (group, maps, keys, W)
+        for gi, (layers, w) in enumerate(groups):
+            maps = [layer.map for layer in layers]
+            keys = [(v.data_ptr(), v._version, v.dtype, v.device) for v in (m.weight for m in maps)]
+            stale = [k != m._cache_key for k, m in zip(keys, maps)]
+            if not any(stale):
+                out[gi] = [m._norm_sq for m in maps]
+            elif all(stale) and all(m._cache_key is not None and m._vec.dtype == w.dtype
+                                    and m._vec.device == w.device for m in maps):
+                stacked.append((gi, maps, keys, w))
+            else:
+                out[gi] = [m.norm_sq() for m in maps]
+        if not stacked:
+            return out
+        v = self._restack("norm", [m._vec for _, maps, _, _ in stacked for m in maps])   # (G, d_in)
         v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        wv = torch.bmm(torch.bmm(v.unsqueeze(1), w.transpose(1, 2)), w).squeeze(1)
+        parts, start = [], 0
+        for _, maps, _, w in stacked:
+            vg = v[start:start + len(maps)].unsqueeze(1)
+            parts.append(torch.bmm(torch.bmm(vg, w.transpose(1, 2)), w).squeeze(1))
+            start += len(maps)
+        wv = parts[0] if len(parts) == 1 else torch.cat(parts)
         lam = (v * wv).sum(dim=1)
         n = wv.norm(dim=1, keepdim=True)
         v = torch.where(n > 0, wv / n.clamp_min(torch.finfo(n.dtype).tiny), v)
         values = torch.where(n.squeeze(1) > 0, lam, torch.zeros_like(lam)).tolist()
         rows = list(v.unbind(0))
         self._stacked["norm"] = (v, rows)
-        for m, k, row, val in zip(maps, keys, rows, values):
-            m._vec, m._norm_sq, m._cache_key = row, val, k
-        return values
+        start = 0
+        for gi, maps, keys, _ in stacked:
+            out[gi] = values[start:start + len(maps)]
+            for m, k, row, val in zip(maps, keys, rows[start:], out[gi]):
+                m._vec, m._norm_sq, m._cache_key = row, val, k
+            start += len(maps)
+        return out
 
     def _step_sizes(self, plan: ChainPlan, sw: _Sweep) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-state steps ``t = 1/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, ``(n, 1, 1)``."""
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
-        norms = self._refresh_norms(plan.body, sw.W)
-        tail_pen = pens[plan.tail.index]
-        lt = tail_pen.lipschitz_z(plan.tail.activation) * plan.tail.input_lipschitz(0)
+        norms, (tail_norm,) = self._refresh_norms([(plan.body, sw.W), ([plan.tail], plan.tail.weight.unsqueeze(0))])
+        lt = pens[plan.tail.index].lipschitz_z(plan.tail.activation) * tail_norm
         ly, lz = pen.lipschitz_y(act), pen.lipschitz_z(act)
         la = [ly + lz * v for v in norms[0::2]] + ([ly + lt] if plan.tail_in_a else [])
         lb = [ly + lz * v for v in norms[1::2]] + ([] if plan.tail_in_a else [ly + lt])
