@@ -22,7 +22,7 @@ from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 CONFIGS = [
     ("backprop", "adam", {}),
     ("bregman", "bcd", {}),
-    ("bregman", "bcd", {"batched_layers": True}),
+    ("bregman", "bcd", {"batched_layers": False}),
     ("bregman", "nesterov", {}),
     ("bregman", "heavyball", {}),
     ("bregman", "adam", {}),
@@ -33,7 +33,7 @@ CONFIGS = [
 
 
 def _key(method: str, solver: str, kw: dict) -> str:
-    return f"{method}/{solver}" + ("+batched" if kw.get("batched_layers") else "")
+    return f"{method}/{solver}" + ("+per-layer" if kw.get("batched_layers") is False else "")
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--power-iterations", type=int, default=1,
                    help="warm-started power iterations per W-step of the lifted solvers (default 1; "
                    "the library default is 3)")
-    p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam bregman/bcd+batched")
+    p.add_argument("--only", nargs="*", default=None, help="subset, e.g. bregman/adam backprop/adam bregman/bcd+per-layer")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     retain_freed_memory()   # every method alike: freed heap memory is reused (lifted_inverse.runtime)

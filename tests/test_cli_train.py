@@ -49,3 +49,17 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and err.count("\n") == 1
+
+
+def test_batched_layers_default_and_opt_out_agree(tmp_path):
+    """Layer-parallel kernels are the default; ``--no-batched-layers`` runs the per-layer solver
+    and trains the same network (same objective sequence up to rounding)."""
+    runs = {}
+    for flag in ("--batched-layers", "--no-batched-layers"):
+        out = tmp_path / flag
+        assert main(["train", "--task", "digits-mlp", "--method", "bregman", "--solver", "bcd",
+                     "--epochs", "2", "--threads", "1", "--out", str(out), flag]) == 0
+        runs[flag] = json.loads((out / "metrics.json").read_text())
+    on, off = runs["--batched-layers"], runs["--no-batched-layers"]
+    assert on["config"]["batched_layers"] is True and off["config"]["batched_layers"] is False
+    assert on["train_objective"] == pytest.approx(off["train_objective"], rel=1e-4)

@@ -306,8 +306,10 @@ class BatchedLiftedSolver(LiftedSolver):
             start += len(maps)
         return out
 
-    def _step_sizes(self, plan: ChainPlan, sw: _Sweep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-state steps ``t = 1/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, ``(n, 1, 1)``."""
+    def _step_sizes(self, plan: ChainPlan, sw: _Sweep) -> tuple:
+        """Per-state steps ``t = 1/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, each
+        ``(n, 1, 1)``, or a number when the colour is one state (a short chain: no tensor step
+        to check and broadcast)."""
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         norms, (tail_norm,) = self._refresh_norms([(plan.body, sw.W), ([plan.tail], plan.tail.weight.unsqueeze(0))])
@@ -315,8 +317,11 @@ class BatchedLiftedSolver(LiftedSolver):
         ly, lz = pen.lipschitz_y(act), pen.lipschitz_z(act)
         la = [ly + lz * v for v in norms[0::2]] + ([ly + lt] if plan.tail_in_a else [])
         lb = [ly + lz * v for v in norms[1::2]] + ([] if plan.tail_in_a else [ly + lt])
-        steps = torch.tensor([1.0 / max(lip, 1e-12) for lip in la + lb], dtype=sw.S.dtype,
-                             device=sw.S.device).view(-1, 1, 1)
+        steps = [1.0 / max(lip, 1e-12) for lip in la + lb]
+        if len(la) == 1 or len(lb) == 1:
+            return tuple(c[0] if len(c) == 1 else torch.tensor(c, dtype=sw.S.dtype, device=sw.S.device).view(-1, 1, 1)
+                         for c in (steps[:len(la)], steps[len(la):]))
+        steps = torch.tensor(steps, dtype=sw.S.dtype, device=sw.S.device).view(-1, 1, 1)
         return steps[:len(la)], steps[len(la):]
 
     # ---- block 1: states ----------------------------------------------------------------------
@@ -339,7 +344,8 @@ class BatchedLiftedSolver(LiftedSolver):
             g = pen.grad_y_smooth(act, _flat(x), _flat(z_p)).view_as(adj) + adj
             n, bsz, d = adj.shape
             v = _flat(x - t * g)
-            return pen.prox_y(act, v, t.expand(n, bsz, 1).reshape(n * bsz, 1)).view(n, bsz, d)
+            t = t if isinstance(t, float) else t.expand(n, bsz, 1).reshape(n * bsz, 1)
+            return pen.prox_y(act, v, t).view(n, bsz, d)
 
         def consumer_adjoint(parity, outputs, z, tail_here):
             """``[W_cᵀ ∇_z P_c]`` of the body consumers of one colour, then the tail's."""
