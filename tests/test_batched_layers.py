@@ -60,7 +60,8 @@ def _run(cls, make, solver, regularizer=None):
     # (Adam divides by |g|: noise-level gradients would turn rounding into O(lr) steps)
     store.states = {s: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
                     for s, v in store.states.items()}
-    solv = cls(obj, solver, lr=1e-2 if solver == "adam" else None, state_steps=2)
+    extra = {"cpu_min_body": 1} if cls is BatchedLiftedSolver else {}   # batched kernels for every case
+    solv = cls(obj, solver, lr=1e-2 if solver == "adam" else None, state_steps=2, **extra)
     values = []
     for _ in range(SWEEPS):
         ids = torch.randperm(N, generator=gen)[:BATCH]
@@ -170,6 +171,10 @@ def test_cpu_batch_limit_selects_the_per_layer_path():
     large = [torch.zeros(11, 6, dtype=torch.float64)]
     assert bat.batched and bat.plan(small) is not None and bat.plan(large) is None
     assert BatchedLiftedSolver(obj, "bcd", cpu_batch_limit=None).plan(large) is not None
+    # gradient-form solvers: short bodies (here 2 layers) take the per-layer path on CPU
+    adam = BatchedLiftedSolver(obj, "adam")
+    assert adam.batched and adam.plan(small) is None
+    assert BatchedLiftedSolver(obj, "adam", cpu_min_body=2).plan(small) is not None
 
 
 def test_zero_inputs_give_finite_steps_float32():
@@ -266,7 +271,7 @@ def test_batched_with_a_reduce_hook_equals_one_process(solver):
         x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
         t = torch.nn.functional.one_hot(torch.randint(0, 5, (N,), generator=gen), 5).double()
         store = StateStore.from_forward(obj, x)
-        solv = BatchedLiftedSolver(obj, solver, reduce_fn=reduce_fn)
+        solv = BatchedLiftedSolver(obj, solver, reduce_fn=reduce_fn, cpu_min_body=1)
         values = [solv.step(x[ids], t[ids], store, ids)
                   for ids in (torch.randperm(N, generator=gen)[:BATCH] for _ in range(SWEEPS))]
         return [p.detach().clone() for p in model.parameters()], values

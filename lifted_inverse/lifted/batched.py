@@ -189,13 +189,18 @@ class BatchedLiftedSolver(LiftedSolver):
     ``cpu_batch_limit``: on CPU, batches larger than this run the per-layer path (measured on a
     10×256 MLP, 1 thread, BCD: 2.1–2.4× at B = 8, 2.0× at 16, 1.4× at 64, 1.16× at 128, even at
     256, 0.94× at 512, where the products are BLAS-bound either way and elementwise passes over
-    the stacks fall out of cache); None: always stack. No limit applies on GPUs, where launch
-    overhead dominates.
+    the stacks fall out of cache); None: always stack. ``cpu_min_body``: on CPU, the solvers
+    that keep the gradient form (all but single-process BCD, which fuses its W-step) run the
+    per-layer path for bodies of fewer layers (Adam blocks, 64-256×(m+1)-10: 0.88–0.94× at
+    m = 1, 2, even at m = 3, ahead from m = 5). No limit applies on GPUs, where launch overhead
+    dominates.
     """
 
-    def __init__(self, objective, *args, cpu_batch_limit: int | None = 128, **kwargs):
+    def __init__(self, objective, *args, cpu_batch_limit: int | None = 128, cpu_min_body: int = 3,
+                 **kwargs):
         super().__init__(objective, *args, **kwargs)
         self.cpu_batch_limit = cpu_batch_limit
+        self.cpu_min_body = int(cpu_min_body)
         self._plan_for = None
         self._plan = None
         self._current: _Sweep | None = None     # stacks of the batch being swept
@@ -206,15 +211,18 @@ class BatchedLiftedSolver(LiftedSolver):
 
     def plan(self, states: list | None = None) -> ChainPlan | None:
         """The chain plan for the current penalties (rebuilt when the homotopy replaces them);
-        None when the network is not a uniform chain or the batch ``states`` exceeds the CPU limit."""
+        None when the network is not a uniform chain or, on CPU, the batch ``states`` exceeds
+        ``cpu_batch_limit`` or a solver other than BCD meets a body shorter than ``cpu_min_body``."""
         pens = self.objective.penalties
         if pens is not self._plan_for:
             self._plan, self._plan_for = uniform_chain(self.net, pens), pens
-        if states is not None and self._plan is not None and self.cpu_batch_limit is not None:
-            x0 = states[0]
-            if x0.device.type == "cpu" and x0.shape[0] > self.cpu_batch_limit:
+        plan = self._plan
+        if states is not None and plan is not None and states[0].device.type == "cpu":
+            if self.cpu_batch_limit is not None and states[0].shape[0] > self.cpu_batch_limit:
                 return None
-        return self._plan
+            if self.solver != "bcd" and len(plan.even) + len(plan.odd) < self.cpu_min_body:
+                return None
+        return plan
 
     def body_weights(self, plan: ChainPlan) -> torch.Tensor:
         """The body weights ``W (m, d, d)`` without a copy per sweep: on first use (and whenever a
