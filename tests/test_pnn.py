@@ -87,7 +87,7 @@ def test_checkpoint_roundtrip(tmp_path):
         load_network(tmp_path / "missing.pt")
 
 
-def test_subtract_scaled_forms_agree():
+def test_subtract_scaled_forms_agree_cpu_and_cuda():
     """``u − τ r`` by the host-scalar form (CPU) and the device form (no host sync)."""
     from lifted_inverse.networks.pnn import subtract_scaled
 
