@@ -221,16 +221,23 @@ def test_body_weights_are_one_persistent_stack():
         assert max(float((a - b).detach().abs().max()) for a, b in zip(ref.parameters(), model.parameters())) < TOL
 
 
+def _softmax_chain(widths=(20, 32, 32, 32, 5), device="cpu"):
+    """A float64 ReLU MLP with softmax output, its Bregman objective, ``N`` inputs and one-hot
+    targets, and the generator that drew them (for the batches)."""
+    torch.manual_seed(0)
+    model = mlp(widths).double().to(device)
+    obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(N, widths[0], generator=gen, dtype=torch.float64)
+    t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (N,), generator=gen), widths[-1]).double()
+    return model, obj, x.to(device), t.to(device), gen
+
+
 def test_batched_state_dict_resumes_exactly():
     """The batched path keeps the Gram power-iteration vectors stacked; ``state_dict`` splits them
     into the parent's per-layer form and a fresh solver loading it continues bit for bit."""
     def setup():
-        torch.manual_seed(0)
-        model = mlp((20, 32, 32, 32, 5)).double()
-        obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
-        gen = torch.Generator().manual_seed(1)
-        x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
-        t = torch.nn.functional.one_hot(torch.randint(0, 5, (N,), generator=gen), 5).double()
+        model, obj, x, t, _ = _softmax_chain()
         return model, obj, x, t, StateStore.from_forward(obj, x)
 
     batches = [torch.randperm(N, generator=torch.Generator().manual_seed(k))[:BATCH] for k in range(6)]
@@ -264,12 +271,7 @@ def test_batched_with_a_reduce_hook_equals_one_process(solver):
         return [t.clone() for t in tensors]
 
     def run(reduce_fn):
-        torch.manual_seed(0)
-        model = mlp((20, 32, 32, 32, 5)).double()
-        obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
-        gen = torch.Generator().manual_seed(1)
-        x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
-        t = torch.nn.functional.one_hot(torch.randint(0, 5, (N,), generator=gen), 5).double()
+        model, obj, x, t, gen = _softmax_chain()
         store = StateStore.from_forward(obj, x)
         solv = BatchedLiftedSolver(obj, solver, reduce_fn=reduce_fn, cpu_min_body=1)
         values = [solv.step(x[ids], t[ids], store, ids)
@@ -290,13 +292,7 @@ def test_batched_with_a_reduce_hook_equals_one_process(solver):
 def test_cuda_batched_equals_cpu_loop(solver):
     """The layer-parallel sweep on a GPU gives the per-layer CPU results (float64)."""
     def run(cls, device):
-        torch.manual_seed(0)
-        model = mlp((20, 32, 32, 32, 32, 5)).double().to(device)
-        obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
-        gen = torch.Generator().manual_seed(1)
-        x = torch.randn(N, 20, generator=gen, dtype=torch.float64)
-        t = torch.nn.functional.one_hot(torch.randint(0, 5, (N,), generator=gen), 5).double()
-        x, t = x.to(device), t.to(device)
+        model, obj, x, t, gen = _softmax_chain((20, 32, 32, 32, 32, 5), device)
         store = StateStore.from_forward(obj, x)
         # off the forward pass, so that W-gradients are not rounding noise (which Adam would scale up)
         store.states = {s: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=v.dtype).to(device)
