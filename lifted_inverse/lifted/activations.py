@@ -37,7 +37,8 @@ class ProximalActivation(nn.Module):
     """Base class: an activation ``σ = prox_Ψ`` with its Bregman machinery.
 
     Subclasses implement ``forward`` (σ), ``psi_elementwise`` (Ψ, coordinatewise; +inf off-domain),
-    ``conjugate_elementwise`` (F*), ``prox`` (prox of tΨ) and ``project`` (onto dom Ψ).
+    ``conjugate_elementwise`` (F*), ``_prox`` (prox of tΨ for t ≥ 0; the public ``prox``
+    and ``prox_F`` check t) and ``project`` (onto dom Ψ).
     """
 
     #: whether Ψ is separable over coordinates (all but softmax)
