@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lifted_inverse.runtime import retain_freed_memory
 from lifted_inverse.training.imaging import (
     ImagingTrainConfig,
     make_imaging_task,
@@ -31,12 +32,13 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()   # as the CLI and the benchmarks: large temporaries reuse freed heap memory
     out = Path(args.out)
     histories, baseline = {}, None
     for method in ("backprop", "bregman"):
         task = make_imaging_task(args.task, n_train=args.n_train)
         cfg = ImagingTrainConfig(method=method, solver="adam", epochs=10**6, time_budget=args.budget,
-                                 eval_every=2)
+                                 eval_every=2, batch_size=task.defaults["batch_size"])
         r = train_imaging(task, cfg, out / method)
         histories[f"{method}/adam"] = r["history"]
         baseline = (r["baseline_psnr"], r["baseline"])
