@@ -110,10 +110,10 @@ def test_weight_gradients_match_autograd(kind):
         assert float(g.abs().max()) > 1e-6      # perturbed states: a gradient worth comparing
 
 
-@pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp"])
-def test_bcd_sweeps_never_increase_the_lifted_objective(kind):
+@pytest.mark.parametrize("kind, state_lr", [("pnn", 1.0), ("blur", 1.0), ("ct-ramp", 1.0), ("blur", 0.4)])
+def test_bcd_sweeps_never_increase_the_lifted_objective(kind, state_lr):
     net, y, x, A = _problem(kind)
-    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd", inner_sweeps=1, lr=1e-2))
+    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd", inner_sweeps=1, lr=1e-2, state_lr=state_lr))
     energies = [sol.step(y, x, A)]
     for _ in range(6):
         b = sol.batch
@@ -156,6 +156,9 @@ def test_bad_input():
     net = PNN(features=2, layers=2)
     with pytest.raises(ValueError, match="solver"):
         LiftedUnrolledSolver(net, LiftedConfig(solver="sgd"))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="state_lr"):
+            LiftedUnrolledSolver(net, LiftedConfig(state_lr=bad))
     with pytest.raises(ValueError, match="y: expected the target's shape"):
         LiftedBatch(net.prox, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 9, 9))
 

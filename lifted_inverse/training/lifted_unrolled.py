@@ -63,7 +63,8 @@ class LiftedConfig:
 
     ``rho``: weight of the identity penalties on x-states; ``loss_weight``: ``w``;
     ``inner_sweeps``: BCD sweeps per mini-batch (ISGM) or per call (BCD); ``state_steps``:
-    prox-gradient steps per state block in a sweep; ``weight_steps``: backtracking steps per
+    prox-gradient steps per state block in a sweep; ``state_lr``: their step ``state_lr/ℓ`` with
+    ``0 < state_lr ≤ 1`` (every such step is a descent step of the block); ``weight_steps``: backtracking steps per
     weight block in a sweep; ``prox_weight``: ``1/η`` of ISGM's proximal term; ``lr``: initial
     trial step of the weight blocks (adapted: ×``grow`` after an accepted step, ×½ per rejection).
     """
@@ -73,6 +74,7 @@ class LiftedConfig:
     loss_weight: float = 1.0
     inner_sweeps: int = 1
     state_steps: int = 1
+    state_lr: float = 1.0
     weight_steps: int = 1
     prox_weight: float = 0.0
     lr: float = 1e-2
@@ -88,6 +90,8 @@ class LiftedConfig:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name}: expected a positive number, got {v}")
+        if not 0 < self.state_lr <= 1:
+            raise ValueError(f"state_lr: expected 0 < state_lr <= 1 (a step of at most 1/ℓ), got {self.state_lr}")
         if not self.prox_weight >= 0:
             raise ValueError(f"prox_weight: expected >= 0, got {self.prox_weight}")
         if not self.grow >= 1:
@@ -296,7 +300,7 @@ class LiftedUnrolledSolver:
             if lip == 0.0:  # only −⟨u, p_k⟩ + F(u): the block's minimiser is σ(p_k)
                 b.u[k] = self.act(p)
                 return
-            mu = 1.0 / lip
+            mu = self.config.state_lr / lip
             xk = (b.target if k == K - 1 else b.x[k]) if has_quad else None
             v_next = b.v(k + 1) if k < K - 1 else None
             for _ in range(self.config.state_steps):
@@ -330,7 +334,7 @@ class LiftedUnrolledSolver:
                 q = v - prox.Lt(j, b.u[j])
                 dv = tau_j.to(x.dtype) * prox.Lt(j, self.act(p).sub_(b.u[j])) - self._coef(j) * (x_next - q)
                 dx = dv - b.gamma * b.A.adjoint(b.A(dv))
-                b.x[k] = x - (self.config.rho * (x - q_k) + dx) / lip
+                b.x[k] = x - (self.config.rho * (x - q_k) + dx) * (self.config.state_lr / lip)
 
     def state_sweep(self, b: LiftedBatch) -> None:
         """Backward Gauss–Seidel sweep: ``u_K, x_{K−1}, u_{K−1}, …, u_1`` (one block at a time,
