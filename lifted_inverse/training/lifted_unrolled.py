@@ -64,7 +64,7 @@ class LiftedConfig:
     ``rho``: weight of the identity penalties on x-states; ``loss_weight``: ``w``;
     ``inner_sweeps``: BCD sweeps per mini-batch (ISGM) or per call (BCD); ``state_steps``:
     prox-gradient steps per state block in a sweep; ``state_lr``: their step ``state_lr/ℓ`` with
-    ``0 < state_lr ≤ 1`` (every such step is a descent step of the block); ``weight_steps``: backtracking steps per
+    ``0 < state_lr < 2`` (a proximal-gradient step below ``2/ℓ`` decreases the block's objective); ``weight_steps``: backtracking steps per
     weight block in a sweep; ``prox_weight``: ``1/η`` of ISGM's proximal term; ``lr``: initial
     trial step of the weight blocks (adapted: ×``grow`` after an accepted step, ×½ per rejection).
     """
@@ -90,8 +90,8 @@ class LiftedConfig:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name}: expected a positive number, got {v}")
-        if not 0 < self.state_lr <= 1:
-            raise ValueError(f"state_lr: expected 0 < state_lr <= 1 (a step of at most 1/ℓ), got {self.state_lr}")
+        if not 0 < self.state_lr < 2:
+            raise ValueError(f"state_lr: expected 0 < state_lr < 2 (a step below 2/ℓ), got {self.state_lr}")
         if not self.prox_weight >= 0:
             raise ValueError(f"prox_weight: expected >= 0, got {self.prox_weight}")
         if not self.grow >= 1:
