@@ -76,3 +76,16 @@ def test_cosine_schedule_decays_adams_step_over_training(monkeypatch):
         ImagingTrainConfig(method="bregman", solver="isgm", lr_schedule="cosine").validate()
     with pytest.raises(ValueError, match="lr_schedule"):
         ImagingTrainConfig(lr_schedule="linear").validate()
+
+
+def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
+    """``task.defaults['lifted']`` sets LiftedConfig fields (the PNN task: two state steps);
+    ``ImagingTrainConfig.lifted`` wins; metrics record the configuration that ran."""
+    task = _tiny_task()
+    task.defaults["lifted"] = {"state_steps": 2, "loss_weight": 0.5}
+    r = train_imaging(task, ImagingTrainConfig(method="bregman", solver="adam", lr=1e-2, epochs=1,
+                                               batch_size=8, lifted={"loss_weight": 0.7}))
+    ran = r["config"]["lifted"]
+    assert ran["state_steps"] == 2 and ran["loss_weight"] == 0.7
+    from lifted_inverse.training.imaging import make_imaging_task
+    assert make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2).defaults["lifted"] == {"state_steps": 2}
