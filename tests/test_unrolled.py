@@ -174,3 +174,22 @@ def test_cached_data_steps_follow_the_states():
     b.x[0] = b.x[0] + 0.1
     assert torch.equal(b.v(1), gradient_step(A, b.x[0], y, b.gamma))
     assert torch.equal(b.v(0), gradient_step(A, b.x0, y, b.gamma))
+
+
+def test_cached_pre_activations_follow_weights_and_steps():
+    """``LiftedBatch.p`` keeps ``p_k`` while its inputs, ``L_k`` and ``τ`` are unchanged; an in-place
+    weight update or a refreshed step recomputes it."""
+    net, y, x, A = _problem("pnn")
+    b = LiftedBatch(net.prox, y, x, A)
+    b.forward_states()
+    u1, v1 = b.u[0], b.v(1)
+    p = b.p(1, u1, v1)
+    assert b.p(1, u1, v1) is p
+    with torch.no_grad():
+        net.prox.tau.mul_(0.5)                       # a new step, same weights
+    p_tau = b.p(1, u1, v1)
+    assert p_tau is not p and torch.allclose(p_tau, net.prox.pre_activation(1, u1, v1))
+    with torch.no_grad():
+        net.prox.weight(1).mul_(1.1)                 # a weight step, same τ
+    p_w = b.p(1, u1, v1)
+    assert p_w is not p_tau and torch.allclose(p_w, net.prox.pre_activation(1, u1, v1))

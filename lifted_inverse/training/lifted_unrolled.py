@@ -168,8 +168,9 @@ class LiftedBatch:
         """``p_{k+1} = u_k − τ L(L* u_k − v)``, kept until its inputs, ``L_{k+1}`` or ``τ_{k+1}``
         change: the forward pass computes every ``p``, and the backward sweep asks for ``p_{k+1}``
         in the ``u_{k+1}``-block (``u_k`` still the forward state) and again in the ``u_k``-block."""
-        w = self.prox.weight(k)
-        key = (w._version, w.data_ptr(), float(self.prox.step(k)))   # weights and τ_k it used
+        w, tau = self.prox.weight(k), self.prox.tau
+        # the weights and steps it used, by version (no host read of τ: a device sync off the CPU)
+        key = (w._version, w.data_ptr(), tau._version, tau.data_ptr())
         hit = self._p_cache.get(k)
         if hit is not None and hit[0] is u_prev and hit[1] is v and hit[2] == key:
             return hit[3]
