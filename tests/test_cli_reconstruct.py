@@ -2,6 +2,7 @@ import json
 
 import h5py
 import pytest
+import torch
 
 from lifted_inverse.cli import main
 from lifted_inverse.datasets import MeasurementDataset
@@ -103,3 +104,38 @@ def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path, monkeypatch):
     assert len(reads) == 1
     with h5py.File(out / "result.h5") as f:
         assert json.loads(f.attrs["operator"])["out_shape"] == [1, 60, 46]  # ceil(32·√2) bins: as trained
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_reconstruct_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    rc, _ = _run(tmp_path, "--device", "cuda")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--device" in err and "CUDA is not available" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("operator,method", [("ct", "tv"), ("ct", "fbp"), ("blur", "tikhonov")])
+def test_reconstruct_on_cuda_matches_cpu(tmp_path, operator, method):
+    got = {}
+    for device in ("cpu", "cuda"):
+        rc, out = _run(tmp_path / device, "--operator", operator, "--method", method, "--device", device,
+                       "--image", "shepp_logan" if operator == "ct" else "camera", "--angles", "20")
+        assert rc == 0
+        got[device] = json.loads((out / "metrics.json").read_text())
+    assert got["cuda"]["device"].startswith("cuda")
+    assert got["cuda"]["psnr"] == pytest.approx(got["cpu"]["psnr"], abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_on_cuda_then_reconstruct_on_cuda(tmp_path):
+    train_out = tmp_path / "train"
+    assert main(["train", "--task", "unrolled-ct", "--method", "bregman", "--epochs", "1", "--device", "cuda",
+                 "--n-train", "4", "--features", "2", "--layers", "2", "--out", str(train_out)]) == 0
+    assert json.loads((train_out / "metrics.json").read_text())["device"].startswith("cuda")
+    got = {}
+    for device in ("cpu", "cuda"):
+        rc, out = _run(tmp_path / device, "--operator", "ct", "--method", "unrolled", "--image", "shepp_logan",
+                       "--device", device, "--checkpoint", str(train_out / "checkpoint.pt"))
+        assert rc == 0
+        got[device] = json.loads((out / "metrics.json").read_text())["psnr"]
+    assert got["cuda"] == pytest.approx(got["cpu"], abs=1e-4) and got["cpu"] > 10

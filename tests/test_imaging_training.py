@@ -89,3 +89,42 @@ def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
     assert ran["state_steps"] == 2 and ran["loss_weight"] == 0.7
     from lifted_inverse.training.imaging import make_imaging_task
     assert make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2).defaults["lifted"] == {"state_steps": 2}
+
+
+def _train_on(device, name, method):
+    """A tiny ``name`` task built on ``device`` (float64), trained two epochs by ``method``."""
+    from lifted_inverse.training.imaging import make_imaging_task
+    task = make_imaging_task(name, n_train=6, patch=16, layers=2, features=2, test_size=32,
+                             dtype=torch.float64, device=device)
+    assert task.x_train.device.type == torch.device(device).type
+    assert all(p.device.type == torch.device(device).type for p in task.net.parameters())
+    r = train_imaging(task, ImagingTrainConfig(method=method, solver="adam", lr=1e-2, epochs=2, batch_size=4,
+                                               val_every_seconds=0.0))
+    return r
+
+
+def _assert_same_training(a, b):
+    assert a["train_objective"] == pytest.approx(b["train_objective"], rel=1e-8)
+    assert a["test_psnr"] == pytest.approx(b["test_psnr"], abs=1e-6)
+    assert a["baseline_psnr"] == pytest.approx(b["baseline_psnr"], abs=1e-6)
+    assert a["selected_epoch"] == b["selected_epoch"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["pnn-denoise", "unrolled-deblur", "unrolled-ct"])
+@pytest.mark.parametrize("method", ["bregman", "backprop"])
+def test_cuda_imaging_training_matches_cpu(name, method):
+    """Same data, noise draws and steps on CUDA as on the CPU (float64): same objectives and PSNRs."""
+    gpu, cpu = _train_on("cuda", name, method), _train_on("cpu", name, method)
+    assert gpu["device"].startswith("cuda") and cpu["device"] == "cpu"
+    _assert_same_training(gpu, cpu)
+
+
+def test_imaging_task_device_is_checked_and_recorded():
+    r = _train_on("cpu", "pnn-denoise", "bregman")
+    assert r["device"] == "cpu"
+    _assert_same_training(r, _train_on(torch.device("cpu"), "pnn-denoise", "bregman"))
+    if not torch.cuda.is_available():
+        from lifted_inverse.training.imaging import make_imaging_task
+        with pytest.raises(ValueError, match="device: 'cuda'.*not available"):
+            make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2, device="cuda")

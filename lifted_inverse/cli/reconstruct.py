@@ -111,7 +111,7 @@ def _run_unrolled(operator, y, args, context):
     trained_for = ck["operator"]["name"]
     if trained_for != args.operator:
         raise ValueError(f"--operator: the checkpoint was trained for {trained_for!r}, got {args.operator!r}")
-    net = net.to(y.dtype)
+    net = net.to(dtype=y.dtype, device=y.device)
     with torch.no_grad():
         x = net(y) if ck["kind"] == "pnn" else net(y, operator)
     return x, {"checkpoint": str(args.checkpoint), "task": ck["task"], "network": ck["kind"]}
@@ -150,6 +150,7 @@ def register(subparsers) -> None:
     p.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, hann")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="--method unrolled: network checkpoint written by lifted-inverse train")
+    p.add_argument("--device", default="cpu", help="run the reconstruction on this device (e.g. cuda)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 
@@ -174,7 +175,10 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "fbp" and args.operator != "ct":
         raise ValueError(f"--method fbp: only for --operator ct, got --operator {args.operator}")
 
-    x = load_named_image(args.image, args.size, args.seed)[None].to(torch.float64)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {args.device!r} requested but CUDA is not available")
+    x = load_named_image(args.image, args.size, args.seed)[None].to(dtype=torch.float64, device=device)
     loaded = _load_unrolled(args)
     operator = _checkpoint_geometry(args, x.shape[1:], loaded) or build_operator(args.operator, x.shape[1:], args.angles)
     noise = GaussianNoise(level, relative=relative, seed=args.seed)
@@ -186,15 +190,17 @@ def run(args: argparse.Namespace) -> int:
                "ground_truth": x, "network": loaded}
     start = time.perf_counter()
     rec, info = METHODS[args.method](operator, y, args, context)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    rec = rec.detach().to(x)
+    x, y, rec = x.cpu(), y.cpu(), rec.detach().to(dtype=x.dtype, device="cpu")
     metrics = {
         "psnr": float(psnr(rec, x, 1.0, reduction="mean")),
         "ssim": float(ssim(rec, x, 1.0, reduction="mean")),
         "seconds": seconds,
         "operator": args.operator, "method": args.method, "image": args.image, "size": args.size,
         "noise": level, "noise_relative": relative, "noise_std": context["noise_std"],
-        "seed": args.seed, "alpha": info.get("alpha"),
+        "seed": args.seed, "device": str(device), "alpha": info.get("alpha"),
         **{k: v for k, v in info.items() if k != "alpha"},
     }
     if y.shape == x.shape:

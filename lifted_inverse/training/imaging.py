@@ -202,8 +202,11 @@ def _tv_baseline(x_tune, y_tune, A_tune, sigma_abs):
 def make_imaging_task(name: str, *, noise: float | None = None, data: str | None = None,
                       seed: int = 0, n_train: int | None = None, patch: int = 40,
                       features: int | None = None, layers: int | None = None, tied: bool = False,
-                      test_size: int | None = None, dtype=torch.float32) -> ImagingTask:
-    """Build ``name`` (one of :data:`IMAGING_TASKS`); see the module docstring."""
+                      test_size: int | None = None, dtype=torch.float32,
+                      device: str | torch.device = "cpu") -> ImagingTask:
+    """Build ``name`` (one of :data:`IMAGING_TASKS`) on ``device``; see the module docstring.
+    Images, measurements and the network live on ``device``; the noise is drawn on the CPU (same
+    draws on every device)."""
     if name not in IMAGING_TASKS:
         raise ValueError(f"task: expected one of {IMAGING_TASKS}, got {name!r}")
     if noise is not None and not (noise >= 0 and math.isfinite(noise)):
@@ -246,10 +249,13 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         test_x = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
         val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
         baseline_name = "tv"
-    x_train = x_train.to(dtype)
-    test_x = [t.to(dtype) for t in test_x]
-    val_x = [t.to(dtype) for t in val_x]
-    net = net.to(dtype)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {str(device)!r} requested but CUDA is not available")
+    x_train = x_train.to(dtype=dtype, device=device)
+    test_x = [t.to(dtype=dtype, device=device) for t in test_x]
+    val_x = [t.to(dtype=dtype, device=device) for t in val_x]
+    net = net.to(dtype=dtype, device=device)
     operators: dict = {}        # one operator per image shape, handed to the task
 
     def operator_for(shape):
@@ -280,7 +286,7 @@ def _factory(name):
     def make(config):
         extra = dict(getattr(config, "extra", {}) or {})
         return make_imaging_task(name, noise=config.noise, data=config.data, seed=config.seed,
-                                 dtype=config.dtype, **extra)
+                                 dtype=config.dtype, device=config.device, **extra)
     return make
 
 
@@ -399,7 +405,7 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         if epoch > 0 and config.fresh_noise and config.solver != "bcd":
             task.y_train = task.measure_train(seed=10**6 * (config.seed + 1) + 10**4 * epoch)
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
+        perm = (torch.randperm(n, generator=gen) if bs < n else torch.arange(n)).to(task.x_train.device)
         values = []
         for s in range(0, n, bs):
             if optimizer is not None and config.lr_schedule != "constant":
@@ -456,7 +462,7 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         "history": history, "noise": task.noise, "operator": task.operator_spec,
         "config": {**config.__dict__, "lr": lr,
                    "lifted": trainer.config.as_json() if config.method == "bregman" else {}},
-        "n_train": int(n), "network": dict(task.net.config),
+        "n_train": int(n), "network": dict(task.net.config), "device": str(task.x_train.device),
     }
     if out is not None:
         write_outputs(task, result, Path(out))
@@ -529,9 +535,9 @@ def write_outputs(task: ImagingTask, result: dict, out: Path, others: dict | Non
     x, y = task.test_x[0], task.test_y[0]
     A = task.operator(tuple(x.shape))
     with torch.no_grad():
-        recs = {task.baseline_name: task.baseline(y[None], A)[0],
-                f"{result['method']}/{result['solver']}": task.apply(y[None], A)[0]}
-    plot_reconstructions(x, y, recs, out / "reconstructions.png", data_range=1.0,
+        recs = {task.baseline_name: task.baseline(y[None], A)[0].cpu(),
+                f"{result['method']}/{result['solver']}": task.apply(y[None], A)[0].cpu()}
+    plot_reconstructions(x.cpu(), y.cpu(), recs, out / "reconstructions.png", data_range=1.0,
                          title=f"{task.name}: {task.test_names[0]} (held out)")
     label = f"{result['method']}/{result['solver']}"
     plot_psnr_vs_time({label: result["history"], **(others or {})}, out / "psnr_vs_time.png",
@@ -555,7 +561,7 @@ def run_cli(args) -> int:
 
     def build():
         return make_imaging_task(args.task, noise=args.noise, data=args.data, seed=args.seed,
-                                 dtype=dtype, **extra)
+                                 dtype=dtype, device=getattr(args, "device", "cpu"), **extra)
 
     def config(m, s):
         lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps))
