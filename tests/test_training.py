@@ -34,15 +34,18 @@ def test_digits_mlp_lifted_bregman_reaches_95_percent():
 @pytest.mark.parametrize("method,solver", [("bregman", "bcd"), ("bregman", "nesterov"),
                                            ("fenchel", "heavyball"), ("bregman", "adam"),
                                            ("mac", "bcd"), ("bregman", "isgm"), ("backprop", "adam"),
-                                           ("backprop", "sgd")])
+                                           ("backprop", "sgd"), ("bregman", "bcd/forward-top-down")])
 def test_resume_is_exact(tmp_path, method, solver):
     """2k epochs in one go == k epochs, checkpoint, resume for k more (bit for bit)."""
+    solver, _, variant = solver.partition("/")
+    extra = {"state_init": "forward", "state_order": "top-down"} if variant else {}
+
     def run(epochs, ckpt=None, resume=None):
         task = make_task("digits-mlp", TaskConfig(seed=3, dtype=torch.float64))
         task.x_train, task.t_train = task.x_train[:200], task.t_train[:200]
         task.y_train = task.y_train[:200]
         cfg = TrainConfig(method=method, solver=solver, epochs=epochs, batch_size=50, seed=3,
-                          checkpoint=ckpt, resume=resume)
+                          checkpoint=ckpt, resume=resume, **extra)
         res = train(task, cfg)
         return task.model, res
 

@@ -38,6 +38,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--state-steps", type=int, default=None,
                    help="prox-gradient steps per state block (default 1; pnn-denoise 2)")
+    p.add_argument("--state-init", choices=("store", "forward"), default=None,
+                   help="hidden states of a mini-batch: from the per-sample store (default) or a forward "
+                   "pass with the current weights")
+    p.add_argument("--state-order", choices=("bottom-up", "top-down"), default=None,
+                   help="colour groups of a state sweep from the input (default) or from the output")
     p.add_argument("--inner-sweeps", type=int, default=None,
                    help="ISGM inner sweeps per mini-batch (default 3; imaging tasks 1)")
     p.add_argument("--tau", type=float, default=1.0, help="ISGM proximal weight τ")
@@ -111,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(method=args.method, solver=solver, epochs=args.epochs,
                          batch_size=64 if args.batch_size is None else (args.batch_size or None),
                          lr=args.lr, seed=args.seed,
-                         state_steps=1 if args.state_steps is None else args.state_steps, inner_sweeps=3 if args.inner_sweeps is None else args.inner_sweeps, tau=args.tau,
+                         state_steps=1 if args.state_steps is None else args.state_steps,
+                         state_init=args.state_init or "store", state_order=args.state_order or "bottom-up",
+                         inner_sweeps=3 if args.inner_sweeps is None else args.inner_sweeps, tau=args.tau,
                          power_iterations=args.power_iterations, batched_layers=args.batched_layers, lam=args.lam, regularizer=args.regularizer, reg_strength=args.reg_strength,
                          progress=args.progress and (dist_info is None or dist_info.is_main),
                          checkpoint=str(out / "checkpoint.pt"), resume=args.resume,

@@ -134,6 +134,27 @@ class _Sweep:
         self.z_head = None     # head pre-activation (B, d)
         self.z_e = None        # even body pre-activations (mE, B, d)
         self.z_o = None        # odd body pre-activations (mO, B, d)
+        self.fresh = False     # built by from_forward with the current weights: all z valid
+
+    @classmethod
+    def from_forward(cls, plan: ChainPlan, states: list, weights: torch.Tensor,
+                     biases: torch.Tensor | None) -> _Sweep:
+        """The sweep at the forward pass of ``states[0]`` with the current weights,
+        ``S[0] = σ(z_h)``, ``S[j+1] = σ(W_j S[j] + b_j)``, its pre-activations kept."""
+        z_head = plan.head.pre_activation(states[0])
+        m = len(plan.even) + len(plan.odd)
+        sw = cls(plan, states, weights, biases, stacked=z_head.new_empty((m + 1, *z_head.shape)))
+        act = plan.head.activation
+        sw.S[0] = act(z_head)
+        zs = []
+        for j in range(m):
+            z = sw.S[j] @ sw.W[j].T if sw.b is None else torch.addmm(sw.b[j], sw.S[j], sw.W[j].T)
+            sw.S[j + 1] = act(z)
+            zs.append(z)
+        sw.z_head, sw.z_e = z_head, torch.stack(zs[0::2])
+        sw.z_o = torch.stack(zs[1::2]) if m > 1 else None
+        sw.fresh = True
+        return sw
 
     def matches(self, states: list) -> bool:
         return states[0] is self.x0 and states[-1] is self.target and \
@@ -311,7 +332,7 @@ class BatchedLiftedSolver(LiftedSolver):
         return out
 
     def _step_sizes(self, plan: ChainPlan, sw: _Sweep) -> tuple:
-        """Per-state steps ``t = 1/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, each
+        """Per-state steps ``t = state_lr/(L_y(P_p) + L_z(P_c)‖W_c‖²)`` of colours A and B, each
         ``(n, 1, 1)``, or a number when the colour is one state (a short chain: no tensor step
         to check and broadcast)."""
         pens = self.objective.penalties
@@ -321,7 +342,7 @@ class BatchedLiftedSolver(LiftedSolver):
         ly, lz = pen.lipschitz_y(act), pen.lipschitz_z(act)
         la = [ly + lz * v for v in norms[0::2]] + ([ly + lt] if plan.tail_in_a else [])
         lb = [ly + lz * v for v in norms[1::2]] + ([] if plan.tail_in_a else [ly + lt])
-        steps = [1.0 / max(lip, 1e-12) for lip in la + lb]
+        steps = [self.state_lr / max(lip, 1e-12) for lip in la + lb]
         if len(la) == 1 or len(lb) == 1:
             return tuple(c[0] if len(c) == 1 else torch.tensor(c, dtype=sw.S.dtype, device=sw.S.device).view(-1, 1, 1)
                          for c in (steps[:len(la)], steps[len(la):]))
@@ -336,7 +357,9 @@ class BatchedLiftedSolver(LiftedSolver):
             return super().update_states(states, cache)
         cache = {} if cache is None else cache
         sw = self._sweep(plan, states, cache)
-        sw.z_head = sw.z_e = sw.z_o = None       # weights may have changed since it was built
+        if not sw.fresh:
+            sw.z_head = sw.z_e = sw.z_o = None   # weights may have changed since it was built
+        sw.fresh = False
         pens = self.objective.penalties
         pen, act = pens[plan.head.index], plan.head.activation
         pen_t, act_t = pens[plan.tail.index], plan.tail.activation
@@ -360,25 +383,32 @@ class BatchedLiftedSolver(LiftedSolver):
                 adj = torch.cat([adj, plan.tail.input_adjoint(0, r_t).unsqueeze(0)])
             return adj
 
-        # colour A: producers head + odd body layers, consumers even body layers (+ tail if m even)
-        z_p = sw.producers_a()
-        for _ in range(self.state_steps):
+        def colour_a():
+            """Producers head + odd body layers, consumers even body layers (+ tail if m even)."""
+            z_p = sw.producers_a()
+            for k in range(self.state_steps):
+                if k > 0:                        # Z_E = W_E X_A + b_E is current on entry
+                    sw.z_e = None
+                adj = consumer_adjoint(0, sw.B[:m_e], sw.even_z(), plan.tail_in_a)
+                sw.A.copy_(prox_step(sw.A, z_p, adj, t_a))
             sw.z_e = None
-            adj = consumer_adjoint(0, sw.B[:m_e], sw.even_z(), plan.tail_in_a)
-            sw.A.copy_(prox_step(sw.A, z_p, adj, t_a))
-        sw.z_e = None
-        # colour B: producers even body layers, consumers odd body layers (+ tail if m odd)
-        z_p = sw.even_z()
-        for k in range(self.state_steps):
-            if k > 0:
-                sw.z_o = None
-            if m_o:
-                adj = consumer_adjoint(1, sw.A[1:], sw.odd_z(), not plan.tail_in_a)
-            else:   # m = 1: the only B state feeds the tail
-                r_t = pen_t.grad_z(act_t, sw.target, plan.tail.pre_activation(sw.tail_input()))
-                adj = plan.tail.input_adjoint(0, r_t).unsqueeze(0)
-            sw.B.copy_(prox_step(sw.B, z_p, adj, t_b))
-        sw.z_o = None
+
+        def colour_b():
+            """Producers even body layers, consumers odd body layers (+ tail if m odd)."""
+            z_p = sw.even_z()
+            for k in range(self.state_steps):
+                if k > 0:
+                    sw.z_o = None
+                if m_o:
+                    adj = consumer_adjoint(1, sw.A[1:], sw.odd_z(), not plan.tail_in_a)
+                else:   # m = 1: the only B state feeds the tail
+                    r_t = pen_t.grad_z(act_t, sw.target, plan.tail.pre_activation(sw.tail_input()))
+                    adj = plan.tail.input_adjoint(0, r_t).unsqueeze(0)
+                sw.B.copy_(prox_step(sw.B, z_p, adj, t_b))
+            sw.z_o = None
+
+        for colour in ((colour_a, colour_b) if self.state_order == "bottom-up" else (colour_b, colour_a)):
+            colour()
 
     # ---- one sweep on a batch ------------------------------------------------------------------
     @torch.no_grad()
@@ -388,7 +418,12 @@ class BatchedLiftedSolver(LiftedSolver):
         one stack ``(m+1, N, d)`` in the store (its per-state tensors become rows), so the batch is
         gathered by one ``index_select`` and written back by one ``index_copy_``."""
         plan = self.plan([x])
-        if plan is None or self.solver == "isgm" or store is None or ids is None:
+        if plan is not None and self.state_init == "forward" and self.solver != "isgm":
+            states = self.batch_states(x, target, {})
+            cache = {"chain": _Sweep.from_forward(plan, states, self.body_weights(plan), self.body_biases(plan))}
+            self.update_states(states, cache)
+            return self.weight_step(states, cache)
+        if plan is None or self.state_init == "forward" or store is None or ids is None:
             return super().step(x, target, store, ids)
         stack = self._store_stack(store, plan)
         chain = self._chain_states(plan)

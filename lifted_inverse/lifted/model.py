@@ -487,13 +487,16 @@ class LiftedNetwork:
             raise ValueError(f"{name}: contains NaN or inf")
         return x.reshape(x.shape[0], *self.state_shapes[0])
 
-    def forward_states(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All states of the plain forward pass, ``[x^0, …, x^L]`` (``x^L = σ_L(z_L)``)."""
+    def forward_states(self, x: torch.Tensor, pre_activations: dict | None = None) -> list[torch.Tensor]:
+        """All states of the plain forward pass, ``[x^0, …, x^L]`` (``x^L = σ_L(z_L)``); the
+        pre-activations ``z_l`` go into ``pre_activations[l]`` when a dict is given."""
         states: list[torch.Tensor | None] = [None] * self.num_states
         states[0] = self.check_input(x)
         with torch.no_grad():
             for layer in self.layers:
                 z = layer.pre_activation([states[s] for s in layer.inputs])
+                if pre_activations is not None:
+                    pre_activations[layer.index] = z
                 states[layer.output] = layer.activation(z)
         return states
 

@@ -41,6 +41,12 @@ import torch
 from .objective import LiftedObjective
 
 SOLVERS = ("bcd", "nesterov", "heavyball", "adam", "isgm")
+#: where a mini-batch's hidden states start: the per-sample store (the lifted variables of the
+#: whole training set) or a forward pass with the current weights (no store; ISGM always)
+STATE_INITS = ("store", "forward")
+#: order of the colour groups in a state sweep: inputs to outputs, or outputs to inputs (the
+#: output layer's residual then reaches the first hidden layer within one sweep of a 2-colour chain)
+STATE_ORDERS = ("bottom-up", "top-down")
 
 ReduceFn = Callable[[list], list]
 
@@ -109,14 +115,25 @@ class LiftedSolver:
         betas, eps: Adam parameters.
         power_iterations: warm-started power iterations per W-step for the data Gram.
         reduce_fn: hook summing a list of tensors across data-parallel ranks (identity by default).
+        state_init: ``'store'`` (hidden states of the batch from the :class:`StateStore`, written
+            back) or ``'forward'`` (from ``x^l = σ_l(W_l x^{l-1} + b_l)`` with the current weights,
+            where every hidden penalty is zero; no store). ISGM always starts from the forward pass.
+        state_order: ``'bottom-up'`` (colour groups from the input side) or ``'top-down'``.
+        state_lr: step ``state_lr/L`` of every state block; any value in (0, 2) is a descent step
+            of the proximal-gradient state block (1: the classical ``1/L``).
     """
 
     def __init__(self, objective: LiftedObjective, solver: str = "bcd", lr: float | None = None,
                  state_steps: int = 1, momentum: float = 0.9, tau: float = 1.0, inner_sweeps: int = 3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 power_iterations: int = 3, reduce_fn: ReduceFn | None = None):
+                 power_iterations: int = 3, reduce_fn: ReduceFn | None = None,
+                 state_init: str = "store", state_order: str = "bottom-up", state_lr: float = 1.0):
         if solver not in SOLVERS:
             raise ValueError(f"solver: unknown {solver!r}; expected one of {list(SOLVERS)}")
+        if state_init not in STATE_INITS:
+            raise ValueError(f"state_init: expected one of {list(STATE_INITS)}, got {state_init!r}")
+        if state_order not in STATE_ORDERS:
+            raise ValueError(f"state_order: expected one of {list(STATE_ORDERS)}, got {state_order!r}")
         if lr is None:
             lr = 1e-3 if solver == "adam" else 1.0
         if not (lr > 0 and math.isfinite(lr)):
@@ -139,6 +156,9 @@ class LiftedSolver:
         self.inner_sweeps = int(inner_sweeps)
         self.power_iterations = int(power_iterations)
         self.reduce_fn = reduce_fn or identity_reduce
+        self.state_init = "forward" if solver == "isgm" else state_init
+        self.state_order = state_order
+        self.state_lr = float(state_lr)
         self.layers = self.net.layers
         self.params = [list(layer.parameters()) for layer in self.layers]
         self.flat_params = [p for ps in self.params for p in ps]
@@ -177,10 +197,11 @@ class LiftedSolver:
     # ---- block 1: states ----------------------------------------------------------------------
     @torch.no_grad()
     def update_states(self, states: list, cache: dict | None = None) -> None:
-        """Proximal-gradient steps on every free state, colour group by colour group (in place)."""
+        """Proximal-gradient steps on every free state, colour group by colour group in
+        ``state_order`` (in place)."""
         net, pens = self.net, self.objective.penalties
         cache = {} if cache is None else cache
-        for group in net.colors:
+        for group in (net.colors if self.state_order == "bottom-up" else reversed(net.colors)):
             for s in group:
                 p = net.producer[s]
                 pen_p = pens[p.index]
@@ -194,7 +215,7 @@ class LiftedSolver:
                         r = pen_c.grad_z(c.activation, states[c.output], self._z(c, states, cache))
                         g = g + c.input_adjoint(k, r)
                         lip += pen_c.lipschitz_z(c.activation) * c.input_lipschitz(k)
-                    t = 1.0 / max(lip, 1e-12)
+                    t = self.state_lr / max(lip, 1e-12)
                     states[s] = pen_p.prox_y(p.activation, x - t * g, t)
                     for c, _ in net.consumers[s]:
                         cache.pop(c.index, None)
@@ -336,20 +357,26 @@ class LiftedSolver:
              ids: torch.Tensor | None = None) -> float:
         """One block sweep on the batch ``(x, target)``; returns the batch objective.
 
-        For BCD-type solvers the hidden states come from ``store`` (indexed by ``ids``; all
-        samples when ``ids`` is None) and are written back; for ``isgm`` they come from a forward
-        pass and ``store`` is not needed.
+        With ``state_init='store'`` the hidden states come from ``store`` (indexed by ``ids``; all
+        samples when ``ids`` is None) and are written back; with ``'forward'`` (and for ``isgm``)
+        they come from a forward pass and ``store`` is not needed.
         """
         if self.solver == "isgm":
             return self._isgm_step(x, target)
-        if store is None:
-            raise ValueError("store: BCD-type solvers need the per-sample StateStore")
-        hidden = store.gather(ids)
-        states = self.batch_states(x, target, hidden)
+        from_store = self.state_init == "store"
+        if from_store and store is None:
+            raise ValueError("store: BCD-type solvers with state_init='store' need the per-sample StateStore")
         cache: dict = {}
+        if from_store:
+            hidden = store.gather(ids)
+        else:   # the forward pass's pre-activations stay valid until a state or weight changes
+            fwd = self.net.forward_states(x, pre_activations=cache)
+            hidden = {s: fwd[s] for s in self.net.free_states}
+        states = self.batch_states(x, target, hidden)
         self.update_states(states, cache)
         value = self.weight_step(states, cache)
-        store.scatter(ids, {s: states[s] for s in self.net.free_states})
+        if from_store:
+            store.scatter(ids, {s: states[s] for s in self.net.free_states})
         return value
 
     def _isgm_step(self, x, target) -> float:

@@ -21,7 +21,7 @@ from ..lifted.checkpoint import load_checkpoint, save_checkpoint
 from ..lifted.model import lift
 from ..lifted.objective import LiftedObjective, WeightRegularizer
 from ..lifted.penalties import PENALTIES
-from ..lifted.solvers import SOLVERS, LiftedSolver, StateStore
+from ..lifted.solvers import SOLVERS, STATE_INITS, STATE_ORDERS, LiftedSolver, StateStore
 from .tasks import Task
 
 METHODS = tuple(PENALTIES) + ("backprop",)
@@ -39,6 +39,13 @@ class TrainConfig:
     lr: float | None = None
     seed: int = 0
     state_steps: int = 1
+    #: hidden states of a mini-batch from the per-sample store ('store') or from a forward pass
+    #: with the current weights ('forward': no store is kept); see LiftedSolver
+    state_init: str = "store"
+    #: colour groups of a state sweep from the input ('bottom-up') or from the output ('top-down')
+    state_order: str = "bottom-up"
+    #: step state_lr/L of the state blocks, in (0, 2)
+    state_lr: float = 1.0
     lam: float = 1.0
     rho: float = 1.0
     tau: float = 1.0
@@ -72,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"epochs: must be a non-negative integer, got {self.epochs}")
         if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
             raise ValueError(f"batch_size: must be a positive integer or None, got {self.batch_size}")
+        if self.state_init not in STATE_INITS:
+            raise ValueError(f"state_init: expected one of {list(STATE_INITS)}, got {self.state_init!r}")
+        if self.state_order not in STATE_ORDERS:
+            raise ValueError(f"state_order: expected one of {list(STATE_ORDERS)}, got {self.state_order!r}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: must be a positive number, got {self.lr}")
 
@@ -94,8 +105,10 @@ class LiftedTrainer:
         self.solver = solver_cls(self.objective, config.solver, lr=config.lr,
                                  state_steps=config.state_steps, momentum=config.momentum,
                                  tau=config.tau, inner_sweeps=config.inner_sweeps,
-                                 power_iterations=config.power_iterations, reduce_fn=config.reduce_fn)
-        self.store = None if config.solver == "isgm" else self.initial_store()
+                                 power_iterations=config.power_iterations, reduce_fn=config.reduce_fn,
+                                 state_init=config.state_init, state_order=config.state_order,
+                                 state_lr=config.state_lr)
+        self.store = None if self.solver.state_init == "forward" else self.initial_store()
 
     def initial_store(self) -> StateStore:
         """Per-sample states of the forward pass (a data-parallel subclass keeps its shard only)."""
