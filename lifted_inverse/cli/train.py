@@ -39,10 +39,11 @@ def register(subparsers) -> None:
     p.add_argument("--state-steps", type=int, default=None,
                    help="prox-gradient steps per state block (default 1; pnn-denoise 2)")
     p.add_argument("--state-init", choices=("store", "forward"), default=None,
-                   help="hidden states of a mini-batch: from the per-sample store (default) or a forward "
-                   "pass with the current weights")
+                   help="hidden states of a mini-batch: from the per-sample store or a forward pass with "
+                   "the current weights (default: the task's setting, else store)")
     p.add_argument("--state-order", choices=("bottom-up", "top-down"), default=None,
-                   help="colour groups of a state sweep from the input (default) or from the output")
+                   help="colour groups of a state sweep from the input or from the output (default: the "
+                   "task's setting, else bottom-up)")
     p.add_argument("--inner-sweeps", type=int, default=None,
                    help="ISGM inner sweeps per mini-batch (default 3; imaging tasks 1)")
     p.add_argument("--tau", type=float, default=1.0, help="ISGM proximal weight τ")
@@ -51,7 +52,10 @@ def register(subparsers) -> None:
     p.add_argument("--batched-layers", action=argparse.BooleanOptionalAction, default=True,
                    help="layer-parallel kernels for uniform-chain MLPs (default; same results, 2x per "
                    "sweep for deep chains at small batches); --no-batched-layers: per-layer solver")
-    p.add_argument("--lam", type=float, default=1.0, help="hidden-layer penalty weight λ")
+    p.add_argument("--lam", type=float, default=None, help="hidden-layer penalty weight λ (default: the "
+                   "task's setting for the method and solver, else 1)")
+    p.add_argument("--state-lr", type=float, default=None,
+                   help="state-block step state_lr/L in (0, 2) (default: the task's setting, else 1)")
     p.add_argument("--regularizer", choices=("l1", "l2"), default=None)
     p.add_argument("--reg-strength", type=float, default=1e-4)
     p.add_argument("--out", required=False, default=None, help="output folder")
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=64 if args.batch_size is None else (args.batch_size or None),
                          lr=args.lr, seed=args.seed,
                          state_steps=1 if args.state_steps is None else args.state_steps,
-                         state_init=args.state_init or "store", state_order=args.state_order or "bottom-up",
+                         state_init=args.state_init, state_order=args.state_order, state_lr=args.state_lr,
                          inner_sweeps=3 if args.inner_sweeps is None else args.inner_sweeps, tau=args.tau,
                          power_iterations=args.power_iterations, batched_layers=args.batched_layers, lam=args.lam, regularizer=args.regularizer, reg_strength=args.reg_strength,
                          progress=args.progress and (dist_info is None or dist_info.is_main),
@@ -129,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         if not dist_info.is_main:
             return 0
         result["world_size"] = dist_info.world_size
-    result["config"] = config.as_json()
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     plot_convergence({f"{args.method}/{solver}": result["history"]}, out / "convergence.png",
                      metric=f"test_{task.metric}")

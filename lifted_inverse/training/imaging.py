@@ -564,7 +564,8 @@ def run_cli(args) -> int:
                                  dtype=dtype, device=getattr(args, "device", "cpu"), **extra)
 
     def config(m, s):
-        lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps))
+        lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps),
+                                    ("state_lr", getattr(args, "state_lr", None)))
                   if v is not None} if m == "bregman" else {}
         return ImagingTrainConfig(method=m, solver=s, epochs=args.epochs,
                                   batch_size=args.batch_size or task.defaults["batch_size"],

@@ -6,13 +6,18 @@ per epoch: ``epoch``, ``objective``, ``seconds`` (cumulative training time, eval
 ``epoch_seconds``, ``test_<metric>``, ``train_<metric>``), ``train_objective`` (list),
 ``seconds``, ``seconds_per_epoch``, ``test_<metric>``, ``method``, ``solver``, ``task``.
 A callback is ``cb(record: dict, trainer) -> bool | None``; returning True stops training.
+
+Fields of :class:`TrainConfig` left at None (``lr``, ``lam``, ``state_init``, ``state_order``,
+``state_lr``) take the task's settings for the method and solver (``task.defaults['lifted']
+[(method, solver)]``, e.g. digits-mlp's tuned lifted Bregman BCD), then :data:`ENGINE_DEFAULTS`;
+the result's ``config`` records the values that ran.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -26,6 +31,8 @@ from .tasks import Task
 
 METHODS = tuple(PENALTIES) + ("backprop",)
 BACKPROP_SOLVERS = ("adam", "sgd")
+#: values of the TrainConfig fields left at None when the task sets none (lr: the solver's own)
+ENGINE_DEFAULTS = {"lam": 1.0, "state_init": "store", "state_order": "bottom-up", "state_lr": 1.0}
 
 
 @dataclass
@@ -41,12 +48,13 @@ class TrainConfig:
     state_steps: int = 1
     #: hidden states of a mini-batch from the per-sample store ('store') or from a forward pass
     #: with the current weights ('forward': no store is kept); see LiftedSolver
-    state_init: str = "store"
+    state_init: str | None = None
     #: colour groups of a state sweep from the input ('bottom-up') or from the output ('top-down')
-    state_order: str = "bottom-up"
+    state_order: str | None = None
     #: step state_lr/L of the state blocks, in (0, 2)
-    state_lr: float = 1.0
-    lam: float = 1.0
+    state_lr: float | None = None
+    #: weight λ of the hidden-layer penalties
+    lam: float | None = None
     rho: float = 1.0
     tau: float = 1.0
     inner_sweeps: int = 3
@@ -79,12 +87,27 @@ class TrainConfig:
             raise ValueError(f"epochs: must be a non-negative integer, got {self.epochs}")
         if self.batch_size is not None and (int(self.batch_size) != self.batch_size or self.batch_size < 1):
             raise ValueError(f"batch_size: must be a positive integer or None, got {self.batch_size}")
-        if self.state_init not in STATE_INITS:
+        if self.state_init not in (None, *STATE_INITS):
             raise ValueError(f"state_init: expected one of {list(STATE_INITS)}, got {self.state_init!r}")
-        if self.state_order not in STATE_ORDERS:
+        if self.state_order not in (None, *STATE_ORDERS):
             raise ValueError(f"state_order: expected one of {list(STATE_ORDERS)}, got {self.state_order!r}")
+        if self.state_lr is not None and not 0 < self.state_lr < 2:
+            raise ValueError(f"state_lr: expected a number in (0, 2) (a descent step), got {self.state_lr}")
+        if self.lam is not None and not (self.lam > 0 and math.isfinite(self.lam)):
+            raise ValueError(f"lam: must be a positive number, got {self.lam}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: must be a positive number, got {self.lr}")
+
+    def resolved(self, task: Task) -> TrainConfig:
+        """A copy with the None fields set from the task's lifted settings for this method and
+        solver, then :data:`ENGINE_DEFAULTS` (see the module docstring)."""
+        preset = {} if self.method == "backprop" else \
+            dict(task.defaults.get("lifted", {}).get((self.method, self.solver), {}))
+        fields = {k: v for k, v in preset.items() if k in ("lr", *ENGINE_DEFAULTS) and getattr(self, k) is None}
+        fields.update({k: v for k, v in ENGINE_DEFAULTS.items() if getattr(self, k) is None and k not in fields})
+        out = replace(self, **fields)
+        out.validate()
+        return out
 
     def as_json(self) -> dict:
         d = asdict(self)
@@ -158,6 +181,7 @@ def train(task: Task, config: TrainConfig, callbacks: Sequence[Callable] = ()) -
     up to 100× slower.
     """
     config.validate()
+    config = config.resolved(task)
     flushed = torch.set_flush_denormal(True)
     try:
         return _train(task, config, callbacks)
@@ -232,5 +256,5 @@ def _train(task: Task, config: TrainConfig, callbacks: Sequence[Callable]) -> di
         "train_objective": [h["objective"] for h in history],
         "seconds": seconds, "seconds_per_epoch": seconds / epochs_run,
         "threads": torch.get_num_threads(),
-        "history": history,
+        "history": history, "config": config.as_json(),
     }
