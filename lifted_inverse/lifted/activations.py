@@ -172,22 +172,20 @@ class _IndicatorActivation(ProximalActivation):
         c = self(z)
         r = c - y
         s = torch.add(y, c).sub_(z, alpha=2.0)
+        lo, hi = self._lower_upper()
+        flat = y.reshape(y.shape[0], -1) if y.ndim > 1 else y.unsqueeze(1)   # per sample
         if y.ndim > 1:    # (aminmax along a dim and bmm with one column: ~10× slower on CPU)
-            n = y.shape[0]
-            value = torch.linalg.vecdot(r.reshape(n, -1), s.reshape(n, -1))
-            flat = y.reshape(n, -1)
-            low, high = flat.amin(dim=1), flat.amax(dim=1)
+            value = torch.linalg.vecdot(r.reshape(flat.shape), s.reshape(flat.shape))
         else:             # one coordinate per entry (as _per_sample)
             value = r * s
-            low = high = y
-        value = value.mul(-0.5).clamp_min(0.0)
-        lo, hi = self._lower_upper()
-        off = torch.zeros_like(low, dtype=torch.bool)
+        value = value.mul_(-0.5).clamp_min_(0.0)
+        off = None        # only the reductions a bound needs (ReLU: the minimum)
         if lo is not None:
-            off |= low < lo
+            off = flat.amin(dim=1) < lo
         if hi is not None:
-            off |= high > hi
-        return torch.where(off, torch.full_like(value, math.inf), value), r
+            above = flat.amax(dim=1) > hi
+            off = above if off is None else off.logical_or_(above)
+        return (value if off is None else value.masked_fill_(off, math.inf)), r
 
     def _prox(self, v, t):
         return self(v)
@@ -460,8 +458,8 @@ class Softmax(ProximalActivation):
         r = torch.exp(z - lse).sub_(y)
         value = (_per_sample(_xlogx(y.clamp_min(0)) - y * z) + lse.reshape(n, -1).sum(dim=1)).clamp_min(0.0)
         tol = 1e3 * torch.finfo(y.dtype).eps
-        off = ((y.sum(dim=1) - 1).abs().reshape(n, -1).amax(dim=1) > tol) | (y.reshape(n, -1).amin(dim=1) < 0)
-        return torch.where(off, torch.full_like(value, math.inf), value), r
+        off = ((y.sum(dim=1) - 1).abs().reshape(n, -1).amax(dim=1) > tol).logical_or_(y.reshape(n, -1).amin(dim=1) < 0)
+        return value.masked_fill_(off, math.inf), r
 
     def bregman_elementwise(self, y, z):
         raise TypeError("Softmax is not separable: use bregman(y, z)")

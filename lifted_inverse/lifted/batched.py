@@ -146,13 +146,16 @@ class _Sweep:
         sw = cls(plan, states, weights, biases, stacked=z_head.new_empty((m + 1, *z_head.shape)))
         act = plan.head.activation
         sw.S[0] = act(z_head)
-        zs = []
+        z_e = z_head.new_empty((len(plan.even), *z_head.shape))
+        z_o = z_head.new_empty((len(plan.odd), *z_head.shape)) if plan.odd else None
         for j in range(m):
-            z = sw.S[j] @ sw.W[j].T if sw.b is None else torch.addmm(sw.b[j], sw.S[j], sw.W[j].T)
+            z = (z_e if j % 2 == 0 else z_o)[j // 2]
+            if sw.b is None:
+                torch.mm(sw.S[j], sw.W[j].T, out=z)
+            else:
+                torch.addmm(sw.b[j], sw.S[j], sw.W[j].T, out=z)
             sw.S[j + 1] = act(z)
-            zs.append(z)
-        sw.z_head, sw.z_e = z_head, torch.stack(zs[0::2])
-        sw.z_o = torch.stack(zs[1::2]) if m > 1 else None
+        sw.z_head, sw.z_e, sw.z_o = z_head, z_e, z_o
         sw.fresh = True
         return sw
 
@@ -531,9 +534,11 @@ class BatchedLiftedSolver(LiftedSolver):
         sw, value, r_head, body, x_t, r_t = self._residuals(plan, states, cache)
         count = float(sw.x0.shape[0])
         steps = [self.lr / max(lip, 1e-12) for lip in self._data_lipschitz(states, count)]
-        for end, x, r in ((plan.head, sw.x0, r_head), (plan.tail, x_t, r_t)):
-            for p, g in zip(self.params[end.index], end.weight_grad(x, r)):
-                p.add_(g, alpha=-steps[end.index] / count)
+        for end, x, r in ((plan.head, sw.x0, r_head), (plan.tail, x_t, r_t)):   # Linear layers
+            alpha = -steps[end.index] / count
+            end.module.weight.addmm_(r.t(), x, alpha=alpha)
+            if end.module.bias is not None:
+                end.module.bias.add_(r.sum(dim=0), alpha=alpha)
         for parity, (layers, r, x) in enumerate(body):      # sw.W, sw.b: the persistent stacks
             scale = torch.tensor([-steps[layer.index] / count for layer in layers], dtype=r.dtype, device=r.device)
             rs = r * scale.view(-1, 1, 1)
