@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-SOLVERS = ("bcd", "nesterov", "heavyball", "adam", "isgm")
+SOLVERS = ("bcd", "nesterov", "heavyball", "adam", "isgm", "bcd-forward")
+#: run names that are a solver plus options: states from the forward pass, top-down, 1.9/L
+VARIANTS = {"bcd-forward": ("bcd", {"state_init": "forward", "state_order": "top-down", "state_lr": 1.9})}
 EPOCHS = 3
 BATCH = 16
 
@@ -37,12 +39,13 @@ def make_synthetic_task(seed: int = 0):
                 output_activation=Softmax(), input_shape=(12,), y_train=y[:50])
 
 
-def make_config(solver: str, **kw):
+def make_config(run: str, **kw):
     from lifted_inverse.training.loop import TrainConfig
 
+    solver, options = VARIANTS.get(run, (run, {}))
     lr = 1e-2 if solver == "adam" else None
     return TrainConfig(method="bregman", solver=solver, epochs=EPOCHS, batch_size=BATCH, lr=lr,
-                       seed=0, inner_sweeps=2, **kw)
+                       seed=0, inner_sweeps=2, **options, **kw)
 
 
 def main(out_dir: str, resume_from: str | None = None) -> None:
