@@ -36,6 +36,7 @@ def main() -> None:
                     help="Adam step schedule of every run over the budget")
     ap.add_argument("--lifted", nargs="*", default=[], metavar="KEY=VALUE",
                     help="LiftedConfig fields of the lifted runs, e.g. loss_weight=0.1 inner_sweeps=2")
+    ap.add_argument("--seed", type=int, default=0, help="training patches, network initialisation, batch order")
     ap.add_argument("--device", default="cpu", help="train and evaluate on this device (e.g. cuda)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
@@ -45,10 +46,10 @@ def main() -> None:
     for run in args.runs.split(","):
         method, solver = run.split("/")
         task = make_imaging_task(args.task, n_train=args.n_train, patch=args.patch, features=args.features,
-                                 layers=args.layers, device=args.device)
+                                 layers=args.layers, device=args.device, seed=args.seed)
         lifted = {k: float(v) if "." in v or "e" in v else int(v)
                   for k, v in (kv.split("=", 1) for kv in args.lifted)} if method != "backprop" else {}
-        cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size,
+        cfg = ImagingTrainConfig(method=method, solver=solver, lr=args.lr, epochs=10**6, batch_size=args.batch_size, seed=args.seed,
                                  time_budget=args.budget, eval_every=10**6, lifted=lifted,
                                  lr_schedule=args.lr_schedule)
         r = train_imaging(task, cfg)

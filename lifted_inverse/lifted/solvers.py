@@ -1,16 +1,20 @@
 """Block solvers over the lifted objective (method §2-3): BCD, Nesterov, heavy ball, Adam, ISGM.
 
-One sweep on a batch ``S`` (states ``X_S`` gathered from a :class:`StateStore` by sample id):
+One sweep on a batch ``S``, its states ``X_S`` gathered from a :class:`StateStore` by sample id
+(``state_init='store'``) or set to the forward pass ``x^l = σ_l(W_l x^{l−1} + b_l)`` of the
+current weights (``'forward'``: every hidden penalty starts at zero, nothing is stored):
 
-1. **State blocks**, colour group by colour group (odd/even for a chain): for a free state ``x``
+1. **State blocks**, colour group by colour group (odd/even for a chain; from the input side,
+   ``state_order='bottom-up'``, or from the output side, ``'top-down'``): for a free state ``x``
    produced by layer ``p`` and read by layers ``c`` (as input ``k``), a proximal-gradient step on
 
        P_p(x, z_p) + Σ_c P_c(x^{out(c)}, z_c(x)),
 
    smooth gradient ``g = ∇_y^{smooth} P_p(x, z_p) + Σ_c A_{c,k}ᵀ ∇_z P_c``, Lipschitz
    ``L = L_y(P_p) + Σ_c L_z(P_c)‖A_{c,k}‖²`` (cached power iterations), then
-   ``x ← prox_{(1/L) P_p^{nonsmooth}}(x − g/L)`` (Bregman: ``prox_{μF}``). Samples are
-   independent, so each step is one batched tensor operation per state.
+   ``x ← prox_{(ω/L) P_p^{nonsmooth}}(x − ωg/L)`` (Bregman: ``prox_{μF}``; ``ω = state_lr`` in
+   (0, 2), a descent step of the convex block). Samples are independent, so each step is one
+   batched tensor operation per state.
 2. **W-block** of every layer at once: ``G_l = (1/|S|) Σ_i (∂z_l/∂θ)ᵀ ∇_z P_l`` (closed forms,
    e.g. ``Σ (σ(z) − x^l)(x^{l−1})ᵀ``; no backprop through the network), all gradients and the
    batch statistics passed through ONE ``reduce_fn(list_of_tensors)`` hook (identity by default;
