@@ -89,6 +89,8 @@ def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
     assert ran["state_steps"] == 2 and ran["loss_weight"] == 0.7
     from lifted_inverse.training.imaging import make_imaging_task
     assert make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2).defaults["lifted"] == {"state_steps": 2}
+    assert make_imaging_task("unrolled-deblur", n_train=4, layers=2, features=2,
+                             test_size=32).defaults["lifted"] == {"state_lr": 1.9}
 
 
 def _train_on(device, name, method):
