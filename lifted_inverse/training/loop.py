@@ -119,6 +119,7 @@ class LiftedTrainer:
     """Lifted training of ``task.model`` (weights updated in place in the user's model)."""
 
     def __init__(self, task: Task, config: TrainConfig):
+        config = config.resolved(task)        # None fields: the task's lifted setting, then the engine's
         self.task, self.config = task, config
         self.net = lift(task.model, task.input_shape, task.output_activation)
         reg = WeightRegularizer(config.regularizer, config.reg_strength) if config.regularizer else None
