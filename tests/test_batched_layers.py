@@ -112,7 +112,7 @@ def test_batched_equals_loop_top_down_and_from_the_forward_pass(network, solver,
     else:   # the store is not written: both still hold the same initial states
         assert all(torch.equal(s1[k], s2[k]) for k in s1)
     # top-down is a different sweep from bottom-up
-    p0, _, v0, _ = _run(LiftedSolver, make, solver, state_init=state_init)
+    _, _, v0, _ = _run(LiftedSolver, make, solver, state_init=state_init)
     assert max(abs(a - b) for a, b in zip(v0, v1)) > 1e-6
 
 
