@@ -91,6 +91,8 @@ def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
     assert make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2).defaults["lifted"] == {"state_steps": 2}
     assert make_imaging_task("unrolled-deblur", n_train=4, layers=2, features=2,
                              test_size=32).defaults["lifted"] == {"state_lr": 1.9}
+    assert make_imaging_task("unrolled-ct", n_train=4, layers=2, features=2,
+                             test_size=32).defaults["lifted"] == {"rho": 3.0}
 
 
 def _train_on(device, name, method):

@@ -279,6 +279,9 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         # two prox-gradient steps per state block: 30.32 dB against 30.23 with one (420 s; backprop
         # 30.41 side by side); smaller state steps lose (state_lr 0.5 / 0.25: 29.97 / 29.84)
         task.defaults["lifted"] = {"state_steps": 2}
+    if name == "unrolled-ct":   # x-state weight ρ = 3 (420 s, seeds 0 / 1): 35.56 / 35.42 dB against backprop
+        # 35.39 / 35.44 (two runs at a time); ρ = 1: 35.29 (seed 0, session 5) / 34.90; ρ = 0.3: 31.45 (seed 1)
+        task.defaults["lifted"] = {"rho": 3.0}
     if name == "unrolled-deblur":   # over-relaxed state steps 1.9/ℓ (420 s, seeds 0 / 1): 30.39 / 30.52 dB
         # against 30.15 / 30.23 with 1/ℓ; backprop side by side 30.33 / 30.42
         task.defaults["lifted"] = {"state_lr": 1.9}
