@@ -1,5 +1,5 @@
 """Process-level settings for training and reconstruction runs (called by the CLI and benchmarks,
-never on import).
+never on import), and :func:`checked_device` (a device name, validated once for every entry point).
 
 :func:`retain_freed_memory`: glibc serves allocations above ``M_MMAP_THRESHOLD`` with fresh
 ``mmap`` pages and returns freed heap tops above ``M_TRIM_THRESHOLD`` to the kernel, so a loop
@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+
+import torch
 
 M_TRIM_THRESHOLD = -1      # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -41,3 +43,15 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold
     trim = min(int(trim_threshold), 2**31 - 1)
     _applied = bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, trim))
     return _applied
+
+
+def checked_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``torch.device(device)``; a clear error naming ``name`` for an unknown device string or
+    a CUDA device on a machine without CUDA."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{name}: not a device ({device!r}: {err})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {str(device)!r} requested but CUDA is not available")
+    return dev

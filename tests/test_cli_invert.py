@@ -58,4 +58,6 @@ def test_invert_reports_clear_errors(tmp_path, capsys):
     assert main(["invert", "--model", "perceptron", "--size", "8", "--outputs", "32", "--alpha", "abc",
                  "--out", str(tmp_path / "c")]) == 2
     assert "alpha" in capsys.readouterr().err
+    assert main(["invert", "--model", "perceptron", "--device", "gpu0", "--out", str(tmp_path / "d")]) == 2
+    assert "--device: not a device" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lifted_inverse import runtime
 
@@ -34,3 +35,14 @@ def test_refused_thresholds_report_false(monkeypatch):
     monkeypatch.setattr(runtime, "_applied", None)
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime.retain_freed_memory() is False
+
+
+def test_checked_device_names_the_argument():
+    from lifted_inverse.runtime import checked_device
+
+    assert checked_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device: not a device"):
+        checked_device("gpu0", "--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device: 'cuda' requested but CUDA is not available"):
+            checked_device("cuda", "--device")

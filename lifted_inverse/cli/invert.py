@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..runtime import checked_device
+
 #: per-model defaults: image, size, a-priori constant c in α = c·δ, iterations, Adam learning rate,
 #: and for deep models the lifted solver settings (``deep``; chosen on validation digits by
 #: ``benchmarks/bench_inversion.py --tune`` for the encoder)
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.noise >= 0:
         raise ValueError(f"noise: expected a non-negative relative level, got {args.noise}")
-    device = torch.device(args.device)
+    device = checked_device(args.device, "--device")
     model, input_shape, defaults = _load_model(args)
     model = model.to(device)
     iterations = args.iterations or defaults["iterations"]

@@ -19,6 +19,7 @@ from ..datasets import builtin_image, ellipse_phantom, load_image, shepp_logan
 from ..datasets.hdf5 import describe, describe_noise, write_arrays
 from ..io import atomic_write_text
 from ..operators.base import LinearOperator
+from ..runtime import checked_device
 
 OPERATORS = ("denoise", "blur", "ct")
 
@@ -175,9 +176,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "fbp" and args.operator != "ct":
         raise ValueError(f"--method fbp: only for --operator ct, got --operator {args.operator}")
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {args.device!r} requested but CUDA is not available")
+    device = checked_device(args.device, "--device")
     x = load_named_image(args.image, args.size, args.seed)[None].to(dtype=torch.float64, device=device)
     loaded = _load_unrolled(args)
     operator = _checkpoint_geometry(args, x.shape[1:], loaded) or build_operator(args.operator, x.shape[1:], args.angles)

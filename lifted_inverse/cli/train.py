@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write_text
+from ..runtime import checked_device
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -98,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch_size is not None and args.batch_size < 0:
         raise ValueError(f"--batch-size: must be >= 0, got {args.batch_size}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device: {args.device!r} requested but CUDA is not available")
+    checked_device(args.device, "--device")
     from ..training.imaging import IMAGING_TASKS, run_cli
 
     dist_info = None

@@ -49,6 +49,7 @@ from ..networks.pnn import PNN
 from ..networks.unrolled import UnrolledProximalNet
 from ..operators import Blur, GaussianNoise, Identity, Radon
 from ..operators.base import LinearOperator
+from ..runtime import checked_device
 from .lifted_unrolled import SOLVERS as LIFTED_SOLVERS
 from .lifted_unrolled import LiftedConfig, LiftedUnrolledSolver
 from .tasks import register_task
@@ -249,9 +250,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         test_x = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
         val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
         baseline_name = "tv"
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {str(device)!r} requested but CUDA is not available")
+    device = checked_device(device)
     x_train = x_train.to(dtype=dtype, device=device)
     test_x = [t.to(dtype=dtype, device=device) for t in test_x]
     val_x = [t.to(dtype=dtype, device=device) for t in val_x]
