@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from ..linalg import power_iteration
 from .activations import Identity, ProximalActivation, Softmax, as_proximal
 from .layers import ResidualBlock
 
@@ -54,28 +55,6 @@ _RESHAPES = (nn.Flatten, nn.Unflatten)
 _ACTIVATION_TYPES = (ProximalActivation, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softshrink,
                      nn.LeakyReLU, nn.Softmax, nn.Identity, nn.GELU, nn.ELU, nn.SiLU, nn.Softplus,
                      nn.Mish, nn.SELU, nn.CELU, nn.PReLU, nn.LogSoftmax, nn.Hardswish, nn.Hardsigmoid)
-
-
-def _power_iteration(apply, v: torch.Tensor, iterations: int, rtol: float = 1e-10
-                     ) -> tuple[float, torch.Tensor]:
-    """Largest eigenvalue of the PSD map ``apply`` by power iteration from ``v``: (λ, unit vector).
-
-    Stops early once the Rayleigh quotient changes by less than ``rtol`` relatively.
-    """
-    v = v / v.norm().clamp_min(1e-30)
-    lam = 0.0
-    for _ in range(iterations):
-        w = apply(v)
-        new = float(torch.dot(v.flatten(), w.flatten()))
-        n = w.norm()
-        if not bool(n > 0):
-            return 0.0, v
-        v = w / n
-        if abs(new - lam) <= rtol * abs(new):
-            lam = new
-            break
-        lam = new
-    return lam, v
 
 
 class LinearMap:
@@ -221,8 +200,8 @@ class LinearMap:
             first = self._cache_key is None or self._vec.dtype != w.dtype or self._vec.device != w.device
             v = self._vec.to(dtype=w.dtype, device=w.device)
             with torch.no_grad():
-                lam, v = _power_iteration(lambda t: self.adjoint(self.forward(t[None]))[0], v,
-                                          iterations if first else refresh_iterations)
+                lam, v = power_iteration(lambda t: self.adjoint(self.forward(t[None]))[0], v,
+                                         iterations if first else refresh_iterations)
             self._vec, self._norm_sq, self._cache_key = v, lam, key
         return self._norm_sq
 

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from ..linalg import power_iteration
 from .conv_pair import analysis, synthesis
 
 
@@ -139,12 +140,9 @@ class ProximalLayers(nn.Module):
         The estimate is ``‖L*L v‖`` for the last unit ``v`` (between the Rayleigh quotient and
         ``‖L‖²``, the closer of the two)."""
         w = (self.weights[i] if weight is None else weight).detach()
-        v = self.probes[i].to(w.dtype)
-        y = v
-        for _ in range(max(int(iterations), 1)):
-            v = y / y.norm().clamp_min(1e-30)
-            y = synthesis(analysis(v, w), w)
-        return max(float(y.norm()), 1e-12), y / y.norm().clamp_min(1e-30)
+        lam, v = power_iteration(lambda v: synthesis(analysis(v, w), w), self.probes[i].to(w.dtype),
+                                 iterations, rtol=0.0, estimate="norm")
+        return max(lam, 1e-12), v
 
     @torch.no_grad()
     def set_norm(self, i: int, norm_sq: float, probe: torch.Tensor | None = None) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..linalg import power_iteration, seeded_vector
+
 Shape = tuple[int, ...]
 
 
@@ -140,27 +142,16 @@ class LinearOperator(nn.Module):
     ) -> float:
         """Operator norm ``||A|| = sqrt(lambda_max(A^*A))`` by seeded power iteration (cached).
 
+        :func:`~lifted_inverse.linalg.power_iteration` on ``A^*A`` from a ``seed``-ed normal start,
+        estimate ``||A^*A v||`` (the larger lower bound), relative tolerance ``tol``.
         Returns the norm, not its square.
         """
         device, dtype = self._default_device_dtype(device, dtype)
         key = (str(device), str(dtype), seed)
         if not recompute and key in self._norm_cache:
             return self._norm_cache[key]
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((1, *self.in_shape), generator=gen, dtype=dtype).to(device)
-        x = x / torch.linalg.vector_norm(x)
-        estimate = 0.0
-        for _ in range(iterations):
-            y = self.normal(x)
-            new = float(torch.linalg.vector_norm(y))
-            if new == 0.0:
-                estimate = 0.0
-                break
-            x = y / new
-            if abs(new - estimate) <= tol * new:
-                estimate = new
-                break
-            estimate = new
+        start = seeded_vector((1, *self.in_shape), seed, dtype, device)
+        estimate, _ = power_iteration(self.normal, start, iterations, rtol=tol, estimate="norm")
         value = math.sqrt(estimate)
         self._norm_cache[key] = value
         return value
