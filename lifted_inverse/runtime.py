@@ -6,9 +6,9 @@ never on import), and :func:`checked_device` (a device name, validated once for 
 that allocates megabyte-sized temporaries (feature maps of unrolled networks: 32×24×40×40 floats
 are 4.9 MB) page-faults and zero-fills every one of them again. Raising both thresholds keeps
 the freed memory in the heap for reuse — the same effect as the jemalloc/tcmalloc preloading that
-PyTorch's CPU tuning guides recommend, without a preload. Measured (one lifted Bregman step of the
-default PNN, batch 32, 1 thread): 569 → 397 ms; backprop 323 → 334 ms (unchanged). The price is
-that the process keeps its peak heap size.
+PyTorch's CPU tuning guides recommend, without a preload. It shortens the lifted PNN step, whose
+block updates allocate such temporaries, and leaves backprop's unchanged (docs/results.md). The
+price is that the process keeps its peak heap size.
 """
 from __future__ import annotations
 

@@ -166,7 +166,8 @@ class _IndicatorActivation(ProximalActivation):
         """``B = −½⟨r, y + σ(z) − 2z⟩`` per sample with ``r = σ(z) − y``, since
         ``(y − z)² − (z − σ(z))² = (y − σ(z))(y + σ(z) − 2z)``; ``+inf`` where ``y`` leaves the box
         (per-sample min/max). Float arithmetic only, six passes over the tensors: boolean masks
-        and ``where`` over feature maps cost 30× a multiply in torch's CPU kernels."""
+        and ``where`` over feature maps cost many times a multiply in torch's CPU kernels
+        (docs/results.md)."""
         if y.shape != z.shape:
             raise ValueError(f"y, z: shapes must match, got {tuple(y.shape)} and {tuple(z.shape)}")
         c = self(z)
@@ -174,7 +175,7 @@ class _IndicatorActivation(ProximalActivation):
         s = torch.add(y, c).sub_(z, alpha=2.0)
         lo, hi = self._lower_upper()
         flat = y.reshape(y.shape[0], -1) if y.ndim > 1 else y.unsqueeze(1)   # per sample
-        if y.ndim > 1:    # (aminmax along a dim and bmm with one column: ~10× slower on CPU)
+        if y.ndim > 1:    # vecdot: aminmax along a dim and bmm with one column are slower on CPU
             value = torch.linalg.vecdot(r.reshape(flat.shape), s.reshape(flat.shape))
         else:             # one coordinate per entry (as _per_sample)
             value = r * s
