@@ -149,9 +149,9 @@ def odl_ray_transform(image_size: int | Sequence[int], n_angles: int = 180, impl
     ``impl``: ``'astra_cpu'``, ``'astra_cuda'``, ``'skimage'`` or ``None`` (ODL's choice).
     ``skimage`` needs a square image centred at 0, so for even sizes its pixel grid is shifted
     by half a pixel against ours. ODL 1.0's ASTRA backends ignore the detector partition's offset,
-    so for even ``D`` the detector is half a bin off as well: use odd sizes for exact comparisons
-    (measured on 65x65 Shepp-Logan: astra_cpu 0.6%, skimage 7.7% relative difference). Values agree with :class:`Radon` up to the discretisation
-    of each backend (ASTRA: area/line models; skimage: resampled to its own detector).
+    so for even ``D`` the detector is half a bin off as well: use odd sizes for exact comparisons.
+    Values agree with :class:`Radon` up to the discretisation of each backend (ASTRA: area/line
+    models; skimage: resampled to its own detector); the differences are in docs/results.md.
     """
     odl = _odl()
     from odl.applications.tomo import Parallel2dGeometry, RayTransform

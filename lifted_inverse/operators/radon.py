@@ -22,8 +22,8 @@ and ``(R x)[θ, d]`` approximates the line integral ``∫ x(p(θ, s_d, t)) dt``.
   integers, so every path below produces bit-identical weights.
 * ``'bilinear'``: unit steps ``t ∈ {-K, ..., K}`` of the bilinear interpolant ``x̃`` (4 weights per
   sample), ``(R x)[θ, d] = Σ_t x̃(p(θ, s_d, t))``; this reproduces skimage's sampling on images
-  supported in the inscribed disc (Joseph differs from it by ~0.4% relative L2 on a 128x128
-  Shepp-Logan phantom, with half the non-zeros).
+  supported in the inscribed disc (Joseph stays within 0.5 % relative L2 of it on a 128x128
+  Shepp-Logan phantom, ``tests/test_radon.py``, with half the non-zeros).
 
 Two implementations of the same matrix ``R`` (shape ``(A·D) x (H·W)``), applied to the batch as
 columns ``X`` of shape ``(H·W, B)`` (the batch contiguous per pixel):
@@ -634,8 +634,9 @@ class Radon(LinearOperator):
         no DC offset) times the window ``filter``, applied along the detector after zero padding
         to a power of two >= 2D; ``Δθ`` is :attr:`angle_step`. The backprojector ``B`` is
         ``'interpolation'`` (default: ``(B q)(p) = Σ_θ q_θ(s(p, θ))`` with ``q_θ`` linearly
-        interpolated at ``s = (col - c_c) cosθ - (row - c_r) sinθ``; about 2 dB sharper) or
-        ``'adjoint'`` (``R^T``, which also spreads the interpolation weights of the projector).
+        interpolated at ``s = (col - c_c) cosθ - (row - c_r) sinθ``, the classical FBP
+        backprojector, as skimage's ``iradon``) or ``'adjoint'`` (``R^T``, which also spreads the
+        interpolation weights of the projector; comparison in docs/results.md).
         With ``mask_outside`` pixels farther than ``D//2`` from the rotation centre (not seen by
         every angle; skimage's ``circle=True`` disc) are set to 0. Returns ``(B, 1, H, W)``.
         """
