@@ -1,7 +1,7 @@
 """``lifted-inverse invert``: recover a network's input from its noisy output.
 
-Flow: model (``perceptron``, ``encoder``, ``resnet`` or a checkpoint PATH written by
-:func:`lifted_inverse.inversion.save_checkpoint`) + ground-truth image -> clean output ``N(u†)``
+Flow: model (``perceptron``, ``encoder``, ``resnet`` or a checkpoint PATH, e.g. ``lifted-inverse
+train``'s ``OUT/checkpoint.pt``; of an autoencoder its encoder) + ground-truth image -> clean output ``N(u†)``
 -> noisy data ``f^δ`` at relative level ``--noise`` (Bregman noise, see
 :mod:`lifted_inverse.inversion.noise`) -> lifted Bregman inversion and the two gradient baselines
 (proximal gradient descent and Adam, backprop through N) with the same wall-clock budget ->
@@ -30,6 +30,8 @@ MODEL_DEFAULTS = {
     "resnet": {"image": "camera", "size": 32, "c": 0.05, "iterations": 200, "lr": 1e-2},
     "path": {"image": "camera", "size": None, "c": 0.05, "iterations": 300, "lr": 1e-2},
 }
+#: defaults of a checkpoint PATH that differ by the task it was trained on (the task's inputs)
+TASK_DEFAULTS = {"digits-autoencoder": {"image": "digit"}}
 
 
 def register(subparsers) -> None:
@@ -38,7 +40,8 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True,
-                   help="perceptron | encoder | resnet | PATH of a save_checkpoint() file")
+                   help="perceptron | encoder | resnet | PATH of a checkpoint (written by lifted-inverse "
+                        "train or lifted_inverse.networks.save_checkpoint)")
     p.add_argument("--noise", type=float, default=0.05,
                    help="relative noise level ε: B_Ψ(f^δ, z†) = δ², δ = ε‖N(u†)‖/√2 (default 0.05)")
     p.add_argument("--alpha", default=None,
@@ -78,7 +81,7 @@ def _ground_truth(name: str, size: int, seed: int) -> torch.Tensor:
 
 
 def _load_model(args):
-    from ..inversion import load_checkpoint, pretrained
+    from ..inversion import pretrained
 
     name = args.model
     if name in ("perceptron", "encoder", "resnet"):
@@ -93,13 +96,39 @@ def _load_model(args):
         else:
             model = pretrained.resnet(seed=args.seed, cache_dir=args.cache_dir)
         return model, (1, size, size), defaults
-    model, input_shape = load_checkpoint(name)
-    defaults = MODEL_DEFAULTS["path"]
-    if len(input_shape) != 3 or input_shape[0] != 1 or input_shape[1] != input_shape[2]:
-        raise ValueError(f"model: the CLI inverts gray square images (1, H, H); checkpoint has {input_shape}")
+    model, input_shape, task = _checkpoint_network(name)
+    defaults = {**MODEL_DEFAULTS["path"], **TASK_DEFAULTS.get(task, {})}
     if args.size is not None and args.size != input_shape[1]:
         raise ValueError(f"size: the checkpoint expects {input_shape[1]}x{input_shape[1]} inputs")
-    return model, tuple(input_shape), defaults
+    return model.requires_grad_(False), input_shape, defaults
+
+
+def _checkpoint_network(path: str) -> tuple[torch.nn.Module, tuple[int, int, int], str | None]:
+    """``(network to invert, (1, H, H), task name)`` of a checkpoint: an ``nn.Sequential``, or the encoder
+    of an autoencoder (its first ``encoder_modules`` modules, recorded by the task). Vector inputs
+    of ``n = H²`` entries are inverted as H×H gray images (a Flatten in front)."""
+    from ..networks.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, what="--model")
+    model, shape = ck.model, ck.input_shape
+    if model is None:
+        raise ValueError(f"--model: {path} stores no network architecture (a training checkpoint of "
+                         "an earlier version); only train --resume reads it")
+    if ck.architecture["type"] != "Sequential":
+        raise ValueError(f"--model: {path} holds a {ck.architecture['type']} network, a reconstructor "
+                         "of (y, A) pairs; invert inverts feed-forward nn.Sequential networks")
+    if shape is None:
+        raise ValueError(f"--model: {path} does not record the network's input shape")
+    encoder = ck.description.get("encoder_modules")
+    if encoder is not None:
+        model = model[:int(encoder)]
+    side = math.isqrt(shape[0]) if len(shape) == 1 else 0
+    if side > 0 and side * side == shape[0]:
+        model, shape = torch.nn.Sequential(torch.nn.Flatten(), *model), (1, side, side)
+    if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2]:
+        raise ValueError(f"--model: the CLI inverts gray square images (1, H, H) or vectors of H² "
+                         f"entries; {path} takes inputs of shape {tuple(shape)}")
+    return model, tuple(shape), ck.task
 
 
 def _as_panel(t: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..datasets import builtin_image, ellipse_phantom, load_image, shepp_logan
-from ..datasets.hdf5 import describe, describe_noise, write_arrays
+from ..datasets.hdf5 import describe_noise, operator_record, write_arrays
 from ..io import atomic_write_text
 from ..operators.base import LinearOperator
 from ..runtime import checked_device
@@ -39,6 +39,7 @@ def load_named_image(name: str, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def build_operator(name: str, shape, angles: int | None = None) -> LinearOperator:
+    """The registry's operator ``name`` for images of ``shape`` (``angles``: the CT angle count)."""
     from ..operators.registry import make_operator
 
     options = {"n_angles": angles} if name == "ct" and angles is not None else {}
@@ -53,9 +54,16 @@ def _load_unrolled(args) -> tuple | None:
     if args.checkpoint is None:
         raise ValueError("--checkpoint: --method unrolled needs a trained network (lifted-inverse train "
                          "--task pnn-denoise|unrolled-deblur|unrolled-ct writes OUT/checkpoint.pt)")
-    from ..training.imaging import load_network
+    from ..networks.checkpoint import load_checkpoint
 
-    return load_network(args.checkpoint)
+    ck = load_checkpoint(args.checkpoint, what="--checkpoint")
+    kind = (ck.architecture or {}).get("type")
+    if kind not in ("pnn", "unrolled"):
+        held = f"a {kind} network" if kind else "no network architecture"
+        raise ValueError(f"--checkpoint: {args.checkpoint} holds {held}; --method unrolled applies a PNN "
+                         "or unrolled network (lifted-inverse train --task pnn-denoise|unrolled-deblur|"
+                         "unrolled-ct)")
+    return ck.model, {"task": ck.task, "kind": kind, "operator": ck.operator}
 
 
 def _checkpoint_geometry(args, shape, loaded: tuple | None) -> LinearOperator | None:
@@ -63,12 +71,14 @@ def _checkpoint_geometry(args, shape, loaded: tuple | None) -> LinearOperator | 
     from the checkpoint) with ``--angles`` angles; None otherwise."""
     if loaded is None or args.operator != "ct":
         return None
-    from ..training.imaging import build_operator as task_operator
+    from ..operators.registry import operator_from_spec, resolve_spec
 
     spec = loaded[1]["operator"]
-    if spec.get("name") != "ct":
+    if not spec or spec.get("name") != "ct":
         return None  # _run_unrolled names the mismatch
-    return task_operator({**spec, "angles": args.angles}, shape)
+    geometry = resolve_spec(spec, shape)
+    geometry.pop("angles", None)  # --angles angles, uniform in the trained range
+    return operator_from_spec({**geometry, "n_angles": args.angles}, shape)
 
 
 def _alpha(args, operator, context, method: str) -> float:
@@ -211,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                          title=f"{args.operator} / {args.image}")
     write_arrays(out / "result.h5",
                  {"ground_truth": x[0], "measurement": y[0], "reconstruction": rec[0]},
-                 {"operator": describe(operator), "noise": describe_noise(noise),
+                 {"operator": operator_record(operator), "noise": describe_noise(noise),
                   "metrics": metrics})
     print(f"{args.method} on {args.operator}/{args.image}: PSNR {metrics['psnr']:.2f} dB, "
           f"SSIM {metrics['ssim']:.4f}, {seconds:.2f} s -> {out}")

@@ -9,8 +9,9 @@
   trained on the fly on random image patches to approximate ``u ↦ u³ + u`` per pixel.
 
 Training takes a few seconds on 2 CPU cores and is cached in memory per argument tuple; pass
-``cache_dir`` (e.g. ``~/.cache/lifted_inverse``) to also keep the weights on disk (written
-atomically, read with ``weights_only=True``). Results are deterministic for a given ``seed``.
+``cache_dir`` (e.g. ``~/.cache/lifted_inverse``) to also keep the network on disk as a checkpoint
+(:mod:`lifted_inverse.networks.checkpoint`: written atomically, read with ``weights_only=True``).
+Results are deterministic for a given ``seed``.
 """
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from ..io import atomic_path
 from ..lifted.layers import ResidualBlock
-from .checkpoint import upgrade_state_dict
+from ..networks.checkpoint import load_network, save_checkpoint
 
 _MEMORY: dict[tuple, nn.Module] = {}
 DIGIT_SIZE = 16
 DIGITS_TRAIN = 1500  # digits[:1500] train the autoencoder, digits[1500:] are held out
+PATCH_SIZE = 16  # side of the image patches the resnet is trained on
 
 
 def perceptron(size: int = 64, outputs: int = 512, seed: int = 0, dtype=torch.float32) -> nn.Sequential:
@@ -73,22 +74,23 @@ def _decoder_net(code: int) -> nn.Sequential:
     )
 
 
-def _cached(key: tuple, build, cache_dir: str | os.PathLike | None, dtype) -> nn.Module:
+def _cached(name: str, config: dict, train, cache_dir: str | os.PathLike | None, dtype,
+            input_shape: tuple[int, ...]) -> nn.Module:
+    """The network ``train()`` trained with ``config``, kept in memory and, with
+    ``cache_dir``, in a checkpoint file there (:mod:`lifted_inverse.networks.checkpoint`, so
+    ``invert --model`` opens it too)."""
+    key = (name, *config.values())
     if key in _MEMORY:
         return copy.deepcopy(_MEMORY[key]).to(dtype)
-    model = None
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir).expanduser() / ("-".join(str(k) for k in key) + ".pt")
-        if path.is_file():
-            model = build(train=False)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(upgrade_state_dict(model, state))
-    if model is None:
-        model = build(train=True)
+        path = Path(cache_dir).expanduser() / ("-".join(str(k) for k in key) + ".checkpoint.pt")
+    if path is not None and path.is_file():
+        model = load_network(path, what="cache_dir")
+    else:
+        model = train()
         if path is not None:
-            with atomic_path(path) as tmp:
-                torch.save(model.state_dict(), tmp)
+            save_checkpoint(path, model, task=f"pretrained-{name}", input_shape=input_shape, config=config)
     _MEMORY[key] = model.eval().requires_grad_(False)
     return copy.deepcopy(_MEMORY[key]).to(dtype)  # callers may move / cast their copy freely
 
@@ -98,22 +100,22 @@ def encoder(code: int = 100, seed: int = 0, steps: int = 300, cache_dir=None,
     """Encoder ``(B, 1, 16, 16) → (B, code)`` of a conv autoencoder trained on the digits
     (Adam, lr 3e-3, batch 128, ``steps`` steps, MSE reconstruction loss)."""
 
-    def build(train: bool) -> nn.Sequential:
+    def train() -> nn.Sequential:
         torch.manual_seed(seed)
         enc, dec = _encoder_net(code), _decoder_net(code)
-        if train:
-            data = digits("train")
-            gen = torch.Generator().manual_seed(seed)
-            opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=3e-3)
-            for _ in range(steps):
-                batch = data[torch.randint(0, data.shape[0], (128,), generator=gen)]
-                loss = nnf.mse_loss(dec(enc(batch)), batch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        data = digits("train")
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=3e-3)
+        for _ in range(steps):
+            batch = data[torch.randint(0, data.shape[0], (128,), generator=gen)]
+            loss = nnf.mse_loss(dec(enc(batch)), batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         return enc
 
-    return _cached(("encoder", code, seed, steps), build, cache_dir, dtype)
+    return _cached("encoder", {"code": code, "seed": seed, "steps": steps}, train, cache_dir, dtype,
+                   (1, DIGIT_SIZE, DIGIT_SIZE))
 
 
 def _patches(n: int, size: int, seed: int) -> torch.Tensor:
@@ -134,24 +136,24 @@ def resnet(blocks: int = 4, channels: int = 8, seed: int = 0, steps: int = 300, 
     """Residual conv net ``(B, 1, H, W) → (B, 1, H, W)`` trained to approximate ``u ↦ u³ + u``
     per pixel on 16×16 patches of built-in images mixed with uniform noise (Adam, lr 3e-3)."""
 
-    def build(train: bool) -> nn.Sequential:
+    def train() -> nn.Sequential:
         torch.manual_seed(seed)
         net = nn.Sequential(*[
             ResidualBlock(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(channels, 1, 3, padding=1))
             for _ in range(blocks)
         ])
-        if train:
-            gen = torch.Generator().manual_seed(seed)
-            patches = _patches(512, 16, seed)
-            opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-            for _ in range(steps):
-                idx = torch.randint(0, patches.shape[0], (64,), generator=gen)
-                u = torch.cat([patches[idx[:32]], torch.rand((32, 1, 16, 16), generator=gen)])
-                loss = nnf.mse_loss(net(u), u ** 3 + u)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        gen = torch.Generator().manual_seed(seed)
+        patches = _patches(512, PATCH_SIZE, seed)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(steps):
+            idx = torch.randint(0, patches.shape[0], (64,), generator=gen)
+            u = torch.cat([patches[idx[:32]], torch.rand((32, 1, PATCH_SIZE, PATCH_SIZE), generator=gen)])
+            loss = nnf.mse_loss(net(u), u ** 3 + u)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         return net
 
-    return _cached(("resnet", blocks, channels, seed, steps), build, cache_dir, dtype)
+    return _cached("resnet", {"blocks": blocks, "channels": channels, "seed": seed, "steps": steps}, train,
+                   cache_dir, dtype, (1, PATCH_SIZE, PATCH_SIZE))

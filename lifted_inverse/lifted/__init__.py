@@ -6,7 +6,6 @@
 * :mod:`.model`        ``lift(model) -> LiftedNetwork``: the lifted view of a torch model
 * :mod:`.objective`    ``LiftedObjective`` (per-layer penalties, λ, ρ, homotopy), ``WeightRegularizer``
 * :mod:`.solvers`      ``LiftedSolver`` (bcd, nesterov, heavyball, adam, isgm), ``StateStore``
-* :mod:`.checkpoint`   ``save_checkpoint`` / ``load_checkpoint`` (weights_only, atomic)
 
 A new layer type plugs in by implementing the :class:`LiftedLayer` protocol (``pre_activation``,
 ``input_adjoint``, ``input_lipschitz``, ``parameters``, ``weight_grad`` and, when affine in its
@@ -27,7 +26,6 @@ from .activations import (
     make_activation,
 )
 from .batched import BatchedLiftedSolver, uniform_chain
-from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import ResidualBlock
 from .model import AffineLayer, LiftedLayer, LiftedNetwork, LinearMap, ResidualView, SkipLayer, lift
 from .objective import LiftedObjective, WeightRegularizer
@@ -73,9 +71,7 @@ __all__ = [
     "as_proximal",
     "identity_reduce",
     "lift",
-    "load_checkpoint",
     "make_activation",
     "make_penalty",
-    "save_checkpoint",
     "uniform_chain",
 ]

@@ -47,7 +47,7 @@ from ..io import atomic_path, atomic_write_text
 from ..metrics import psnr, ssim
 from ..networks.pnn import PNN
 from ..networks.unrolled import UnrolledProximalNet
-from ..operators import Blur, GaussianNoise, Identity, Radon
+from ..operators import GaussianNoise, Identity, operator_from_spec
 from ..operators.base import LinearOperator
 from ..runtime import checked_device
 from .lifted_unrolled import SOLVERS as LIFTED_SOLVERS
@@ -56,7 +56,6 @@ from .tasks import register_task
 
 IMAGING_TASKS = ("pnn-denoise", "unrolled-deblur", "unrolled-ct")
 DENOISE_LEVELS = (0.05, 0.1, 0.2)
-CHECKPOINT_FORMAT = "lifted_inverse.unrolled/1"
 
 
 @dataclass
@@ -131,20 +130,9 @@ def cached_operator(cache: dict, spec: dict, shape) -> LinearOperator | None:
 
 
 def build_operator(spec: dict, shape) -> LinearOperator | None:
-    """Operator from a JSON-able spec: ``{'name': 'denoise'|'blur'|'ct', ...}``."""
-    name = spec["name"]
-    if name == "denoise":
-        return None
-    if name == "blur":
-        return Blur(shape, spec.get("kernel", "gaussian"), spec.get("boundary", "circular"))
-    if name == "ct":
-        if shape[1] != shape[2]:
-            raise ValueError(f"shape: CT images must be square, got {tuple(shape)}")
-        detectors = spec.get("detectors")
-        if detectors == "full":
-            detectors = math.ceil(math.hypot(shape[1], shape[2]))
-        return Radon(shape[1], n_angles=int(spec.get("angles", 60)), n_detectors=detectors)
-    raise ValueError(f"operator: unknown spec {spec!r}")
+    """The operator of the spec (:func:`~lifted_inverse.operators.registry.operator_from_spec`);
+    None for ``'denoise'``: the PNN takes the noisy image itself."""
+    return None if spec["name"] == "denoise" else operator_from_spec(spec, shape)
 
 
 def measure(x: torch.Tensor, A: LinearOperator | None, noise: dict, seed: int) -> torch.Tensor:
@@ -475,39 +463,6 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
 
 
 # ---- outputs ----------------------------------------------------------------------------------
-def save_network(task: ImagingTask, path: Path, metrics: dict | None = None) -> Path:
-    """Checkpoint (``torch.load(..., weights_only=True)`` compatible), written atomically."""
-    kind = "pnn" if isinstance(task.net, PNN) else "unrolled"
-    payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "network": dict(task.net.config),
-               "state_dict": task.net.state_dict(), "task": task.name,
-               "operator": dict(task.operator_spec), "noise": dict(task.noise),
-               "metrics": {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def load_network(path: str | Path, map_location="cpu"):
-    """``(net, checkpoint dict)`` from :func:`save_network`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: no such file {str(path)!r}")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"checkpoint: cannot read {str(path)!r} ({err})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: {str(path)!r} is not an unrolled-network checkpoint "
-                         f"(format {ck.get('format') if isinstance(ck, dict) else None!r})")
-    cls = PNN if ck["kind"] == "pnn" else UnrolledProximalNet
-    net = cls(**ck["network"])
-    dtype = next(iter(ck["state_dict"].values())).dtype
-    net = net.to(dtype)
-    net.load_state_dict(ck["state_dict"])
-    net.eval()
-    return net, ck
-
-
 def plot_psnr_vs_time(histories: dict, path: Path, baseline: float | None = None,
                       baseline_name: str = "baseline"):
     """Test PSNR against training wall-clock, one line per run (``{label: history}``)."""
@@ -532,10 +487,13 @@ def plot_psnr_vs_time(histories: dict, path: Path, baseline: float | None = None
 
 
 def write_outputs(task: ImagingTask, result: dict, out: Path, others: dict | None = None) -> None:
+    from ..networks.checkpoint import save_checkpoint
     from ..plotting import plot_reconstructions
 
     out.mkdir(parents=True, exist_ok=True)
-    save_network(task, out / "checkpoint.pt", result)
+    save_checkpoint(out / "checkpoint.pt", task.net, task=task.name, operator=task.operator_spec,
+                    description={"noise": task.noise}, config=result["config"], epoch=result["epochs"],
+                    metrics={k: v for k, v in result.items() if isinstance(v, (int, float, str))})
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     x, y = task.test_x[0], task.test_y[0]
     A = task.operator(tuple(x.shape))

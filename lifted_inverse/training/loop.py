@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from ..lifted.batched import BatchedLiftedSolver
-from ..lifted.checkpoint import load_checkpoint, save_checkpoint
 from ..lifted.model import lift
 from ..lifted.objective import LiftedObjective, WeightRegularizer
 from ..lifted.penalties import PENALTIES
 from ..lifted.solvers import SOLVERS, STATE_INITS, STATE_ORDERS, LiftedSolver, StateStore
+from ..networks.checkpoint import load_checkpoint, save_checkpoint
 from .tasks import Task
 
 METHODS = tuple(PENALTIES) + ("backprop",)
@@ -198,16 +198,18 @@ def _train(task: Task, config: TrainConfig, callbacks: Sequence[Callable]) -> di
     history: list[dict] = []
     start_epoch = 0
     if config.resume:
-        ck = load_checkpoint(config.resume, map_location=task.x_train.device)
-        cfg = ck["config"]
+        ck = load_checkpoint(config.resume, map_location=task.x_train.device, what="resume")
+        cfg, state = ck.config, ck.trainer_state
+        if state is None:
+            raise ValueError(f"resume: {config.resume} holds a network but no training state")
         if cfg.get("method") != config.method or cfg.get("solver") != config.solver:
             raise ValueError(f"resume: checkpoint was written by method={cfg.get('method')!r} "
                              f"solver={cfg.get('solver')!r}, not {config.method!r}/{config.solver!r}")
-        task.model.load_state_dict(ck["model"])
-        trainer.load_state_dict({"solver": ck["solver"], "states": ck["states"]})
-        gen.set_state(ck["rng"])
-        history = list(ck["history"])
-        start_epoch = int(ck["epoch"])
+        task.model.load_state_dict(ck.state_dict)
+        trainer.load_state_dict({"solver": state["solver"], "states": state["states"]})
+        gen.set_state(state["rng"])
+        history = list(state["history"])
+        start_epoch = int(ck.epoch)
     n = task.x_train.shape[0]
     bs = n if config.batch_size is None else min(int(config.batch_size), n)
     bar = _progress(config.epochs, start_epoch, config.progress, f"{config.method}/{config.solver}")
@@ -240,10 +242,9 @@ def _train(task: Task, config: TrainConfig, callbacks: Sequence[Callable]) -> di
         if config.checkpoint and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             sd = trainer.state_dict()  # collective for a data-parallel trainer: every rank calls it
             if getattr(trainer, "is_writer", True):
-                save_checkpoint(config.checkpoint, model_state=task.model.state_dict(),
-                                solver_state=sd["solver"], states=sd["states"], rng=gen.get_state(),
-                                epoch=epoch + 1, history=history,
-                                config={**config.as_json(), "task": task.name})
+                save_checkpoint(config.checkpoint, task.model, description=task.describe(),
+                                config={**config.as_json(), "task": task.name}, epoch=epoch + 1,
+                                metrics=record, trainer_state={**sd, "rng": gen.get_state(), "history": history})
         if any(cb(record, trainer) for cb in callbacks):
             break
     if bar is not None:
