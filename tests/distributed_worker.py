@@ -40,7 +40,7 @@ def make_synthetic_task(seed: int = 0):
 
 
 def make_config(run: str, **kw):
-    from lifted_inverse.training.loop import TrainConfig
+    from lifted_inverse.training import TrainConfig
 
     solver, options = VARIANTS.get(run, (run, {}))
     lr = 1e-2 if solver == "adam" else None
@@ -54,7 +54,7 @@ def main(out_dir: str, resume_from: str | None = None) -> None:
         init_from_env,
         max_parameter_spread,
     )
-    from lifted_inverse.training.loop import train
+    from lifted_inverse.training import train
 
     info = init_from_env("cpu")
     torch.set_num_threads(1)
@@ -64,20 +64,19 @@ def main(out_dir: str, resume_from: str | None = None) -> None:
         task = make_synthetic_task()
         ckpt = out / f"ckpt_{solver}_{info.world_size}.pt"
         trainers = []
-        result = train(task, make_config(solver, distributed=True, checkpoint=str(ckpt)),
+        result = train(task, make_config(solver, distributed=True), checkpoint=str(ckpt),
                        callbacks=[lambda record, trainer: trainers.append(trainer) and None])
-        trainer = trainers[-1]
+        step = trainers[-1].step
         params = [p.detach().clone() for p in task.model.parameters()]
-        summary = communication_summary(trainer.comm.log, list(trainer.solver.flat_params))
+        summary = communication_summary(step.comm.log, list(step.solver.flat_params))
         results[solver] = {"params": params, "objective": result["train_objective"],
                            "spread": max_parameter_spread(params), "comm": summary,
-                           "sweeps": trainer.solver.sweeps, "shard": len(trainer.shard)}
+                           "sweeps": step.solver.sweeps, "shard": len(step.shard)}
     if resume_from:   # resume a checkpoint written by a run on another number of ranks
         task = make_synthetic_task()
-        cfg = make_config("bcd", distributed=True, resume=resume_from,
-                          checkpoint=str(out / f"resumed_{info.world_size}.pt"))
+        cfg = make_config("bcd", distributed=True)
         cfg.epochs = EPOCHS + 1
-        result = train(task, cfg)
+        result = train(task, cfg, resume=resume_from, checkpoint=str(out / f"resumed_{info.world_size}.pt"))
         results["resume"] = {"params": [p.detach().clone() for p in task.model.parameters()],
                              "objective": result["train_objective"]}
     if info.is_main:

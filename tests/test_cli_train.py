@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from lifted_inverse.cli import main
+from lifted_inverse.networks.checkpoint import load_checkpoint
+from lifted_inverse.networks import load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +28,10 @@ def test_train_writes_metrics_plot_checkpoint(tmp_path, method, solver):
     assert len(metrics["train_objective"]) == 2 and len(metrics["history"]) == 2
     assert 0.5 < metrics["test_accuracy"] <= 1.0
     assert (out / "convergence.png").stat().st_size > 1000
-    ck = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ck["epoch"] == 2
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck.epoch == 2 and ck.task == "digits-mlp" and ck.trainer_state is not None
+    x = torch.randn(3, 64)
+    assert ck.model(x).shape == (3, 10) and ck.input_shape == (64,)
     # resume to 3 epochs
     rc = main(["train", "--task", "digits-mlp", "--method", method, "--solver", solver,
                "--epochs", "3", "--threads", "1", "--out", str(out), "--resume",
@@ -62,4 +66,5 @@ def test_batched_layers_default_and_opt_out_agree(tmp_path):
         runs[flag] = json.loads((out / "metrics.json").read_text())
     on, off = runs["--batched-layers"], runs["--no-batched-layers"]
     assert on["config"]["batched_layers"] is True and off["config"]["batched_layers"] is False
+    assert on["config"]["sources"]["batched_layers"] == "user"
     assert on["train_objective"] == pytest.approx(off["train_objective"], rel=1e-4)

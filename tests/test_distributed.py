@@ -17,9 +17,9 @@ import distributed_worker as dw
 import pytest
 import torch
 
-from lifted_inverse.lifted.checkpoint import load_checkpoint
+from lifted_inverse.networks.checkpoint import load_checkpoint
 from lifted_inverse.lifted.distributed import AllReduce, Shard, communication_summary, gather_rows
-from lifted_inverse.training.loop import train
+from lifted_inverse.training import train
 
 TOL = 1e-5
 
@@ -28,6 +28,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _states(path):
+    """The per-sample lifted states a checkpoint stores for exact resume."""
+    return load_checkpoint(path).trainer_state["step"]["states"]
 
 
 def _max_err(a, b) -> float:
@@ -40,7 +45,7 @@ def runs(tmp_path_factory):
     ref = {}
     for solver in dw.SOLVERS:
         task = dw.make_synthetic_task()
-        res = train(task, dw.make_config(solver, checkpoint=str(out / f"ckpt_{solver}_1.pt")))
+        res = train(task, dw.make_config(solver), checkpoint=str(out / f"ckpt_{solver}_1.pt"))
         ref[solver] = {"params": [p.detach().clone() for p in task.model.parameters()],
                        "objective": res["train_objective"]}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
@@ -68,10 +73,10 @@ def test_two_processes_equal_one(runs, solver):
     assert _max_err(fresh, r1["params"]) > 1e-3
     assert r2["shard"] == 25
     if solver in ("isgm", "bcd-forward"):   # states from forward passes: none stored
-        assert load_checkpoint(out / f"ckpt_{solver}_2.pt")["states"] is None
+        assert _states(out / f"ckpt_{solver}_2.pt") is None
     else:   # states gathered by sample id equal the 1-process states
-        s1 = load_checkpoint(out / f"ckpt_{solver}_1.pt")["states"]
-        s2 = load_checkpoint(out / f"ckpt_{solver}_2.pt")["states"]
+        s1 = _states(out / f"ckpt_{solver}_1.pt")
+        s2 = _states(out / f"ckpt_{solver}_2.pt")
         assert set(s1) == set(s2)
         assert max(float((s1[k] - s2[k]).abs().max()) for k in s1) < TOL
 
@@ -98,9 +103,9 @@ def test_resume_on_another_number_of_ranks(runs):
     p_straight = [p.detach().clone() for p in task.model.parameters()]
     # 2 ranks -> 1 rank
     task = dw.make_synthetic_task()
-    cfg = dw.make_config("bcd", resume=str(out / "ckpt_bcd_2.pt"))
+    cfg = dw.make_config("bcd")
     cfg.epochs = dw.EPOCHS + 1
-    resumed = train(task, cfg)
+    resumed = train(task, cfg, resume=str(out / "ckpt_bcd_2.pt"))
     assert _max_err(p_straight, [p.detach() for p in task.model.parameters()]) < TOL
     assert abs(resumed["train_objective"][-1] - straight["train_objective"][-1]) < TOL
     # 1 rank -> 2 ranks (done by the worker)

@@ -1,4 +1,5 @@
-"""Training loop: digits accuracy floor, exact resume, checkpoints, tasks, backprop baseline."""
+"""The one trainer: digits accuracy floor, exact resume, checkpoints, validation selection,
+layered config, tasks, backprop baseline."""
 import math
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from lifted_inverse.datasets.mnist import write_idx
-from lifted_inverse.lifted.checkpoint import load_checkpoint
-from lifted_inverse.training import TaskConfig, TrainConfig, make_task, register_task, train
+from lifted_inverse.networks.checkpoint import load_checkpoint
+from lifted_inverse.training import ENGINE_DEFAULTS, TaskConfig, TrainConfig, make_task, register_task, resolve, train
 from lifted_inverse.training.tasks import TASKS, Task
 
 
@@ -45,8 +46,8 @@ def test_resume_is_exact(tmp_path, method, solver):
         task.x_train, task.t_train = task.x_train[:200], task.t_train[:200]
         task.y_train = task.y_train[:200]
         cfg = TrainConfig(method=method, solver=solver, epochs=epochs, batch_size=50, seed=3,
-                          checkpoint=ckpt, resume=resume, **extra)
-        res = train(task, cfg)
+                          select="last", **extra)
+        res = train(task, cfg, checkpoint=ckpt, resume=resume)
         return task.model, res
 
     straight, res_a = run(4)
@@ -56,8 +57,50 @@ def test_resume_is_exact(tmp_path, method, solver):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert res_a["train_objective"] == res_b["train_objective"]
-    payload = torch.load(ck, weights_only=True)
-    assert payload["epoch"] == 2 and set(payload) >= {"model", "solver", "states", "rng", "history"}
+    assert [h["val_accuracy"] for h in res_a["history"]] == [h["val_accuracy"] for h in res_b["history"]]
+    loaded = load_checkpoint(ck)
+    assert loaded.epoch == 2 and loaded.task == "digits-mlp"
+    assert set(loaded.trainer_state) >= {"step", "rng", "history", "last_model", "best"}
+    # a resume with other settings is refused, naming the setting
+    with pytest.raises(ValueError, match="resume: .* batch_size=50; this run has batch_size=25"):
+        task = make_task("digits-mlp", TaskConfig(seed=3, dtype=torch.float64))
+        train(task, TrainConfig(method=method, solver=solver, epochs=4, batch_size=25, seed=3,
+                                select="last", **extra), resume=ck)
+
+
+def test_resume_refuses_another_task(tmp_path):
+    ck = str(tmp_path / "ck.pt")
+    train(make_task("digits-mlp", TaskConfig(seed=0)), TrainConfig(epochs=1, solver="bcd"), checkpoint=ck)
+    with pytest.raises(ValueError, match="resume: .* written for task 'digits-mlp', not 'digits-autoencoder'"):
+        train(make_task("digits-autoencoder", TaskConfig(seed=0)), TrainConfig(epochs=2, solver="bcd"),
+              resume=ck)
+
+
+def test_selection_reads_validation_only_and_checkpoint_holds_the_selected_weights(tmp_path):
+    """select='best-val' returns the epoch with the best validation metric (ties: the first),
+    whatever the test metric did; the checkpoint's network is that epoch's."""
+    task = make_task("digits-mlp", TaskConfig(seed=1))
+    ck = tmp_path / "ck.pt"
+    res = train(task, TrainConfig(method="backprop", epochs=6, lr=3e-2), checkpoint=str(ck))
+    vals = [h["val_accuracy"] for h in res["history"]]
+    best = max(range(len(vals)), key=lambda i: (vals[i], -i))
+    assert res["selected_epoch"] == best + 1
+    assert res["val_accuracy"] == pytest.approx(vals[best])
+    net = load_checkpoint(ck).model
+    with torch.no_grad():
+        acc = float((net(task.x_val).argmax(1) == task.y_val).double().mean())
+    assert acc == pytest.approx(vals[best])
+    # the validation and test sets are disjoint from the training set and from each other
+    rows = {tuple(r.tolist()) for r in task.x_train}
+    assert not rows & {tuple(r.tolist()) for r in task.x_val}
+    assert not rows & {tuple(r.tolist()) for r in task.x_test}
+
+
+def test_time_budget_stops_training(tmp_path):
+    task = make_task("digits-mlp", TaskConfig(seed=0))
+    res = train(task, TrainConfig(method="backprop", time_budget=0.05, batch_size=8))
+    assert res["epochs"] >= 1 and res["seconds"] >= 0.05
+    assert res["epochs"] < 200
 
 
 def test_checkpoint_errors(tmp_path):
@@ -88,9 +131,10 @@ def test_mnist_task_reads_local_idx_files(tmp_path):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", images)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels)
     task = make_task("mnist-mlp", TaskConfig(seed=0, data=str(tmp_path)))
-    assert task.x_train.shape == (120, 36)
+    assert task.x_train.shape == (108, 36)
     res = train(task, TrainConfig(method="bregman", solver="adam", epochs=5, batch_size=30, lr=3e-3))
     assert res["test_accuracy"] > 0.9
+    assert task.x_val.shape == (12, 36)
     with pytest.raises(ValueError, match="data"):
         make_task("mnist-mlp", TaskConfig())
 
@@ -106,6 +150,9 @@ def test_register_task_and_bad_input():
         task = make_task("unit-test-task")
         res = train(task, TrainConfig(epochs=1, batch_size=10, solver="bcd"))
         assert math.isfinite(res["train_objective"][0])
+        assert res["config"]["select"] == "last"          # no validation set: nothing to select on
+        with pytest.raises(ValueError, match="select: task 'unit-test-task' has no validation set"):
+            train(task, TrainConfig(epochs=1, select="best-val"))
     finally:
         TASKS.pop("unit-test-task")
     with pytest.raises(ValueError, match="task: unknown"):
@@ -119,23 +166,28 @@ def test_register_task_and_bad_input():
         train(task, TrainConfig(method="backprop", solver="isgm"))
 
 
-def test_unset_fields_take_the_tasks_lifted_settings_then_the_engine_defaults():
-    from lifted_inverse.training.loop import ENGINE_DEFAULTS
-
+def test_unset_fields_take_the_tasks_presets_then_the_engine_defaults():
     task = make_task("digits-mlp", TaskConfig(seed=0))
-    preset = task.defaults["lifted"][("bregman", "bcd")]
-    ran = TrainConfig(method="bregman", solver="bcd").resolved(task)
+    preset = task.presets[("bregman", "bcd")]
+    ran = resolve(TrainConfig(method="bregman", solver="bcd"), task.presets)
     assert all(getattr(ran, k) == v for k, v in preset.items())
-    mine = TrainConfig(method="bregman", solver="bcd", lam=0.5, state_order="bottom-up").resolved(task)
+    assert all(ran.sources[k] == "task" for k in preset) and ran.sources["method"] == "user"
+    mine = resolve(TrainConfig(method="bregman", solver="bcd", lam=0.5, state_order="bottom-up"), task.presets)
     assert (mine.lam, mine.state_order, mine.state_init) == (0.5, "bottom-up", preset["state_init"])
+    assert mine.sources["lam"] == "user"
     for other in (TrainConfig(method="bregman", solver="adam"), TrainConfig(method="mac", solver="bcd")):
-        got = other.resolved(task)                      # no setting for these: the engine's
-        assert all(getattr(got, k) == v for k, v in ENGINE_DEFAULTS.items()) and got.lr is None
+        got = resolve(other, task.presets)                      # no setting for these: the engine's
+        assert all(getattr(got, k) == v for k, v in ENGINE_DEFAULTS.items() if k not in ("method", "solver"))
     # the result records what ran; 2 epochs of the digits setting already beat 90 %
     res = train(task, TrainConfig(method="bregman", solver="bcd", epochs=2))
     assert {k: res["config"][k] for k in preset} == preset
     assert res["test_accuracy"] > 0.9
     for bad, msg in (({"state_lr": 2.0}, "state_lr: expected a number in"), ({"lam": -1.0}, "lam: must be"),
-                     ({"state_init": "zeros"}, "state_init: expected one of")):
+                     ({"state_init": "zeros"}, "state_init: expected one of"),
+                     ({"epochs": 0, "batch_size": -1}, "batch_size: must be a non-negative"),
+                     ({"time_budget": 0.0}, "time_budget: must be a positive")):
         with pytest.raises(ValueError, match=msg):
-            TrainConfig(**bad).validate()
+            resolve(TrainConfig(**bad))
+    # an option backprop does not read is an error, not ignored
+    with pytest.raises(ValueError, match="lam: applies to lifted training only"):
+        resolve(TrainConfig(method="backprop", lam=0.3))

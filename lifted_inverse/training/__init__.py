@@ -1,18 +1,25 @@
-"""Training jobs: task registry, lifted and backprop trainers, metrics files and plots."""
+"""Training: tasks (data + network + scoring + presets), one config, one trainer, two steps."""
 from . import digits  # noqa: F401  (registers the digits tasks)
-from .loop import METHODS, LiftedTrainer, TrainConfig, make_trainer, train
+from .config import BACKPROP_SOLVERS, ENGINE_DEFAULTS, METHODS, TrainConfig, resolve
+from .steps import BackpropStep, LiftedStep
 from .tasks import TASKS, Task, TaskConfig, available_tasks, make_task, register_task
+from .trainer import Trainer, make_step, train
 
 __all__ = [
-           "METHODS",
-           "TASKS",
-           "LiftedTrainer",
-           "Task",
-           "TaskConfig",
-           "TrainConfig",
-           "available_tasks",
-           "make_task",
-           "make_trainer",
-           "register_task",
-           "train",
+    "BACKPROP_SOLVERS",
+    "ENGINE_DEFAULTS",
+    "METHODS",
+    "TASKS",
+    "BackpropStep",
+    "LiftedStep",
+    "Task",
+    "TaskConfig",
+    "TrainConfig",
+    "Trainer",
+    "available_tasks",
+    "make_step",
+    "make_task",
+    "register_task",
+    "resolve",
+    "train",
 ]

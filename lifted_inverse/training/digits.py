@@ -5,9 +5,12 @@
   (``w = 128``; ``config.extra`` may set ``width`` and ``blocks``).
 * ``digits-autoencoder``: sparse denoising autoencoder 64-128-32-128-64 with a soft-threshold
   bottleneck, inputs in [0, 1] plus seeded Gaussian noise (``--noise``, default 0.2), scored by
-  test PSNR against the clean digit.
+  PSNR against the clean digit. Its encoder (the first two affine layers, up to the code) is
+  recorded in the task description so ``invert --model`` can invert it.
 
-The 80/20 split is fixed (seed 0) whatever the training seed; ``config.seed`` seeds the model.
+Split (fixed, seed 0, whatever the training seed): 20 % test, 10 % validation (model selection
+reads only these), 70 % training; the standardisation uses the training part only.
+``config.seed`` seeds the model.
 """
 from __future__ import annotations
 
@@ -15,9 +18,18 @@ import torch
 
 from ..lifted.activations import Softmax, SoftThreshold
 from ..networks import mlp, resnet_mlp
-from .tasks import Task, TaskConfig, register_task, seeded_split
+from .tasks import Task, TaskConfig, register_task, seeded_three_way_split
 
 SPLIT_SEED = 0
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
+
+#: lifted Bregman BCD on the digits classifiers: each mini-batch's states from the forward pass
+#: (every hidden penalty starts at zero), state blocks top-down (the output residual reaches the
+#: lower layers within one sweep) with over-relaxed steps 1.9/L, λ = 0.3, and W-steps 8/L (L is
+#: λ_max of the input Gram, dominated by the mean of the ReLU inputs, so 1/L is short in every
+#: other direction). Comparison with the engine defaults: docs/results.md.
+CLASSIFIER_PRESETS = {("bregman", "bcd"): {"state_init": "forward", "state_order": "top-down",
+                                           "state_lr": 1.9, "lam": 0.3, "lr": 8.0}}
 
 
 def load_digits_tensors(dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,20 +40,19 @@ def load_digits_tensors(dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor
     return torch.tensor(d.data, dtype=dtype), torch.tensor(d.target, dtype=torch.long)
 
 
-#: lifted Bregman BCD on the digits classifiers (batch 64, 20 epochs, 10 seeds, digits-mlp):
-#: each mini-batch from the forward pass, states top-down with over-relaxed steps (1.9/L),
-#: λ = 0.3, W-steps 8/L (L = λ_max of the input Gram, dominated by the mean of the ReLU
-#: inputs: 1/L is short in every other direction) -> 97.83 % test (Adam backprop 97.72 %);
-#: the engine defaults (store, bottom-up, 1/L, λ = 1) 95.57 %; forward + top-down at λ = 0.3,
-#: W-step 8/L with 1/L state steps 97.38 %, bottom-up 96.60 %. digits-resnet (2 seeds, 10
-#: epochs): 94.0 % against 91.6 % with the engine defaults.
-CLASSIFIER_LIFTED = {("bregman", "bcd"): {"state_init": "forward", "state_order": "top-down",
-                                          "state_lr": 1.9, "lam": 0.3, "lr": 8.0}}
+def _no_files(name: str, config: TaskConfig, noise: bool = False) -> None:
+    if config.data is not None:
+        raise ValueError(f"data: task {name!r} uses the built-in digits and reads no data files")
+    if not noise and config.noise is not None:
+        raise ValueError(f"noise: task {name!r} is a classifier of clean digits; --noise does not apply")
+    unknown = set(config.extra) - {"width", "blocks"}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: does not apply to task {name!r}")
 
 
 def _classification(name: str, config: TaskConfig, model_fn) -> Task:
     x, y = load_digits_tensors(config.dtype)
-    tr, te = seeded_split(len(x), 0.2, SPLIT_SEED)
+    tr, va, te = seeded_three_way_split(len(x), VAL_FRACTION, TEST_FRACTION, SPLIT_SEED)
     mean, std = x[tr].mean(0), x[tr].std(0).clamp_min(1e-3)
     x = (x - mean) / std
     torch.manual_seed(config.seed)
@@ -49,17 +60,22 @@ def _classification(name: str, config: TaskConfig, model_fn) -> Task:
     onehot = torch.nn.functional.one_hot(y, 10).to(config.dtype)
     dev = config.device
     return Task(name, model.to(dev), x[tr].to(dev), onehot[tr].to(dev), x[te].to(dev), y[te].to(dev),
+                x_val=x[va].to(dev), y_val=y[va].to(dev),
                 kind="classification", output_activation=Softmax(), input_shape=(64,),
-                y_train=y[tr].to(dev), defaults={"lifted": CLASSIFIER_LIFTED})
+                y_train=y[tr].to(dev), presets=CLASSIFIER_PRESETS)
 
 
 @register_task("digits-mlp")
 def digits_mlp(config: TaskConfig) -> Task:
+    _no_files("digits-mlp", config)
+    if config.extra:
+        raise ValueError(f"{sorted(config.extra)[0]}: does not apply to task 'digits-mlp'")
     return _classification("digits-mlp", config, lambda: mlp((64, 256, 256, 10)))
 
 
 @register_task("digits-resnet")
 def digits_resnet(config: TaskConfig) -> Task:
+    _no_files("digits-resnet", config)
     blocks = int(config.extra.get("blocks", 8))
     width = int(config.extra.get("width", 128))
     return _classification("digits-resnet", config, lambda: resnet_mlp(64, width, 10, blocks=blocks))
@@ -67,12 +83,15 @@ def digits_resnet(config: TaskConfig) -> Task:
 
 @register_task("digits-autoencoder")
 def digits_autoencoder(config: TaskConfig) -> Task:
+    _no_files("digits-autoencoder", config, noise=True)
+    if config.extra:
+        raise ValueError(f"{sorted(config.extra)[0]}: does not apply to task 'digits-autoencoder'")
     noise = 0.2 if config.noise is None else float(config.noise)
-    if noise < 0:
+    if not noise >= 0:
         raise ValueError(f"noise: must be >= 0, got {noise}")
     x, _ = load_digits_tensors(config.dtype)
     x = x / 16.0
-    tr, te = seeded_split(len(x), 0.2, SPLIT_SEED)
+    tr, va, te = seeded_three_way_split(len(x), VAL_FRACTION, TEST_FRACTION, SPLIT_SEED)
     gen = torch.Generator().manual_seed(SPLIT_SEED + 1)
     noisy = x + noise * torch.randn(x.shape, generator=gen, dtype=x.dtype)
     torch.manual_seed(config.seed)
@@ -83,6 +102,8 @@ def digits_autoencoder(config: TaskConfig) -> Task:
         torch.nn.Linear(128, 64),
     ).to(dtype=config.dtype, device=config.device)
     dev = config.device
+    # the encoder is model[:4] (64 → 128 → 32, ReLU then soft-threshold): the part `invert` inverts
     return Task("digits-autoencoder", model, noisy[tr].to(dev), x[tr].to(dev), noisy[te].to(dev),
-                x[te].to(dev), kind="regression", output_activation=None, input_shape=(64,),
-                data_range=1.0)
+                x[te].to(dev), x_val=noisy[va].to(dev), y_val=x[va].to(dev), kind="regression",
+                output_activation=None, input_shape=(64,), data_range=1.0,
+                info={"noise": {"sigma": noise, "relative": False}, "encoder_modules": 4})

@@ -1,4 +1,4 @@
-"""Data-parallel lifted trainer: the :class:`LiftedTrainer` of one rank of a process group.
+"""Data-parallel lifted step: the :class:`~.steps.LiftedStep` of one rank of a process group.
 
 Selected by ``TrainConfig(distributed=True)`` (``lifted-inverse train --distributed`` under
 torchrun). Every rank builds the same task and model; rank 0's weights are broadcast so the
@@ -18,18 +18,18 @@ import torch
 
 from ..lifted.distributed import AllReduce, Shard, broadcast_parameters, gather_rows, rank_and_world
 from ..lifted.solvers import StateStore
-from .loop import LiftedTrainer, TrainConfig
-from .tasks import Task
+from .config import TrainConfig
+from .steps import LiftedStep
 
 
-class DataParallelLiftedTrainer(LiftedTrainer):
-    """:class:`LiftedTrainer` over a ``torch.distributed`` group (see module docstring).
+class DataParallelLiftedStep(LiftedStep):
+    """:class:`~.steps.LiftedStep` over a ``torch.distributed`` group (see module docstring).
 
     Attributes: ``comm`` (the :class:`AllReduce` hook, with its byte log), ``shard``, ``rank``,
     ``world_size``, ``is_writer`` (rank 0: writes checkpoints and metrics).
     """
 
-    def __init__(self, task: Task, config: TrainConfig, group=None):
+    def __init__(self, task, config: TrainConfig, group=None):
         if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             raise ValueError("distributed: no torch.distributed process group is initialised; call "
                              "lifted_inverse.lifted.distributed.init_from_env() (or launch with torchrun)")
@@ -37,7 +37,7 @@ class DataParallelLiftedTrainer(LiftedTrainer):
             raise ValueError("distributed: data-parallel training is implemented for lifted methods only")
         self.group = group
         self.rank, self.world_size = rank_and_world(group)
-        self.shard = Shard.of(task.x_train.shape[0], self.rank, self.world_size)
+        self.shard = Shard.of(task.n_train, self.rank, self.world_size)
         self.comm = AllReduce(group)
         broadcast_parameters([p for p in task.model.parameters()], src=0, group=group)
         super().__init__(task, replace(config, reduce_fn=self.comm))
@@ -46,19 +46,21 @@ class DataParallelLiftedTrainer(LiftedTrainer):
     def is_writer(self) -> bool:
         return self.rank == 0
 
+    def _own(self) -> torch.Tensor:
+        return torch.arange(self.shard.start, self.shard.stop, device=self.task.device)
+
     def initial_store(self) -> StateStore:
-        x = self.task.x_train[self.shard.start:self.shard.stop]
+        x, _ = self.task.train_batch(self._own())
         return StateStore.from_forward(self.objective, x)
 
-    def train_batch(self, ids: torch.Tensor | None) -> float:
+    def __call__(self, ids: torch.Tensor | None) -> float:
         """One sweep on the global batch ``ids`` (None: all samples); returns its global objective."""
-        x, t = self.task.x_train, self.task.t_train
         if ids is None:
-            sl = slice(self.shard.start, self.shard.stop)
-            return self.solver.step(x[sl], t[sl], self.store, None)
+            x, t = self.task.train_batch(self._own())
+            return self.solver.step(x, t, self.store, None)
         mine, local = self.shard.select(ids)
-        return self.solver.step(x.index_select(0, mine), t.index_select(0, mine), self.store,
-                                local.to(x.device))
+        x, t = self.task.train_batch(mine.to(self.task.device))
+        return self.solver.step(x, t, self.store, local.to(self.task.device))
 
     def state_dict(self) -> dict:
         """Solver state and the states of *all* samples by global id (on rank 0; collective)."""

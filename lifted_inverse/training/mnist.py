@@ -3,7 +3,8 @@
 Reads ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` with
 :class:`lifted_inverse.datasets.mnist.MnistIdx` (nothing is downloaded). Model
 ``784-256-256-10`` ReLU, inputs standardised with the training mean/std (global), softmax output.
-``config.extra['limit']`` caps the number of training samples.
+``config.extra['limit']`` caps the number of training samples. The last 10 % of the IDX training
+file (after ``limit``) is the validation set; ``t10k`` is the test set.
 """
 from __future__ import annotations
 
@@ -24,14 +25,21 @@ def mnist_mlp(config: TaskConfig) -> Task:
     xtr, ytr = train.images.flatten(1), train.labels
     if limit:
         xtr, ytr = xtr[:int(limit)], ytr[:int(limit)]
+    if config.noise is not None:
+        raise ValueError("noise: task 'mnist-mlp' is a classifier of clean digits; --noise does not apply")
+    if set(config.extra) - {"limit"}:
+        raise ValueError(f"{sorted(set(config.extra) - {'limit'})[0]}: does not apply to task 'mnist-mlp'")
+    n_val = max(1, len(xtr) // 10)
+    xva, yva = xtr[len(xtr) - n_val:], ytr[len(ytr) - n_val:]
+    xtr, ytr = xtr[:len(xtr) - n_val], ytr[:len(ytr) - n_val]
     xte, yte = test.images.flatten(1), test.labels
     mean, std = xtr.mean(), xtr.std().clamp_min(1e-6)
-    xtr, xte = ((xtr - mean) / std).to(config.dtype), ((xte - mean) / std).to(config.dtype)
+    xtr, xva, xte = (((v - mean) / std).to(config.dtype) for v in (xtr, xva, xte))
     n_in = xtr.shape[1]
     torch.manual_seed(config.seed)
     model = mlp((n_in, 256, 256, 10)).to(dtype=config.dtype)
     onehot = torch.nn.functional.one_hot(ytr, 10).to(config.dtype)
     dev = config.device
     return Task("mnist-mlp", model.to(dev), xtr.to(dev), onehot.to(dev), xte.to(dev), yte.to(dev),
-                kind="classification", output_activation=Softmax(), input_shape=(n_in,),
+                x_val=xva.to(dev), y_val=yva.to(dev), kind="classification", output_activation=Softmax(), input_shape=(n_in,),
                 y_train=ytr.to(dev))

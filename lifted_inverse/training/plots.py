@@ -26,8 +26,9 @@ def plot_convergence(histories: dict[str, Sequence[dict]], path: str | os.PathLi
         ep = [h["epoch"] for h in hist]
         obj = [h["objective"] for h in hist]
         ax1.plot(ep, obj, marker=".", label=label)
-        if metric in hist[0]:
-            ax2.plot([h["seconds"] for h in hist], [h[metric] for h in hist], marker=".", label=label)
+        evaluated = [h for h in hist if h.get(metric) is not None]
+        if evaluated:
+            ax2.plot([h["seconds"] for h in evaluated], [h[metric] for h in evaluated], marker=".", label=label)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training objective")
     if all(h["objective"] > 0 for hist in histories.values() for h in hist):

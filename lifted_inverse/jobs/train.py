@@ -1,0 +1,90 @@
+"""The ``train`` job: task → trainer → checkpoint, metrics and figures in one output folder.
+
+``run_training(task_name, task_config, train_config, out, ...)`` is what ``lifted-inverse train``
+calls after parsing. Outputs (rank 0 only under data parallelism), each written atomically:
+``OUT/checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end: a run killed after some
+epochs leaves the checkpoint of its last finished one), ``OUT/metrics.json`` (the trainer's
+result), ``OUT/convergence.png`` and the task's own figures (imaging: reconstructions,
+PSNR against time). With ``compare=True`` the other family (lifted ↔ backprop) is trained on the
+same task for the same wall-clock into ``OUT/<method>``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_write_text
+from ..training import TaskConfig, TrainConfig, make_task, train
+from ..training.plots import plot_convergence
+
+
+def _check_out(out: Path, resume: str | None) -> None:
+    """Refuse an output folder that cannot be written before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a folder")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+    if not os.access(probe, os.W_OK):
+        raise ValueError(f"out: cannot write into {probe}")
+    ck = out / "checkpoint.pt"
+    if resume is None and ck.exists() and any(out.glob("metrics.json")):
+        # a finished run lives here: continuing silently would overwrite its checkpoint
+        raise ValueError(f"out: {out} already holds a finished run (metrics.json, checkpoint.pt); "
+                         "choose another folder or continue it with --resume")
+
+
+def _json_safe(value):
+    """Non-finite floats as None (strict JSON); tensors never reach metrics."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, out: str | Path, *,
+                 resume: str | None = None, progress: bool = False, compare: bool = False,
+                 is_writer: bool = True) -> dict:
+    """Build ``task_name``, train it by ``config`` and write the outputs (module docstring)."""
+    out = Path(out)
+    if is_writer:
+        _check_out(out, resume)
+    task = make_task(task_name, task_config)
+    result = train(task, config, checkpoint=str(out / "checkpoint.pt"), resume=resume,
+                   progress=progress)
+    if not is_writer:
+        return result
+    result = _json_safe(result)
+    label = f"{result['method']}/{result['solver']}"
+    histories = {label: result["history"]}
+    if compare:
+        other = replace(config, method="bregman" if result["method"] == "backprop" else "backprop",
+                        solver="adam", epochs=None, time_budget=result["seconds"], sources={},
+                        **{k: None for k in ("state_steps", "state_init", "state_order", "state_lr",
+                                             "lam", "rho", "tau", "inner_sweeps", "momentum",
+                                             "power_iterations", "batched_layers", "lr")})
+        other_task = make_task(task_name, task_config)
+        other_out = out / other.method
+        res2 = _json_safe(train(other_task, other, checkpoint=str(other_out / "checkpoint.pt"),
+                                progress=progress))
+        atomic_write_text(other_out / "metrics.json", json.dumps(res2, indent=2) + "\n")
+        histories[f"{res2['method']}/{res2['solver']}"] = res2["history"]
+        result["compare"] = {k: res2.get(k) for k in ("method", "solver", "seconds", "epochs",
+                                                       f"test_{task.metric}", f"val_{task.metric}")}
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    plot_convergence(histories, out / "convergence.png", metric=f"test_{task.metric}")
+    task.write_figures(task.model, label, out)
+    return result
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads: must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
