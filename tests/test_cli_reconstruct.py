@@ -65,8 +65,11 @@ def test_data_command(tmp_path, capsys):
     assert main(["data", "--dataset", "ellipses", "--operator", "ct", "--n", "3", "--size", "24",
                  "--angles", "10", "--out", str(out)]) == 0
     ds = MeasurementDataset(out)
-    assert len(ds) == 3 and ds[0][1].shape == (1, 10, 24)
-    assert ds.attrs["operator"]["parameters"]["n_angles"] == 10
+    assert len(ds) == 3 and ds[0][1].shape == (1, 10, 34)  # ceil(24 sqrt(2)) detectors
+    assert ds.attrs["operator"]["spec"]["n_angles"] == 10
+    A = ds.operator()  # the file's spec rebuilds the operator that made y
+    x, y = ds[0]
+    assert A.out_shape == (1, 10, 34) and y.shape == A.out_shape  # ceil(24 sqrt(2)) detectors
     assert ds.attrs["noise"]["relative"] is True
     out2 = tmp_path / "p.h5"
     assert main(["data", "--dataset", "patches", "--operator", "denoise", "--images", "camera,brick",
@@ -84,11 +87,12 @@ def test_train_unrolled_ct_then_reconstruct_with_it(tmp_path, monkeypatch):
     """``train --task unrolled-ct`` writes a checkpoint that ``reconstruct --method unrolled``
     applies with the scanner it was trained for (full-width detector from the checkpoint),
     reading the checkpoint once."""
-    from lifted_inverse.training import imaging
+    from lifted_inverse.networks import checkpoint
 
     reads = []
-    real_load = imaging.load_network
-    monkeypatch.setattr(imaging, "load_network", lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
+    real_load = checkpoint.load_checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint",
+                        lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
     train_out = tmp_path / "train"
     assert main(["train", "--task", "unrolled-ct", "--method", "backprop", "--epochs", "1",
                  "--n-train", "4", "--features", "2", "--layers", "2",

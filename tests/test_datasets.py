@@ -24,6 +24,7 @@ from lifted_inverse.datasets import (
     split_images,
     write_idx,
 )
+from lifted_inverse.datasets.hdf5 import operator_from_record, operator_record
 from lifted_inverse.operators import Blur, GaussianNoise, Identity, Radon, gaussian_kernel
 
 
@@ -145,8 +146,11 @@ def test_make_measurements_round_trip_and_provenance(tmp_path):
     assert 0.03 < float(resid.std()) < 0.07  # the noise is there, at the requested level
     a = m.attrs
     assert a["operator_class"] == "Blur" and a["operator"]["class"] == "Blur"
-    assert a["operator"]["parameters"]["boundary"] == "circular"
+    assert a["operator"]["spec"]["boundary"] == "circular"
     assert a["operator"]["in_shape"] == [1, 24, 24]
+    rebuilt = m.operator()  # from the file's spec: the same blur
+    assert type(rebuilt) is Blur and torch.equal(rebuilt.kernel, op.kernel)
+    assert torch.equal(rebuilt(x[None].double()), clean[None])
     assert a["noise"] == {"model": "gaussian", "sigma": 0.05, "relative": False, "seed": 7}
     assert a["seed"] == 7 and a["n_samples"] == 5 and a["dataset"] == "EllipseDataset"
     assert a["lifted_inverse_version"] and a["created"].startswith("20")
@@ -156,6 +160,18 @@ def test_make_measurements_round_trip_and_provenance(tmp_path):
     batches = list(DataLoader(m, batch_size=2, num_workers=2))
     assert torch.equal(batches[1][1][1], m[3][1])
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_operator_record_without_spec_is_not_rebuilt(tmp_path):
+    """A composition has no registry name: the file records it by ``describe`` and says so."""
+    op = Radon(16, n_angles=4) @ Blur((1, 16, 16), "box", "zero")
+    record = operator_record(op)
+    assert record["class"] == "Composition" and "spec" not in record
+    path = make_measurements(EllipseDataset(2, 16, seed=0), op, None, tmp_path / "c.h5")
+    with pytest.raises(ValueError, match="holds no operator spec"):
+        MeasurementDataset(path).operator()
+    with pytest.raises(ValueError, match="output shape"):
+        operator_from_record({**operator_record(Radon(16, n_angles=4)), "out_shape": [1, 4, 16]})
 
 
 def test_describe_radon_and_composition():

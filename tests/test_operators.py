@@ -148,8 +148,9 @@ def test_make_operator_defaults():
         assert A.in_shape == shape
         assert A.adjoint_test() <= 1e-6
     ct = make_operator("ct", (1, 16, 16))
-    assert ct.out_shape == (1, 60, 16)
-    assert make_operator("ct", (1, 16, 16), n_angles=12).out_shape == (1, 12, 16)
+    assert ct.out_shape == (1, 60, 23)  # detectors span the diagonal: ceil(16 sqrt(2))
+    assert make_operator("ct", (1, 16, 16), n_angles=12).out_shape == (1, 12, 23)
+    assert make_operator("ct", (1, 16, 16), n_detectors=16).out_shape == (1, 60, 16)
     blur = make_operator("blur", (1, 16, 16))
     assert tuple(blur.kernel.shape) == (9, 9) and blur.boundary == "circular"
 

@@ -3,7 +3,8 @@
 Layout of a measurement file (format 1):
 
 - dataset ``x``: (N, *A.in_shape), dataset ``y``: (N, *A.out_shape), chunked one sample per chunk;
-- attributes ``operator`` (JSON of :func:`describe`), ``operator_class``, ``noise`` (JSON of
+- attributes ``operator`` (JSON of :func:`operator_record`: the registry spec, from which
+  :meth:`MeasurementDataset.operator` rebuilds the operator), ``operator_class``, ``noise`` (JSON of
   ``noise.to_dict()`` or ``null``), ``seed``, ``dataset`` (class name), ``n_samples``,
   ``created`` (UTC ISO 8601), ``lifted_inverse_version``, ``format_version``.
 
@@ -90,6 +91,36 @@ def describe(op: LinearOperator) -> dict:
             "in_shape": list(op.in_shape), "out_shape": list(op.out_shape), "parameters": params}
 
 
+def operator_record(op: LinearOperator) -> dict:
+    """What files store about ``op``: ``{"class", "in_shape", "out_shape", "spec"}`` with its
+    registry spec (:func:`~lifted_inverse.operators.registry.spec_of`), from which
+    :func:`operator_from_record` rebuilds it; an operator the registry cannot name (a composition,
+    a sum, ...) is recorded by :func:`describe` instead (provenance only, not rebuildable)."""
+    from ..operators.registry import spec_of
+
+    try:
+        spec = spec_of(op)
+    except TypeError:
+        return describe(op)
+    return {"class": type(op).__name__, "in_shape": list(op.in_shape), "out_shape": list(op.out_shape),
+            "spec": spec}
+
+
+def operator_from_record(record: Mapping) -> LinearOperator:
+    """The operator of an :func:`operator_record` (checked against its recorded output shape).
+    Raises ``ValueError`` for a record without a spec."""
+    from ..operators.registry import operator_from_spec
+
+    if not isinstance(record, Mapping) or not isinstance(record.get("spec"), Mapping):
+        kind = record.get("class") if isinstance(record, Mapping) else type(record).__name__
+        raise ValueError(f"operator: the record of {kind} holds no operator spec; it cannot be rebuilt")
+    op = operator_from_spec(record["spec"], record["in_shape"])
+    if list(op.out_shape) != list(record["out_shape"]):
+        raise ValueError(f"operator: the spec rebuilds an operator with output shape {list(op.out_shape)}, "
+                         f"the record says {list(record['out_shape'])}")
+    return op
+
+
 def describe_noise(noise: Callable | None) -> dict | None:
     """``noise.to_dict()`` if the noise model has one, ``None`` for no noise, else its class name."""
     if noise is None:
@@ -155,7 +186,7 @@ def make_measurements(
     n = len(dataset)
     path = Path(path)
     header = {
-        "operator": json.dumps(describe(operator)),
+        "operator": json.dumps(operator_record(operator)),
         "operator_class": type(operator).__name__,
         "noise": json.dumps(describe_noise(noise)),
         "seed": -1 if seed is None else int(seed),
@@ -257,6 +288,19 @@ class MeasurementDataset(Dataset):
 
     def __len__(self) -> int:
         return self._n
+
+    def operator(self) -> LinearOperator:
+        """The forward operator the measurements were made with, rebuilt from the file's
+        ``operator`` attribute (:func:`operator_from_record`); ``ValueError`` naming the path if the
+        file records none that can be rebuilt."""
+        try:
+            op = operator_from_record(self.attrs.get("operator"))
+        except ValueError as err:
+            raise ValueError(f"measurements: {str(self.path)!r}: {err}") from None
+        if tuple(op.in_shape) != self.x_shape or tuple(op.out_shape) != self.y_shape:
+            raise ValueError(f"measurements: {str(self.path)!r} holds x {self.x_shape} and y {self.y_shape}, "
+                             f"its operator maps {op.in_shape} -> {op.out_shape}")
+        return op
 
     def _handle(self):
         if self._file is None:

@@ -27,8 +27,8 @@ from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .mask import Mask, random_mask
 from .noise import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
-from .radon import FBP_FILTERS, Radon, fbp, fbp_filter
-from .registry import OPERATOR_CASES, OPERATOR_NAMES, make_operator
+from .radon import FBP_FILTERS, Radon, diagonal_detectors, fbp, fbp_filter
+from .registry import OPERATOR_CASES, OPERATOR_NAMES, make_operator, operator_from_spec, resolve_spec, spec_of
 from .sinogram_filter import SinogramFilter
 
 __all__ += [
@@ -44,6 +44,7 @@ __all__ += [
     "SubsampledFourier",
     "TransmissionPoissonNoise",
     "box_kernel",
+    "diagonal_detectors",
     "fbp",
     "fbp_filter",
     "gaussian_kernel",
@@ -51,6 +52,9 @@ __all__ += [
     "make_noise",
     "make_operator",
     "motion_kernel",
+    "operator_from_spec",
     "random_mask",
+    "resolve_spec",
     "sampling_mask",
+    "spec_of",
 ]

@@ -156,10 +156,10 @@ def odl_ray_transform(image_size: int | Sequence[int], n_angles: int = 180, impl
     odl = _odl()
     from odl.applications.tomo import Parallel2dGeometry, RayTransform
 
-    from .radon import _parse_image_size, _uniform_angles
+    from .radon import _parse_image_size, _uniform_angles, diagonal_detectors
 
     h, w = _parse_image_size(image_size)
-    d = max(h, w) if n_detectors is None else int(n_detectors)
+    d = diagonal_detectors((h, w)) if n_detectors is None else int(n_detectors)
     ang = (np.asarray(angles, dtype=np.float64).reshape(-1) if angles is not None
            else _uniform_angles(int(n_angles), angle_range))
     lo = np.array([-(h // 2) - 0.5, -(w // 2) - 0.5])

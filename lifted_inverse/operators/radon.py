@@ -519,6 +519,13 @@ class _MFAdjoint(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------------------------
+def diagonal_detectors(image_size) -> int:
+    """``ceil(hypot(H, W))`` (``ceil(sqrt(2) N)`` for ``N x N``): unit detector bins spanning the
+    image diagonal, so every pixel is seen at every angle. The one default CT geometry."""
+    h, w = _parse_image_size(image_size)
+    return math.ceil(math.hypot(h, w))
+
+
 class Radon(LinearOperator):
     """Parallel-beam Radon transform ``R: (1, H, W) -> (1, A, D)`` (see the module docstring).
 
@@ -527,8 +534,8 @@ class Radon(LinearOperator):
     image_size: ``N`` (square) or ``(H, W)``, each >= 2.
     n_angles: number of angles ``A``, uniform in ``angle_range`` (end point excluded).
     angles: explicit angles in radians (overrides ``n_angles`` and ``angle_range``).
-    n_detectors: ``D``; default ``max(H, W)`` (rays cover the inscribed disc, as skimage's
-        ``circle=True``); use ``ceil(hypot(H, W))`` to cover the whole rectangle.
+    n_detectors: ``D``; default :func:`diagonal_detectors` ``= ceil(hypot(H, W))``: the rays
+        cover the whole image, not only its inscribed disc (photographs fill the square).
     angle_range: ``(lo, hi)`` in radians; ``(0, 2*pi/3)`` gives a limited-angle problem.
     method: ``'sparse'`` (cached CSR matrices ``R``, ``R^T``), ``'matrix_free'`` or ``'auto'``
         (sparse when both float64 CSR matrices would take less than 1.5 GB: up to about 256x256
@@ -569,7 +576,7 @@ class Radon(LinearOperator):
             self.uniform = True
             self.angle_range = rng
         if n_detectors is None:
-            n_detectors = max(shape)
+            n_detectors = diagonal_detectors(shape)
         if not isinstance(n_detectors, (int, np.integer)) or isinstance(n_detectors, bool) or n_detectors < 1:
             raise ValueError(f"n_detectors: expected a positive integer, got {n_detectors!r}")
         if method not in _METHODS:

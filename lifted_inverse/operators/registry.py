@@ -1,23 +1,37 @@
-"""Operators by name (for the CLI and experiments) and the small test cases of every operator.
+"""THE operator spec: a JSON-able description ``{"name": ..., **parameters}`` <-> an operator.
 
-``make_operator(name, image_shape, **options)`` with defaults:
+``operator_from_spec(spec, image_shape)`` builds the forward operator for images of
+``image_shape = (C, H, W)``; ``spec_of(operator)`` gives the complete spec back (every default
+filled in, so a file or checkpoint that stores it rebuilds the same matrix whatever later
+defaults become); ``resolve_spec`` is the complete spec without building. The CLI, the ``data``
+command, HDF5 measurement files, the imaging tasks and checkpoints all describe operators this
+way. Names and parameters (defaults in brackets):
 
-* ``'denoise'``: :class:`Identity`.
-* ``'blur'``: :class:`Blur`, Gaussian 9x9, σ = 1.5, circular boundary
-  (options: ``kernel``, ``boundary``).
-* ``'ct'``: :class:`Radon` with 60 angles in ``[0, π)`` (the sparse-view setting of the
-  acceptance tests), ``max(H, W)`` detectors, ``method='auto'``; the image must have one channel
-  (options: every :class:`Radon` argument).
-* ``'inpaint'``: :class:`Mask` keeping 50% of the pixels at random (seed 0)
-  (options: ``mask``, or ``keep`` and ``seed``).
-* ``'mri'``: :class:`SubsampledFourier` with a seeded random mask, 4x acceleration, 8% fully
-  sampled centre (options: ``mask``, or the :func:`sampling_mask` arguments).
+* ``'denoise'``: :class:`Identity` (no parameters).
+* ``'blur'``: :class:`Blur`; ``kernel`` (a name in :data:`~.blur.KERNEL_NAMES` or a 2-D list)
+  [``'gaussian'``: 9x9, σ = 1.5], ``boundary`` [``'circular'``].
+* ``'ct'``: :class:`Radon`, one channel; ``n_angles`` [60, the sparse-view setting] uniform in
+  ``angle_range`` [``[0, π]``] or explicit ``angles`` (a list of radians), ``n_detectors``
+  [:func:`~.radon.diagonal_detectors`: ``ceil(hypot(H, W))``, rays cover the whole image],
+  ``model`` [``'joseph'``]. How it is computed, not what: ``method`` [``'auto'``] and
+  ``disk_cache`` [false] are kept in the spec only when set otherwise.
+  Imaging checkpoints name the count of angles ``angles`` (an integer) and the detectors
+  ``detectors`` (``'full'``: the default); both are read as ``n_angles`` / ``n_detectors``.
+* ``'inpaint'``: :class:`Mask`; ``keep`` [0.5] and ``seed`` [0] (:func:`random_mask`), or ``mask``.
+* ``'mri'``: :class:`SubsampledFourier`; ``kind`` [``'random'``], ``acceleration`` [4],
+  ``center_fraction`` [0.08], ``seed`` [0] (:func:`sampling_mask`), or ``mask``.
+
+``make_operator(name, image_shape, **options)`` is ``operator_from_spec({"name": name, **options})``
+(``kernel`` and ``mask`` may then be tensors).
 """
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from .base import Identity, LinearOperator
@@ -25,12 +39,25 @@ from .blur import Blur, box_kernel, gaussian_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .gradient import Gradient
 from .mask import Mask, random_mask
-from .radon import Radon
+from .radon import Radon, diagonal_detectors
 from .sinogram_filter import SinogramFilter
 
-__all__ = ["OPERATOR_CASES", "OPERATOR_NAMES", "make_operator"]
+__all__ = ["OPERATOR_CASES", "OPERATOR_NAMES", "make_operator", "operator_from_spec", "resolve_spec",
+           "spec_of"]
 
 OPERATOR_NAMES = ("denoise", "blur", "ct", "inpaint", "mri")
+_SPEC_ATTR = "_operator_spec"  # the resolved spec, kept on operators built here
+
+_CT_DEFAULTS = {"n_angles": 60, "angle_range": [0.0, math.pi], "model": "joseph"}
+_CT_BUILD_DEFAULTS = {"method": "auto", "disk_cache": False}
+_ALLOWED = {
+    "denoise": (),
+    "blur": ("kernel", "boundary"),
+    "ct": ("n_angles", "angles", "angle_range", "n_detectors", "model", "method", "disk_cache",
+           "detectors"),
+    "inpaint": ("mask", "keep", "seed"),
+    "mri": ("mask", "kind", "acceleration", "center_fraction", "seed"),
+}
 
 
 def _shape(image_shape) -> tuple[int, int, int]:
@@ -43,40 +70,147 @@ def _shape(image_shape) -> tuple[int, int, int]:
     return shape
 
 
-def make_operator(name: str, image_shape: Sequence[int], **options) -> LinearOperator:
-    """Build the forward operator ``name`` for images of ``image_shape = (C, H, W)``."""
+def _as_list(value) -> Any:
+    """Tensors and arrays as nested lists of Python numbers (float64 values round-trip exactly)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_as_list(v) for v in value]
+    return value
+
+
+def _ct_spec(options: dict, shape) -> dict:
+    angles = options.pop("angles", None)
+    if isinstance(angles, (int, np.integer)) and not isinstance(angles, bool):  # an imaging checkpoint's count
+        if "n_angles" in options:
+            raise ValueError("options: 'ct' got both n_angles and an angle count 'angles'")
+        options["n_angles"], angles = int(angles), None
+    if "detectors" in options:  # an imaging checkpoint's detector count ('full': the default)
+        detectors = options.pop("detectors")
+        if "n_detectors" in options:
+            raise ValueError("options: 'ct' got both n_detectors and detectors")
+        options["n_detectors"] = None if detectors in (None, "full") else detectors
+    if shape[0] != 1:
+        raise ValueError(f"image_shape: the 'ct' operator takes one channel, got {shape}")
+    spec = {"name": "ct"}
+    if angles is None:
+        spec["n_angles"] = options.get("n_angles", _CT_DEFAULTS["n_angles"])
+        spec["angle_range"] = [float(a) for a in options.get("angle_range", _CT_DEFAULTS["angle_range"])]
+    else:
+        if "n_angles" in options or "angle_range" in options:
+            raise ValueError("options: 'ct' takes explicit angles or n_angles/angle_range, not both")
+        spec["angles"] = [float(a) for a in np.asarray(_as_list(angles), dtype=np.float64).reshape(-1)]
+    n_det = options.get("n_detectors")
+    spec["n_detectors"] = diagonal_detectors(shape[1:]) if n_det is None else n_det
+    spec["model"] = options.get("model", _CT_DEFAULTS["model"])
+    for key, default in _CT_BUILD_DEFAULTS.items():
+        if options.get(key, default) != default:
+            spec[key] = options[key]
+    return spec
+
+
+def resolve_spec(spec: Mapping, image_shape: Sequence[int]) -> dict:
+    """The complete spec (every default filled in) of ``spec`` for images of ``image_shape``.
+
+    Raises ``ValueError`` naming ``name``, ``options`` or ``image_shape`` for an unknown name,
+    a parameter the operator does not take, or a shape it cannot act on."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"spec: expected a mapping with a 'name', got {spec!r}")
+    name = spec["name"]
     if name not in OPERATOR_NAMES:
         raise ValueError(f"name: unknown operator {name!r}; expected one of {', '.join(OPERATOR_NAMES)}")
     shape = _shape(image_shape)
-
-    def reject_unknown(allowed):
-        extra = sorted(set(options) - set(allowed))
-        if extra:
-            raise ValueError(f"options: {extra} not accepted by operator {name!r} (accepted: {sorted(allowed)})")
-
+    options = {k: v for k, v in spec.items() if k != "name"}
+    extra = sorted(set(options) - set(_ALLOWED[name]))
+    if extra:
+        raise ValueError(f"options: {extra} not accepted by operator {name!r} (accepted: "
+                         f"{sorted(k for k in _ALLOWED[name] if k != 'detectors')})")
     if name == "denoise":
-        reject_unknown(())
-        return Identity(shape)
+        return {"name": name}
     if name == "blur":
-        reject_unknown(("kernel", "boundary"))
-        return Blur(shape, options.get("kernel", gaussian_kernel(9, 1.5)), options.get("boundary", "circular"))
+        kernel = options.get("kernel", "gaussian")
+        return {"name": name, "kernel": kernel if isinstance(kernel, str) else _as_list(kernel),
+                "boundary": options.get("boundary", "circular")}
     if name == "ct":
-        reject_unknown(("n_angles", "angles", "n_detectors", "angle_range", "method", "disk_cache", "model"))
-        if shape[0] != 1:
-            raise ValueError(f"image_shape: the 'ct' operator takes one channel, got {shape}")
-        opts = {"n_angles": 60, **options}
-        return Radon(shape[1:], **opts)
+        return _ct_spec(options, shape)
+    if "mask" in options:
+        if len(options) > 1:
+            raise ValueError(f"options: {name!r} takes a mask or the parameters to draw one, not both")
+        return {"name": name, "mask": _as_list(options["mask"])}
     if name == "inpaint":
-        reject_unknown(("mask", "keep", "seed"))
-        mask = options.get("mask")
-        if mask is None:
-            mask = random_mask(shape[1:], options.get("keep", 0.5), options.get("seed", 0))
-        return Mask(shape, mask)
-    reject_unknown(("mask", "kind", "acceleration", "center_fraction", "seed"))
-    mask = options.pop("mask", None)
-    if mask is None:
-        mask = sampling_mask(shape[1:], **options)
-    return SubsampledFourier(shape, mask)
+        return {"name": name, "keep": float(options.get("keep", 0.5)), "seed": int(options.get("seed", 0))}
+    return {"name": name, "kind": options.get("kind", "random"),
+            "acceleration": float(options.get("acceleration", 4.0)),
+            "center_fraction": float(options.get("center_fraction", 0.08)), "seed": int(options.get("seed", 0))}
+
+
+def operator_from_spec(spec: Mapping, image_shape: Sequence[int]) -> LinearOperator:
+    """The operator ``spec`` describes, for images of ``image_shape = (C, H, W)``.
+
+    ``spec_of`` of the result is :func:`resolve_spec` of ``spec``."""
+    shape = _shape(image_shape)
+    resolved = resolve_spec(spec, shape)
+    name = resolved["name"]
+    if name == "denoise":
+        op = Identity(shape)
+    elif name == "blur":
+        op = Blur(shape, resolved["kernel"] if isinstance(resolved["kernel"], str)
+                  else torch.tensor(resolved["kernel"], dtype=torch.float64), resolved["boundary"])
+    elif name == "ct":
+        kw = {k: v for k, v in resolved.items() if k != "name"}
+        if "angle_range" in kw:
+            kw["angle_range"] = tuple(kw["angle_range"])
+        op = Radon(shape[1:], **kw)
+    else:
+        mask = resolved.get("mask")
+        if name == "inpaint":
+            op = Mask(shape, random_mask(shape[1:], resolved["keep"], resolved["seed"]) if mask is None
+                      else torch.tensor(mask, dtype=torch.float64))
+        else:
+            if mask is None:
+                mask = sampling_mask(shape[1:], resolved["kind"], resolved["acceleration"],
+                                     resolved["center_fraction"], resolved["seed"])
+            op = SubsampledFourier(shape, torch.as_tensor(mask, dtype=torch.float64))
+    setattr(op, _SPEC_ATTR, resolved)
+    return op
+
+
+def make_operator(name: str, image_shape: Sequence[int], **options) -> LinearOperator:
+    """Build the forward operator ``name`` for images of ``image_shape = (C, H, W)``
+    (:func:`operator_from_spec` of ``{"name": name, **options}``)."""
+    return operator_from_spec({"name": name, **options}, image_shape)
+
+
+def spec_of(operator: LinearOperator) -> dict:
+    """The complete, JSON-able spec of ``operator``: ``operator_from_spec(spec_of(A), A.in_shape)``
+    has the matrix of ``A``. Operators built by :func:`operator_from_spec` give their resolved spec;
+    an :class:`Identity`, :class:`Blur`, :class:`Radon`, :class:`Mask` or
+    :class:`SubsampledFourier` built directly is read back from its attributes.
+    Raises ``TypeError`` for other operators (compositions, sums, ...): they have no name here."""
+    stored = getattr(operator, _SPEC_ATTR, None)
+    if stored is not None:
+        return copy.deepcopy(stored)
+    kind = type(operator)
+    if kind is Identity:
+        return {"name": "denoise"}
+    if kind is Blur:
+        return {"name": "blur", "kernel": _as_list(operator.kernel), "boundary": operator.boundary}
+    if kind is Radon:
+        spec = {"name": "ct"}
+        if operator.uniform:
+            spec.update(n_angles=operator.n_angles, angle_range=list(operator.angle_range))
+        else:
+            spec["angles"] = _as_list(operator.angles)
+        spec.update(n_detectors=operator.n_detectors, model=operator.model)
+        return spec
+    if kind is Mask:
+        return {"name": "inpaint", "mask": _as_list(operator.mask)}
+    if kind is SubsampledFourier:
+        return {"name": "mri", "mask": _as_list(operator.mask)}
+    raise TypeError(f"operator: {kind.__name__} has no spec (operators with one: "
+                    f"{', '.join(OPERATOR_NAMES)}); describe it with datasets.hdf5.describe")
 
 
 def _cases() -> list[tuple[str, Callable[[], LinearOperator]]]:
@@ -102,7 +236,7 @@ def _cases() -> list[tuple[str, Callable[[], LinearOperator]]]:
                                             model="bilinear")),
         ("sinogram-ramp-sqrt", lambda: SinogramFilter((1, 5, 13))),
         ("sinogram-hann", lambda: SinogramFilter((1, 4, 8), "hann", power=1.0, frequency_scaling=0.8)),
-        ("radon-ramp-weighted", lambda: SinogramFilter((1, 8, 12)) @ Radon(12, n_angles=8, method="sparse")),
+        ("radon-ramp-weighted", lambda: SinogramFilter((1, 8, 17)) @ Radon(12, n_angles=8, method="sparse")),
         ("mask", lambda: Mask(s2, random_mask((9, 10), 0.6, seed=1))),
         ("fourier-random", lambda: SubsampledFourier(s2, sampling_mask((9, 10), "random", 2.0, seed=2))),
         ("fourier-radial", lambda: SubsampledFourier(s12, sampling_mask((12, 12), "radial", 3.0, seed=3))),
