@@ -33,14 +33,12 @@ import torch
 from lifted_inverse.datasets import builtin_image
 from lifted_inverse.inversion import (
     bregman_noise,
-    describe,
-    forward_states,
     invert,
     invert_gradient,
     pretrained,
     relative_delta,
 )
-from lifted_inverse.inversion.layers import output_activation, output_pre_activation
+from lifted_inverse.lifted import lift
 
 PERCEPTRON = {
     "lifted": {"c": 1.0, "iterations": 500},
@@ -61,17 +59,17 @@ def psnr(u, x):
 
 
 def problem(model, shape, x, noise):
-    stages = describe(model, shape)
+    net = lift(model, shape)
     with torch.no_grad():
-        z = output_pre_activation(stages[-1], forward_states(stages[:-1], x))
-        act = output_activation(stages[-1])
+        z = net.output_pre_activation(x)
+        act = net.output_layer.activation
         delta = float(relative_delta(act(z), noise))
         f = bregman_noise(act, z, delta, seed=1)
-    return stages, f, delta
+    return net, f, delta
 
 
-def run_lifted(stages, f, delta, u0, c, **kw):
-    return invert(stages, f, c * delta, "tv", u0=u0, bounds=(0, 1), tol=1e-7, **kw)
+def run_lifted(net, f, delta, u0, c, **kw):
+    return invert(net, f, c * delta, "tv", u0=u0, bounds=(0, 1), tol=1e-7, **kw)
 
 
 def run_gradient(model, shape, f, delta, u0, method, c, lr, seconds):
@@ -81,16 +79,16 @@ def run_gradient(model, shape, f, delta, u0, method, c, lr, seconds):
 
 def compare(model, shape, x, noise, settings, references=False):
     """``[(PSNR, seconds, iterations)]`` for lifted, GD, Adam [, GD 3× time, lifted converged]."""
-    stages, f, delta = problem(model, shape, x, noise)
+    net, f, delta = problem(model, shape, x, noise)
     u0 = torch.full_like(x, 0.5)
     lifted = dict(settings["lifted"])
-    r = run_lifted(stages, f, delta, u0, **lifted)
+    r = run_lifted(net, f, delta, u0, **lifted)
     out = [r]
     for method in ("gd", "adam"):
         out.append(run_gradient(model, shape, f, delta, u0, method, seconds=r.seconds, **settings[method]))
     if references:
         out.append(run_gradient(model, shape, f, delta, u0, "gd", seconds=3 * r.seconds, **settings["gd_long"]))
-        out.append(run_lifted(stages, f, delta, u0, **{**lifted, "iterations": 600}))
+        out.append(run_lifted(net, f, delta, u0, **{**lifted, "iterations": 600}))
     return [(psnr(m.u, x), m.seconds, m.iterations) for m in out]
 
 
@@ -120,12 +118,12 @@ def tune(enc, noise):
                                                ((1, 1), (1, 3)), (0.02, 0.05, 0.1)):
         scores = {m: [] for m in marks}
         times = {m: [] for m in marks}
-        for (stages, f, delta), x in probs:
+        for (net, f, delta), x in probs:
             def cb(it, u, rec, x=x, scores=scores, times=times):
                 if it + 1 in scores:
                     scores[it + 1].append(psnr(u, x))
                     times[it + 1].append(rec["time"])
-            run_lifted(stages, f, delta, torch.full_like(x, 0.5), c, iterations=max(marks), accelerate=True,
+            run_lifted(net, f, delta, torch.full_like(x, 0.5), c, iterations=max(marks), accelerate=True,
                        weights=w, inner_u=iu, inner_states=ist, callbacks=[cb])
         for m in marks:
             score = float(np.mean(scores[m]))

@@ -27,23 +27,24 @@ from lifted_inverse.inversion import (
     a_priori_alpha,
     bregman_error,
     bregman_noise,
-    describe,
     invert_single_layer,
     relative_delta,
 )
 from lifted_inverse.inversion.pretrained import perceptron
 from lifted_inverse.io import atomic_path
+from lifted_inverse.lifted import lift
 
 LEVELS = (0.2, 0.1, 0.05, 0.025, 0.0125)
 
 
-def sweep(stage, u_true, c: float, iterations: int):
-    z = stage.pre_activation(u_true)
+def sweep(net, u_true, c: float, iterations: int):
+    z = net.output_pre_activation(u_true)
+    act = net.output_layer.activation
     rows = []
     for eps in LEVELS:
-        delta = float(relative_delta(stage.activation(z), eps))
-        f = bregman_noise(stage.activation, z, delta, seed=1)
-        res = invert_single_layer(stage, f, a_priori_alpha(delta, c), "tv", iterations=iterations, tol=1e-7)
+        delta = float(relative_delta(act(z), eps))
+        f = bregman_noise(act, z, delta, seed=1)
+        res = invert_single_layer(net, f, a_priori_alpha(delta, c), "tv", iterations=iterations, tol=1e-7)
         d = float(bregman_error(res, u_true))
         sq = float(((res.u - u_true) ** 2).sum())
         rows.append((eps, delta, d, sq, res.iterations, res.seconds))
@@ -68,14 +69,15 @@ def main() -> None:
     args = parser.parse_args()
 
     dtype = torch.float64
-    stage = describe(perceptron(args.size, args.outputs, seed=0, dtype=dtype), (1, args.size, args.size))[0]
+    model = perceptron(args.size, args.outputs, seed=0, dtype=dtype)
+    net = lift(model, (1, args.size, args.size))
     image = builtin_image(args.image, args.size)[None].to(dtype)
-    truth = invert_single_layer(stage, stage(image), args.alpha0, "tv", iterations=3 * args.iterations,
+    truth = invert_single_layer(net, model(image), args.alpha0, "tv", iterations=3 * args.iterations,
                                 tol=1e-9).u
     print(f"source-condition truth u† = u_α0(N({args.image})), α0 = {args.alpha0}")
-    rows_sc = sweep(stage, truth, args.c, args.iterations)
+    rows_sc = sweep(net, truth, args.c, args.iterations)
     print(f"raw {args.image} image as u†")
-    rows_raw = sweep(stage, image, args.c, args.iterations)
+    rows_raw = sweep(net, image, args.c, args.iterations)
     s_sc, s_sq, s_raw = slope(rows_sc, 2), slope(rows_sc, 3), slope(rows_raw, 2)
     print(f"fitted log-log slopes: D_J {s_sc:.2f}, |u-u†|² {s_sq:.2f} (source condition); "
           f"D_J {s_raw:.2f} (raw image); theorem: 1")

@@ -1,6 +1,7 @@
 """Stable inversion of pretrained networks (lifted_inverse.inversion)."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,28 +11,23 @@ from torch import nn
 
 from lifted_inverse.datasets import shepp_logan
 from lifted_inverse.inversion import (
-    AffineStage,
-    LiftedChain,
-    Residual,
-    ResidualStage,
     a_priori_alpha,
     bregman_error,
     bregman_noise,
     continuation,
-    describe,
     discrepancy_principle,
-    forward_states,
     invert,
     invert_deep,
     invert_gradient,
     invert_single_layer,
-    load_checkpoint,
     pretrained,
     relative_delta,
-    save_checkpoint,
 )
-from lifted_inverse.inversion.regularizers import TotalVariation
+from lifted_inverse.inversion.regularizers import TotalVariation, make_regularizer
+from lifted_inverse.lifted import AffineLayer, ResidualBlock, SkipLayer, lift
 from lifted_inverse.lifted.activations import Identity, ReLU, Sigmoid
+from lifted_inverse.lifted.inverse import LiftedInversion
+from lifted_inverse.networks import load_checkpoint, save_checkpoint
 
 DT = torch.float64
 
@@ -54,36 +50,71 @@ def conv_net(seed=0):
 def res_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(*[
-        Residual(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1)))
+        ResidualBlock(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1))
         for _ in range(2)
     ]).to(DT).requires_grad_(False)
+
+
+class Layer:
+    """The one lifted layer ``u ↦ σ(W vec(u) + b)`` of a single-layer model, on input-shaped ``u``."""
+
+    def __init__(self, model, shape):
+        self.net = lift(model, shape)
+        assert len(self.net.layers) == 1
+        self.layer = self.net.layers[0]
+        self.activation = self.layer.activation
+
+    def pre_activation(self, u):
+        return self.layer.pre_activation([u.reshape(u.shape[0], *self.net.state_shapes[0])])
+
+    def __call__(self, u):
+        return self.activation(self.pre_activation(u))
+
+    def adjoint(self, r):
+        """``Wᵀ r`` back in the input shape."""
+        return self.layer.input_adjoint(0, r).reshape(r.shape[0], *self.net.input_shape)
+
+
+def single_layer(model=None, shape=(1, 16, 16)):
+    return Layer(small_perceptron() if model is None else model, shape)
 
 
 # ---- layer description ------------------------------------------------------------------------
 @pytest.mark.parametrize("build, shape", [(small_perceptron, (1, 16, 16)), (conv_net, (1, 11, 11)),
                                           (res_net, (1, 8, 8))])
-def test_describe_reproduces_forward_and_adjoints(build, shape):
+def test_lifted_network_reproduces_forward_and_adjoints(build, shape):
     model = build()
-    stages = describe(model, shape)
+    net = lift(model, shape)
     x = torch.rand((3, *shape), dtype=DT, generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(forward_states(stages, x), model(x), atol=1e-12)
-    for s in stages:
-        assert s.op.adjoint_test(dtype=DT) < 1e-12
-        if isinstance(s, ResidualStage):
-            assert s.out_op.adjoint_test(dtype=DT) < 1e-12
+    assert torch.allclose(net.forward_states(x)[-1], model(x), atol=1e-12)
+    gen = torch.Generator().manual_seed(2)
+    for layer in net.layers:
+        for k, s in enumerate(layer.inputs):   # ⟨A_k v, r⟩ = ⟨v, A_kᵀ r⟩ with the other inputs at 0
+            v = torch.randn((2, *net.state_shapes[s]), dtype=DT, generator=gen)
+            r = torch.randn((2, *layer.out_shape), dtype=DT, generator=gen)
+            zeros = [torch.zeros((2, *net.state_shapes[t]), dtype=DT) for t in layer.inputs]
+            lin = layer.pre_activation([v if j == k else zeros[j] for j in range(len(zeros))]) - \
+                layer.pre_activation(zeros)
+            lhs, rhs = float((lin * r).sum()), float((v * layer.input_adjoint(k, r)).sum())
+            assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
 
 
 def test_fidelity_gradient_needs_no_backprop():
-    """∇_u B_Ψ(f, Wu + b) = Wᵀ(σ(Wu + b) − f) equals autograd's gradient."""
-    stage = describe(small_perceptron(8, 40), (1, 8, 8))[0]
+    """∇_u B_Ψ(f, Wu + b) = Wᵀ(σ(Wu + b) − f) equals autograd's gradient, and it is the u-block
+    gradient of the lifted inversion problem."""
+    stage = single_layer(small_perceptron(8, 40), (1, 8, 8))
     gen = torch.Generator().manual_seed(2)
     u = torch.rand((2, 1, 8, 8), dtype=DT, generator=gen).requires_grad_(True)
     f = torch.rand((2, 40), dtype=DT, generator=gen)
     value = stage.activation.bregman(f, stage.pre_activation(u)).sum()
     auto, = torch.autograd.grad(value, u)
     with torch.no_grad():
-        ours = stage.op.adjoint(stage(u) - f)
+        ours = stage.adjoint(stage(u) - f)
+        problem = LiftedInversion(stage.net, f, make_regularizer("l2"), 0.0, u.detach())
+        fidelity, grad = problem.input_value_and_gradient(u.detach())
     assert torch.allclose(auto, ours, atol=1e-9)
+    assert torch.allclose(grad, ours, atol=1e-12)
+    assert torch.allclose(fidelity.sum(), value.detach(), atol=1e-12)
 
 
 # ---- noise of level δ ---------------------------------------------------------------------------
@@ -108,12 +139,12 @@ def test_relative_noise_level_for_identity_output():
 def _source_condition_truth(stage, alpha0=1.0):
     """u† = TV-regularised inversion of the phantom: satisfies Wᵀv† ∈ ∂TV(u†) by construction."""
     phantom = shepp_logan(16)[None].to(DT)
-    return invert_single_layer(stage, stage(phantom), alpha0, "tv", iterations=3000, tol=1e-8).u
+    return invert_single_layer(stage.net, stage(phantom), alpha0, "tv", iterations=3000, tol=1e-8).u
 
 
 def test_tv_rate_bregman_distance_is_linear_in_delta():
     """Acceptance: D_TV(u†, u_α) with α = δ decays at the theorem's rate O(δ) (slope ≥ 0.8)."""
-    stage = describe(small_perceptron(), (1, 16, 16))[0]
+    stage = single_layer()
     u_true = _source_condition_truth(stage)
     z = stage.pre_activation(u_true)
     deltas, errors = [], []
@@ -121,7 +152,7 @@ def test_tv_rate_bregman_distance_is_linear_in_delta():
         delta = float(relative_delta(stage.activation(z), eps))
         f = bregman_noise(stage.activation, z, delta, seed=1)
         assert float(stage.activation.bregman(f, z)) == pytest.approx(delta ** 2, rel=1e-6)
-        res = invert_single_layer(stage, f, a_priori_alpha(delta, 1.0), "tv", iterations=3000, tol=1e-7)
+        res = invert_single_layer(stage.net, f, a_priori_alpha(delta, 1.0), "tv", iterations=3000, tol=1e-7)
         deltas.append(delta)
         errors.append(float(bregman_error(res, u_true)))
     slope = np.polyfit(np.log(deltas), np.log(errors), 1)[0]
@@ -130,11 +161,12 @@ def test_tv_rate_bregman_distance_is_linear_in_delta():
 
 
 def test_fista_and_pdhg_reach_the_same_tv_solution():
-    stage = describe(small_perceptron(8, 48), (1, 8, 8))[0]
-    u_true = shepp_logan(8)[None].to(DT)
-    f = stage(u_true)
-    a = invert_single_layer(stage, f, 2.0, TotalVariation("fista"), iterations=5000, tol=1e-10)
-    b = invert_single_layer(stage, f, 2.0, TotalVariation("pdhg"), iterations=20000, tol=1e-11)
+    model = small_perceptron(8, 48)
+    f = model(shepp_logan(8)[None].to(DT))
+    a = invert_single_layer(model, f, 2.0, TotalVariation("fista"), input_shape=(1, 8, 8), iterations=5000,
+                            tol=1e-10)
+    b = invert_single_layer(model, f, 2.0, TotalVariation("pdhg"), input_shape=(1, 8, 8), iterations=20000,
+                            tol=1e-11)
     assert a.objective == pytest.approx(b.objective, rel=1e-5)
     assert float(torch.linalg.vector_norm(a.u - b.u) / torch.linalg.vector_norm(b.u)) < 1e-2
 
@@ -142,12 +174,12 @@ def test_fista_and_pdhg_reach_the_same_tv_solution():
 @pytest.mark.parametrize("reg", ["l2", "l1"])
 def test_smooth_and_sparse_regularisers_satisfy_optimality(reg):
     model = nn.Sequential(nn.Linear(30, 20), nn.ReLU()).to(DT).requires_grad_(False)
-    stage = describe(model, (30,))[0]
+    stage = single_layer(model, (30,))
     gen = torch.Generator().manual_seed(6)
     f = stage(torch.randn((2, 30), dtype=DT, generator=gen))
-    res = invert_single_layer(stage, f, 0.1, reg, iterations=20000, tol=1e-13)
+    res = invert_single_layer(stage.net, f, 0.1, reg, iterations=20000, tol=1e-13)
     with torch.no_grad():
-        grad = stage.op.adjoint(stage(res.u) - f)
+        grad = stage.adjoint(stage(res.u) - f)
     if reg == "l2":  # 0 = Wᵀ(σ(Wu+b) − f) + αu
         assert float((grad + 0.1 * res.u).abs().max()) < 1e-6
     else:  # |∇| ≤ α where u = 0, ∇ = −α sign(u) elsewhere
@@ -159,26 +191,46 @@ def test_smooth_and_sparse_regularisers_satisfy_optimality(reg):
 
 
 def test_callbacks_can_stop_and_tolerance_converges():
-    stage = describe(small_perceptron(8, 48), (1, 8, 8))[0]
-    f = stage(shepp_logan(8)[None].to(DT))
+    net = lift(small_perceptron(8, 48), (1, 8, 8))
+    f = net.forward_states(shepp_logan(8)[None].to(DT))[-1]
     seen = []
-    res = invert_single_layer(stage, f, 1.0, "tv", iterations=100,
+    res = invert_single_layer(net, f, 1.0, "tv", iterations=100,
                               callbacks=[lambda k, u, rec: seen.append(rec["objective"]) or k >= 7])
     assert res.iterations == 7 and len(seen) == 7 and not res.converged
-    res = invert_single_layer(stage, f, 1.0, "tv", iterations=20000, tol=1e-6)
+    res = invert_single_layer(net, f, 1.0, "tv", iterations=20000, tol=1e-6)
     assert res.converged and res.iterations < 20000 and res.history["change"][-1] <= 1e-6
 
 
 # ---- deep ------------------------------------------------------------------------------------------
-def test_lifted_energy_vanishes_at_the_network_states():
-    model = conv_net()
-    stages = describe(model, (1, 11, 11))
-    u = torch.rand((2, 1, 11, 11), dtype=DT, generator=torch.Generator().manual_seed(7))
-    chain = LiftedChain(stages, model(u), rho=1.0)
-    chain.initialise(u)
-    assert float(chain.energy_terms()) < 1e-9
-    chain.x[1] = chain.x[1] + 0.1
-    assert float(chain.energy_terms()) > 1e-3
+@pytest.mark.parametrize("build, shape", [(conv_net, (1, 11, 11)), (res_net, (1, 8, 8))])
+def test_lifted_energy_vanishes_at_the_network_states(build, shape):
+    model = build()
+    u = torch.rand((2, *shape), dtype=DT, generator=torch.Generator().manual_seed(7))
+    problem = LiftedInversion(lift(model, shape), model(u), make_regularizer("l2"), 0.0, u, rho=3.0)
+    assert float(problem.energy()) < 1e-9
+    for s in problem.net.free_states:
+        saved = problem.states[s]
+        problem.states[s] = saved + 0.1
+        assert float(problem.energy()) > 1e-3
+        problem.states[s] = saved
+
+
+def test_inversion_penalties_and_weights():
+    """λ per block on the affine layers, ρ on skip layers; the output tie carries λ_L (affine
+    output) or ρ (residual output)."""
+    conv = LiftedInversion(lift(conv_net(), (1, 11, 11)), torch.zeros((1, 20), dtype=DT),
+                           make_regularizer("l2"), 0.0, torch.zeros((1, 1, 11, 11), dtype=DT),
+                           weights=[3.0, 2.0, 5.0], rho=7.0)
+    assert [p.scale for p in conv.objective.penalties] == [3.0, 2.0, 5.0]
+    res = LiftedInversion(lift(res_net(), (1, 8, 8)), torch.zeros((1, 1, 8, 8), dtype=DT),
+                          make_regularizer("l2"), 0.0, torch.zeros((1, 1, 8, 8), dtype=DT),
+                          weights=[3.0, 2.0], rho=7.0)
+    kinds = [(type(layer), p.scale) for layer, p in zip(res.net.layers, res.objective.penalties)]
+    assert kinds == [(AffineLayer, 3.0), (SkipLayer, 7.0), (AffineLayer, 2.0), (SkipLayer, 7.0)]
+    res.set_weights([4.0, 6.0])
+    assert [p.scale for p in res.objective.penalties] == [4.0, 7.0, 6.0, 7.0]
+    with pytest.raises(ValueError, match="weights: expected 2"):
+        res.set_weights([1.0, 1.0, 1.0])
 
 
 @pytest.mark.parametrize("build, shape", [(conv_net, (1, 11, 11)), (res_net, (1, 8, 8))])
@@ -198,12 +250,12 @@ def test_deep_inversion_fits_the_data(build, shape):
 def test_encoder_inversion_recovers_a_digit():
     enc = pretrained.encoder()  # trained on the fly (a few seconds), cached for the CLI test
     x = pretrained.digits("test")[:1]
-    stages = describe(enc, (1, 16, 16))
+    net = lift(enc, (1, 16, 16))
     with torch.no_grad():
         code = enc(x)
         delta = float(relative_delta(code, 0.05))
         f = bregman_noise(Identity(), code, delta, seed=1)
-    res = invert(stages, f, 0.05 * delta, "tv", u0=torch.full_like(x, 0.5), iterations=150, inner_u=3,
+    res = invert(net, f, 0.05 * delta, "tv", u0=torch.full_like(x, 0.5), iterations=150, inner_u=3,
                  inner_states=3, weights=continuation(3, 10.0, 50), bounds=(0, 1))
     psnr = float(10 * torch.log10(1 / ((res.u - x) ** 2).mean()))
     start = float(10 * torch.log10(1 / ((0.5 - x) ** 2).mean()))
@@ -213,7 +265,7 @@ def test_encoder_inversion_recovers_a_digit():
 # ---- baseline ------------------------------------------------------------------------------------
 def test_lifted_beats_gradient_descent_on_the_perceptron():
     model = small_perceptron()
-    stage = describe(model, (1, 16, 16))[0]
+    stage = single_layer(model)
     x = shepp_logan(16)[None].to(DT)
     z = stage.pre_activation(x)
     delta = float(relative_delta(stage(x), 0.05))
@@ -223,7 +275,7 @@ def test_lifted_beats_gradient_descent_on_the_perceptron():
     gd = invert_gradient(model, f, delta, "tv", input_shape=(1, 16, 16), method="gd", u0=u0,
                          iterations=300, lr=1e-3, bounds=(0, 1))
     objective = gd.history["objective"]
-    assert all(b <= a * (1 + 1e-9) for a, b in zip(objective, objective[1:]))  # backtracking: monotone
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(objective))  # backtracking: monotone
     psnr = lambda u: float(10 * torch.log10(1 / ((u - x) ** 2).mean()))
     assert psnr(lifted.u) > psnr(gd.u)
     assert psnr(lifted.u) > 20.0
@@ -239,14 +291,14 @@ def test_adam_baseline_reduces_its_objective():
 
 # ---- parameter choice --------------------------------------------------------------------------
 def test_discrepancy_principle_picks_the_largest_admissible_alpha():
-    stage = describe(small_perceptron(8, 48), (1, 8, 8))[0]
+    stage = single_layer(small_perceptron(8, 48), (1, 8, 8))
     x = shepp_logan(8)[None].to(DT)
     z = stage.pre_activation(x)
     f = bregman_noise(stage.activation, z, float(relative_delta(stage(x), 0.05)), seed=1)
     eta = float(torch.linalg.vector_norm(f - stage(x)))
 
     def solve(alpha, prev):
-        return invert_single_layer(stage, f, alpha, "tv", u0=None if prev is None else prev.u,
+        return invert_single_layer(stage.net, f, alpha, "tv", u0=None if prev is None else prev.u,
                                    iterations=3000, tol=1e-8)
 
     dp = discrepancy_principle(solve, stage, f, eta, tau=1.5, alpha0=1e3, q=0.5, max_steps=30)
@@ -260,15 +312,16 @@ def test_discrepancy_principle_picks_the_largest_admissible_alpha():
 def test_activation_without_proximal_form_is_rejected():
     model = nn.Sequential(nn.Linear(10, 5), nn.GELU())
     with pytest.raises(TypeError, match="proximal"):
-        describe(model, (10,))
+        lift(model, (10,))
     with pytest.raises(TypeError, match="proximal"):
         invert(model, torch.zeros(1, 5), 0.1, "l2", input_shape=(10,))
 
 
 def test_shape_mismatches_are_rejected():
-    with pytest.raises(ValueError, match="in_features|expects inputs"):
-        describe(nn.Sequential(nn.Flatten(), nn.Linear(100, 5), nn.ReLU()), (1, 8, 8))
-    stage = describe(small_perceptron(8, 48), (1, 8, 8))[0]
+    with pytest.raises(ValueError, match="in_features|expects"):
+        invert(nn.Sequential(nn.Flatten(), nn.Linear(100, 5), nn.ReLU()), torch.zeros(1, 5), 0.1, "l2",
+               input_shape=(1, 8, 8))
+    stage = lift(small_perceptron(8, 48), (1, 8, 8))
     with pytest.raises(ValueError, match="f: the network output has shape"):
         invert_single_layer(stage, torch.zeros((1, 47), dtype=DT), 1.0)
     with pytest.raises(ValueError, match="outside the range"):
@@ -285,8 +338,9 @@ def test_shape_mismatches_are_rejected():
 def test_checkpoint_round_trip(tmp_path):
     model = res_net().float()
     path = tmp_path / "net.pt"
-    save_checkpoint(model, (1, 8, 8), path)
-    loaded, shape = load_checkpoint(path)
+    save_checkpoint(path, model, input_shape=(1, 8, 8))
+    ck = load_checkpoint(path)
+    loaded, shape = ck.model, tuple(ck.input_shape)
     x = torch.rand(2, 1, 8, 8)
     assert shape == (1, 8, 8) and torch.equal(loaded(x), model(x))
     assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]  # no temporary file left behind
@@ -306,10 +360,10 @@ def test_perceptron_is_seeded_standard_normal():
     assert float(a[1].bias.abs().max()) == 0.0
 
 
-def test_single_stage_is_an_affine_stage_and_float32_works():
+def test_single_layer_model_is_one_affine_layer_and_float32_works():
     model = pretrained.perceptron(8, 48)
-    stages = describe(model, (1, 8, 8))
-    assert len(stages) == 1 and isinstance(stages[0], AffineStage)
+    net = lift(model, (1, 8, 8))
+    assert len(net.layers) == 1 and isinstance(net.layers[0], AffineLayer)
     x = shepp_logan(8)[None]
     res = invert(model, model(x), 1.0, "tv", input_shape=(1, 8, 8), iterations=50)
     assert res.u.dtype == torch.float32 and math.isfinite(res.objective)

@@ -146,16 +146,14 @@ def _as_panel(t: torch.Tensor) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     from ..inversion import (
         continuation,
-        describe,
         discrepancy_principle,
-        forward_states,
         invert,
         invert_gradient,
         relative_delta,
     )
-    from ..inversion.layers import output_activation, output_pre_activation
     from ..inversion.noise import bregman_noise
     from ..io import atomic_write_text
+    from ..lifted import lift
     from ..metrics import psnr, ssim
     from ..plotting import plot_reconstructions
 
@@ -166,13 +164,12 @@ def run(args: argparse.Namespace) -> int:
     model = model.to(device)
     iterations = args.iterations or defaults["iterations"]
     truth = _ground_truth(args.image or defaults["image"], input_shape[-1], args.seed)[None].to(device)
-    stages = describe(model, input_shape)  # raises a clear error for layers without a lifted form
+    net = lift(model, input_shape)  # raises a clear error for layers without a lifted form
     with torch.no_grad():
-        hidden = forward_states(stages[:-1], truth)
-        z_true = output_pre_activation(stages[-1], hidden)
-        clean = output_activation(stages[-1])(z_true)
+        z_true = net.output_pre_activation(truth)
+        clean = net.output_layer.activation(z_true)
         delta = float(relative_delta(clean, args.noise))
-        f = bregman_noise(output_activation(stages[-1]), z_true, delta, seed=args.seed + 1)
+        f = bregman_noise(net.output_layer.activation, z_true, delta, seed=args.seed + 1)
     noise_norm = float(torch.linalg.vector_norm(f - clean))
     u0 = torch.full_like(truth, 0.5)  # mid-grey: u = 0 is a stationary point of ReLU backprop
     common = {"input_shape": input_shape, "bounds": (0.0, 1.0), "progress": args.progress, "tol": 1e-7}
@@ -180,12 +177,12 @@ def run(args: argparse.Namespace) -> int:
     # deep: 3+3 inner steps per sweep, inner Bregman weights tightened 1 -> 10 over a third of the run
     # (ρ = 10 on residual couplings: ρ = 1 leaves the ResNet relaxation too loose, 25 vs 33 dB)
     deep = {"inner_u": 3, "inner_states": 3, "rho": 10.0,
-                "weights": continuation(len(stages), 10.0, max(iterations // 3, 1))}
+                "weights": continuation(len(net.blocks), 10.0, max(iterations // 3, 1))}
     deep.update(defaults.get("deep", {}))
 
     def lifted(alpha, previous=None):
         start = previous.u if previous is not None else u0
-        return invert(stages, f, alpha, args.regularizer, u0=start, iterations=iterations, **deep,
+        return invert(net, f, alpha, args.regularizer, u0=start, iterations=iterations, **deep,
                       **{k: v for k, v in common.items() if k != "input_shape"})
 
     choice = {}
@@ -194,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         choice = {"alpha_rule": f"a priori alpha = {defaults['c']} * delta"}
         result = lifted(alpha)
     elif str(args.alpha).lower() == "discrepancy":
-        dp = discrepancy_principle(lifted, lambda u: forward_states(stages, u), f, noise_norm, tau=1.5,
+        dp = discrepancy_principle(lifted, lambda u: net.forward_states(u)[-1], f, noise_norm, tau=1.5,
                                    alpha0=4.0 * defaults["c"] * delta, q=0.5, max_steps=12)
         alpha, result = dp.alpha, dp.result
         choice = {"alpha_rule": "discrepancy principle (tau=1.5, geometric factor 0.5)",

@@ -6,9 +6,11 @@
 
     ∇_u B_Ψ(f^δ, Wu + b) = Wᵀ(σ(Wu + b) − f^δ),      Lipschitz constant L = ‖W‖²
 
-(σ = prox_Ψ is 1-Lipschitz): no backpropagation through N and no σ′. ``J = TV`` is handled by the
-Condat–Vũ primal–dual iteration, ``J ∈ {½‖·‖², ℓ1}`` by FISTA with adaptive restart
-(:mod:`.regularizers`); the step is ``τ = 1/L`` with ``‖W‖`` from a seeded power iteration.
+(σ = prox_Ψ is 1-Lipschitz): no backpropagation through N and no σ′. ``J`` enters by its own step
+(:mod:`.regularizers`: FISTA with adaptive restart on forward–backward steps, TV's prox by a
+warm-started dual iteration, or Condat–Vũ primal–dual steps); the step is ``τ = 1/L`` with ``‖W‖`` from a seeded power iteration. This is
+the lifted inversion objective of :mod:`lifted_inverse.lifted.inverse` for a network with one layer
+(no hidden state), so only its ``u``-block runs.
 
 Theorem (method §5): if ``B_Ψ(f^δ, Wu† + b) ≤ δ²`` and ``Wᵀv† ∈ ∂J(u†)`` then
 ``D_J(u†, u_α) ≤ 2δ²/α + α‖v†‖² + (1/α)(Ψ(f^δ + αv†) + Ψ(f^δ − αv†) − 2Ψ(f^δ))`` — ``O(δ)`` for
@@ -21,8 +23,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .layers import AffineStage, describe, squared_norm
-from .regularizers import Bounds, Regularizer, clip, make_regularizer
+from ..lifted.inverse import LiftedInversion
+from ..lifted.model import AffineLayer, LiftedNetwork, lift
+from .regularizers import Bounds, Regularizer, make_regularizer
 from .result import Callback, InversionResult, IterationLog
 
 
@@ -63,71 +66,62 @@ def _check_bounds(bounds: Bounds) -> Bounds:
     return (lo, hi)
 
 
-class PrimalBlock:
-    """Minimises ``g(u) + αJ(u) + ι_box(u)`` one step at a time, given ``∇g`` with Lipschitz ``L``.
-
-    FISTA extrapolation (restart when ``⟨y − u⁺, u⁺ − u⟩ > 0``) for forward–backward regularisers,
-    plain Condat–Vũ steps for TV. ``point()`` is where the caller evaluates ``∇g``.
-    """
-
-    def __init__(self, u0: torch.Tensor, regularizer: Regularizer, alpha: float, lipschitz: float,
-                 bounds: Bounds = None, accelerate: bool = True):
-        if not lipschitz > 0:
-            raise ValueError(f"lipschitz: expected a positive constant, got {lipschitz}")
-        self.reg, self.alpha, self.bounds = regularizer, alpha, bounds
-        self.lipschitz = float(lipschitz)
-        self.tau = 1.0 / self.lipschitz
-        self.u = clip(u0, bounds)
-        self.y = self.u
-        self.t = 1.0
-        self.accelerate = accelerate and regularizer.forward_backward
-        self.state = regularizer.init_state(self.u)
-        self.last_grad = torch.zeros_like(self.u)
-
-    def set_lipschitz(self, lipschitz: float) -> None:
-        self.lipschitz = float(lipschitz)
-        self.tau = 1.0 / self.lipschitz
-
-    def point(self) -> torch.Tensor:
-        return self.y
-
-    def step(self, grad: torch.Tensor) -> torch.Tensor:
-        """One update from ``grad = ∇g(point())``; returns the new iterate ``u``."""
-        self.last_grad = grad
-        u_old = self.u
-        u_new = self.reg.step(self.y, grad, self.tau, self.lipschitz, self.alpha, self.state, self.bounds)
-        if self.accelerate:
-            if float(((self.y - u_new) * (u_new - u_old)).sum()) > 0:  # adaptive restart
-                self.t = 1.0
-            t_new = 0.5 * (1.0 + (1.0 + 4.0 * self.t * self.t) ** 0.5)
-            self.y = u_new + ((self.t - 1.0) / t_new) * (u_new - u_old)
-            self.t = t_new
-        else:
-            self.y = u_new
-        self.u = u_new
-        return u_new
-
-    def reset_momentum(self) -> None:
-        self.y, self.t = self.u, 1.0
-
-
-def as_single_layer(model: nn.Module | AffineStage, input_shape: Sequence[int] | None) -> AffineStage:
-    """The :class:`AffineStage` ``σ(W · + b)`` of a one-layer model (or the stage itself)."""
-    if isinstance(model, AffineStage):
+def lifted_network(model: nn.Module | LiftedNetwork, input_shape: Sequence[int] | None) -> LiftedNetwork:
+    """The :class:`LiftedNetwork` of ``model`` (``lift(model, input_shape)``), or ``model`` itself."""
+    if isinstance(model, LiftedNetwork):
         return model
     if input_shape is None:
-        raise ValueError("input_shape: required to describe an nn.Module, e.g. (1, 64, 64)")
-    stages = describe(model, input_shape)
-    if len(stages) != 1 or not isinstance(stages[0], AffineStage):
+        raise ValueError("input_shape: required to lift an nn.Module, e.g. (1, 28, 28)")
+    return lift(model, input_shape)
+
+
+def check_model(net: LiftedNetwork, f: torch.Tensor) -> None:
+    """``f`` must have the dtype and device of the network's weights."""
+    w = net.layers[0].parameters()[0]
+    if w.dtype != f.dtype or w.device != f.device:
+        raise TypeError(
+            f"f: dtype/device {f.dtype}/{f.device} differ from the model's {w.dtype}/{w.device}; "
+            "move the model with model.to(f)"
+        )
+
+
+def start(net: LiftedNetwork, f: torch.Tensor, u0: torch.Tensor | None) -> torch.Tensor:
+    """The initial ``u`` (default 0) of shape ``(B, *net.input_shape)``, a copy."""
+    shape = (f.shape[0], *net.input_shape)
+    if u0 is None:
+        return torch.zeros(shape, dtype=f.dtype, device=f.device)
+    if tuple(u0.shape) != shape:
+        raise ValueError(f"u0: expected shape {shape}, got {tuple(u0.shape)}")
+    return u0.detach().clone()
+
+
+def checked_problem(net: LiftedNetwork, f: torch.Tensor, alpha, regularizer, bounds: Bounds,
+                    u0: torch.Tensor | None) -> tuple[Regularizer, float, Bounds, torch.Tensor]:
+    """The checked ``(J, α, bounds, u0)`` of an inversion of ``net`` from data ``f``: clear errors
+    for data the network cannot produce, a ``J`` undefined on its inputs, a negative ``α``, an
+    empty box, a start or data of the wrong shape, dtype or device."""
+    reg = make_regularizer(regularizer)
+    alpha = _check_alpha(alpha)
+    bounds = _check_bounds(bounds)
+    check_data(f, net.state_shapes[-1], net.output_layer.activation)
+    reg.check(net.input_shape)
+    check_model(net, f)
+    return reg, alpha, bounds, start(net, f, u0)
+
+
+def as_single_layer(model: nn.Module | LiftedNetwork, input_shape: Sequence[int] | None) -> LiftedNetwork:
+    """The lifted network of a one-layer model ``σ(W · + b)`` (one :class:`AffineLayer`)."""
+    net = lifted_network(model, input_shape)
+    if len(net.layers) != 1 or not isinstance(net.layers[0], AffineLayer):
         raise ValueError(
-            f"model: expected a single layer σ(Wu + b), got {len(stages)} stages; use "
+            f"model: expected a single layer σ(Wu + b), got {len(net.layers)} lifted layers; use "
             "lifted_inverse.inversion.invert for deep networks"
         )
-    return stages[0]
+    return net
 
 
 def invert_single_layer(
-    model: nn.Module | AffineStage,
+    model: nn.Module | LiftedNetwork,
     f: torch.Tensor,
     alpha: float,
     regularizer: str | Regularizer = "tv",
@@ -144,40 +138,27 @@ def invert_single_layer(
 ) -> InversionResult:
     """``u_α ≈ argmin_u B_Ψ(f, Wu + b) + αJ(u)`` for ``f`` of shape ``(B, *out_shape)``.
 
-    ``model``: a one-layer ``nn.Sequential`` (``[Flatten,] Linear|Conv2d, activation``) or an
-    :class:`AffineStage`; ``input_shape`` = ``(C, H, W)`` of ``u`` (TV) or ``(n,)``. ``u0``
+    ``model``: a one-layer ``nn.Sequential`` (``[Flatten,] Linear|Conv2d, activation``) or its
+    :class:`LiftedNetwork`; ``input_shape`` = ``(C, H, W)`` of ``u`` (TV) or ``(n,)``. The problem
+    is the lifted inversion objective (:class:`~lifted_inverse.lifted.inverse.LiftedInversion`)
+    with no hidden state, i.e. FISTA / primal–dual on ``u`` alone with step ``1/‖W‖²``. ``u0``
     (default 0) and ``state`` (a previous result's ``state``) warm-start the solver. Stops after
     ``iterations``, when ``‖u_{k+1} − u_k‖ ≤ tol ‖u_k‖``, after ``time_limit`` seconds, or when a
     callback returns ``True``. ``history['objective']`` is ``Σ_batch B_Ψ(f, Wy + b) + αJ(y)`` at the
     point ``y`` where the gradient is taken.
     """
-    stage = as_single_layer(model, input_shape)
-    reg = make_regularizer(regularizer)
-    alpha = _check_alpha(alpha)
-    bounds = _check_bounds(bounds)
-    act = stage.activation
-    check_data(f, stage.out_shape, act)
-    reg.check(stage.in_shape)
-    if stage.bias.dtype != f.dtype or stage.bias.device != f.device:
-        raise TypeError(
-            f"f: dtype/device {f.dtype}/{f.device} differ from the model's {stage.bias.dtype}/"
-            f"{stage.bias.device}; move the model with model.to(f)"
-        )
-    if u0 is None:
-        u0 = torch.zeros((f.shape[0], *stage.in_shape), dtype=f.dtype, device=f.device)
-    elif tuple(u0.shape) != (f.shape[0], *stage.in_shape):
-        raise ValueError(f"u0: expected shape {(f.shape[0], *stage.in_shape)}, got {tuple(u0.shape)}")
-    lipschitz = squared_norm(stage.op, f)
-    block = PrimalBlock(u0.detach().clone(), reg, alpha, lipschitz, bounds)
+    net = as_single_layer(model, input_shape)
+    reg, alpha, bounds, u0 = checked_problem(net, f, alpha, regularizer, bounds, u0)
+    problem = LiftedInversion(net, f, reg, alpha, u0, bounds=bounds)
+    block = problem.block
     if state and "p" in state:
         block.state["p"] = state["p"].clone()
     log = IterationLog(iterations, tol, callbacks, progress, time_limit, "lifted inversion (1 layer)")
     with torch.no_grad():
         for _ in range(iterations):
             y = block.point()
-            z = stage.pre_activation(y)
-            grad = stage.op.adjoint(act(z) - f)
-            objective = float(act.bregman(f, z).sum() + alpha * reg.value(y).sum())
+            fidelity, grad = problem.input_value_and_gradient(y)
+            objective = float(fidelity.sum() + alpha * reg.value(y).sum())
             u_old = block.u
             u = block.step(grad)
             if log.record(u, u_old, objective):
