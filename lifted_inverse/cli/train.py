@@ -9,6 +9,7 @@ the engine's; an option that does not apply to the chosen task or method is an e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -66,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--resume", default=None, help="checkpoint to continue (same task and settings)")
     p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build the task and the update step, print the resolved config (with the "
+                   "source of every value) as JSON and exit without training")
     p.add_argument("--compare", action="store_true",
                    help="also train the other family (lifted <-> backprop) for the same wall-clock")
     p.add_argument("--distributed", action="store_true",
@@ -94,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..jobs.train import run_training, set_threads
+    from ..jobs.train import plan_training, run_training, set_threads
     from ..runtime import checked_device
     from ..training import TaskConfig, TrainConfig, available_tasks
 
     if args.list_tasks:
         print("\n".join(available_tasks()))
         return 0
-    if args.out is None:
+    if args.out is None and not args.dry_run:
         raise ValueError("out: an output folder is required")
     set_threads(args.threads)
     checked_device(args.device, "--device")
@@ -118,6 +122,12 @@ def _run(args: argparse.Namespace) -> int:
               "inner_sweeps", "momentum", "power_iterations", "batched_layers", "regularizer",
               "reg_strength", "select", "checkpoint_every", "eval_every")
     config = TrainConfig(**{k: getattr(args, k) for k in fields}, distributed=args.distributed)
+    if args.dry_run:
+        for flag in ("resume", "compare", "distributed"):
+            if getattr(args, flag):
+                raise ValueError(f"{flag}: does not apply to --dry-run (nothing is trained)")
+        print(json.dumps(plan_training(args.task, task_config, config), indent=2))
+        return 0
     try:
         result = run_training(args.task, task_config, config, args.out, resume=args.resume,
                               progress=args.progress and is_writer, compare=args.compare,

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write_text
-from ..training import TaskConfig, TrainConfig, make_task, train
+from ..training import TaskConfig, TrainConfig, make_step, make_task, train
+from ..training.trainer import resolve_for
 from ..training.plots import plot_convergence
 
 
@@ -46,6 +47,16 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def plan_training(task_name: str, task_config: TaskConfig, config: TrainConfig) -> dict:
+    """Everything a run does before its first epoch: build the task, resolve the config, build the
+    update step. Returns the resolved config (JSON) and the task description; raises the error a
+    real run would raise for an option that does not apply."""
+    task = make_task(task_name, task_config)
+    resolved = resolve_for(task, config)
+    make_step(task, resolved)
+    return {"task": task.name, "description": task.describe(), "config": resolved.as_json()}
 
 
 def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, out: str | Path, *,

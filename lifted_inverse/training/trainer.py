@@ -254,14 +254,21 @@ class Trainer:
         }
 
 
-def train(task, config: TrainConfig, *, checkpoint: str | None = None, resume: str | None = None,
-          callbacks: Sequence[Callable] = (), progress: bool = False) -> dict:
-    """Train ``task.model`` in place by ``config`` (see the module docstring); returns the result."""
+def resolve_for(task, config: TrainConfig) -> TrainConfig:
+    """``config`` resolved over ``task``'s presets; a task without a validation set selects the
+    last epoch (an explicit ``select='best-val'`` is an error there)."""
     config = resolve(config, task.presets, task.name)
     if not task.has_validation and config.select == "best-val" and config.sources.get("select") == "user":
         raise ValueError(f"select: task {task.name!r} has no validation set to select on")
     if not task.has_validation:
         config = replace(config, select="last", sources={**config.sources, "select": "task"})
+    return config
+
+
+def train(task, config: TrainConfig, *, checkpoint: str | None = None, resume: str | None = None,
+          callbacks: Sequence[Callable] = (), progress: bool = False) -> dict:
+    """Train ``task.model`` in place by ``config`` (see the module docstring); returns the result."""
+    config = resolve_for(task, config)
     trainer = Trainer(task, config, checkpoint=checkpoint, callbacks=callbacks, progress=progress)
     if resume:
         trainer.resume(resume)
