@@ -6,7 +6,6 @@ import torch
 
 from lifted_inverse.cli import main
 from lifted_inverse.networks.checkpoint import load_checkpoint
-from lifted_inverse.networks import load_checkpoint
 
 
 @pytest.fixture(autouse=True)

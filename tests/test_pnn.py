@@ -1,4 +1,5 @@
-"""PNN and unrolled networks: exact adjoints, step sizes, the PNN as a special case, checkpoints."""
+"""PNN and unrolled networks: exact adjoints, step sizes, the PNN as a special case (their
+checkpoints: tests/test_checkpoint.py)."""
 import math
 
 import pytest
@@ -66,25 +67,6 @@ def test_unrolled_blur_runs_and_rejects_wrong_operator():
     assert net(y, A).shape == (2, 1, 16, 16)
     with pytest.raises(TypeError, match="A: expected a LinearOperator"):
         net(y, "blur")
-
-
-def test_checkpoint_roundtrip(tmp_path):
-    from lifted_inverse.training.imaging import load_network, save_network
-
-    class T:  # the two attributes save_network reads
-        name, operator_spec, noise = "pnn-denoise", {"name": "denoise"}, {"sigma": 0.1, "relative": False}
-        net = PNN(features=3, layers=2, seed=1)
-
-    path = save_network(T, tmp_path / "ck.pt", {"test_psnr": 30.0})
-    net, ck = load_network(path)
-    z = torch.rand(1, 1, 10, 10)
-    with torch.no_grad():
-        assert torch.equal(net(z), T.net(z)) and ck["metrics"]["test_psnr"] == 30.0
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="checkpoint"):
-        load_network(tmp_path / "bad.pt")
-    with pytest.raises(FileNotFoundError):
-        load_network(tmp_path / "missing.pt")
 
 
 def test_subtract_scaled_forms_agree_cpu_and_cuda():

@@ -85,7 +85,7 @@ def _proximal_spec(act: ProximalActivation) -> dict:
     elif isinstance(act, Clip):
         spec["lam"] = act.lam
     elif isinstance(act, SoftThreshold):  # α itself travels in the state dict (raw_alpha)
-        spec["alpha"] = float(act.alpha)
+        spec["alpha"] = float(act.alpha.detach())
         spec["learnable"] = isinstance(act.raw_alpha, nn.Parameter)
     return spec
 
@@ -294,7 +294,7 @@ def _read(path: Path, map_location, what: str):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"unsupported GLOBAL (\S+)", str(err))
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found:
             raise ValueError(f"{what}: {str(path)!r} refused: it holds the Python object "
                              f"{found.group(1)}, and checkpoints are read as tensors and plain data "
