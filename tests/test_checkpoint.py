@@ -213,6 +213,30 @@ def test_reads_former_unrolled_checkpoints(tmp_path, kind):
     assert ck.description["noise"]["sigma"] == 0.02
 
 
+def test_reconstruct_applies_unrolled_checkpoints_and_names_the_others(tmp_path, capsys):
+    """``reconstruct --method unrolled --checkpoint``: a PNN / unrolled network of the new format
+    or of imaging's former one runs; a Sequential network is one line and exit 2."""
+    net = UnrolledProximalNet(features=2, layers=2, seed=3)
+    save_checkpoint(tmp_path / "new.pt", net, task="unrolled-deblur", operator={"name": "blur"})
+    torch.save({"format": LEGACY_FORMATS["unrolled"], "kind": "unrolled", "network": dict(net.config),
+                "state_dict": net.state_dict(), "task": "unrolled-deblur", "operator": {"name": "blur"},
+                "noise": {"sigma": 0.02, "relative": False}, "metrics": {}}, tmp_path / "old.pt")
+    psnr = []
+    for name in ("new.pt", "old.pt"):
+        out = tmp_path / name.replace(".pt", "")
+        assert main(["reconstruct", "--method", "unrolled", "--operator", "blur", "--size", "16",
+                     "--checkpoint", str(tmp_path / name), "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["task"] == "unrolled-deblur"
+        psnr.append(metrics["psnr"])
+    assert psnr[0] == psnr[1]
+    save_checkpoint(tmp_path / "mlp.pt", mlp((4, 3)))
+    assert main(["reconstruct", "--method", "unrolled", "--operator", "blur", "--size", "16",
+                 "--checkpoint", str(tmp_path / "mlp.pt"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint:" in err and "holds a Sequential network" in err and err.count("\n") == 1
+
+
 # ---- a crafted pickle is refused by every loader, unrun ---------------------------------------
 class _Payload:
     """Unpickling this object calls ``open(marker, "w")``: a file appears if the code runs."""
