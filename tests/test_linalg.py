@@ -104,7 +104,7 @@ def test_gradient_norm_bound():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
-    a, gram = _gram(3, 40, 30)
+    _, gram = _gram(3, 40, 30)
     lam_cpu, _ = power_iteration(lambda x: gram @ x, seeded_vector((30,), 0), 3000, rtol=1e-13)
     g = gram.cuda()
     lam_gpu, v = power_iteration(lambda x: g @ x, seeded_vector((30,), 0, device="cuda"), 3000, rtol=1e-13)

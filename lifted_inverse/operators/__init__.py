@@ -9,7 +9,7 @@ from .base import (
     check_batch,
     check_finite,
 )
-from .gradient import Gradient, total_variation
+from .gradient import Gradient
 
 __all__ = [
     "Adjoint",
@@ -21,14 +21,20 @@ __all__ = [
     "Sum",
     "check_batch",
     "check_finite",
-    "total_variation",
 ]
 from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .mask import Mask, random_mask
 from .noise import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
 from .radon import FBP_FILTERS, Radon, diagonal_detectors, fbp, fbp_filter
-from .registry import OPERATOR_CASES, OPERATOR_NAMES, make_operator, operator_from_spec, resolve_spec, spec_of
+from .registry import (
+    OPERATOR_CASES,
+    OPERATOR_NAMES,
+    make_operator,
+    operator_from_spec,
+    resolve_spec,
+    spec_of,
+)
 from .sinogram_filter import SinogramFilter
 
 __all__ += [

@@ -1,4 +1,4 @@
-"""Discrete image gradient for total variation."""
+"""Discrete image gradient (forward differences), the linear part of total variation."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,7 +14,8 @@ class Gradient(LinearOperator):
     ``(∇x)[c, 0, i, j] = x[c, i+1, j] - x[c, i, j]`` (0 on the last row),
     ``(∇x)[c, 1, i, j] = x[c, i, j+1] - x[c, i, j]`` (0 on the last column).
     The adjoint is ``∇^* = -div``; ``||∇|| <= sqrt(8)``.
-    Isotropic TV is ``TV(x) = Σ_{c,i,j} ||(∇x)[c, :, i, j]||_2``.
+    Isotropic TV ``TV(x) = Σ_{c,i,j} ||(∇x)[c, :, i, j]||_2`` is
+    :class:`lifted_inverse.reconstruction.functionals.TotalVariation`.
     """
 
     def __init__(self, shape: Sequence[int]):
@@ -41,8 +42,3 @@ class Gradient(LinearOperator):
         out[..., :, 1:] += pw[..., :, :-1]
         return out
 
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Isotropic TV per sample: ``TV(x)_b = Σ_{c,i,j} ||(∇x_b)[c,:,i,j]||_2``, shape ``(B,)``."""
-    grad = Gradient(x.shape[1:])(x)
-    return torch.sqrt((grad ** 2).sum(dim=2) + 0.0).flatten(1).sum(dim=1)

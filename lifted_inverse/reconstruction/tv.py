@@ -35,20 +35,10 @@ from ._common import (
     per_sample,
     record,
 )
+from .functionals import GRADIENT_NORM_SQ, GroupL1, IndicatorBox, nonnegative
 
-GRAD_NORM = math.sqrt(8.0)  # ||grad|| <= sqrt(8) for 2-D forward differences
-
-
-def _project_ball(q: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Project each pixel's 2-vector q[b, c, :, i, j] onto the disc of radius ``radius[b]``."""
-    mag = torch.sqrt((q * q).sum(dim=2, keepdim=True))
-    r = radius.reshape(-1, *([1] * (q.ndim - 1)))
-    return q / torch.clamp(mag / r.clamp_min(torch.finfo(q.dtype).tiny), min=1.0)
-
-
-def _tv(gx: torch.Tensor) -> torch.Tensor:
-    """Isotropic TV per sample from a gradient (B, C, 2, H, W)."""
-    return torch.sqrt((gx * gx).sum(dim=2)).flatten(1).sum(dim=1)
+GRAD_NORM = math.sqrt(GRADIENT_NORM_SQ)
+_tv = GroupL1(dim=2)  # TV(x) from the gradient ∇x (B, C, 2, H, W): the (2,1)-norm
 
 
 @torch.no_grad()
@@ -102,8 +92,10 @@ def tv_pdhg(
         x = y.clone()
     else:
         x = torch.zeros((B, *A.in_shape), dtype=y.dtype, device=y.device)
-    if nonneg:
-        x = x.clamp_min(0)
+    constraint = nonnegative() if nonneg else IndicatorBox()
+    x = constraint.prox(x)
+    # prox of σ f_2^* for f_2 = α‖·‖_{2,1}: projection onto the balls of radius α
+    tv_dual = GroupL1(dim=2, weight=lam).convex_conj
 
     if denoise:
         # K = grad only; the data term is in the primal prox
@@ -131,15 +123,14 @@ def tv_pdhg(
     converged = False
     steps, bar = iteration_range(max_iter, progress, "tv-pdhg")
     for k in steps:
-        q = _project_ball(q + sigma_g * gx_bar, lam)
+        q = tv_dual.prox(q + sigma_g * gx_bar, sigma_g)
         v = x - tau_ * grad.adjoint(q)
         if denoise:
             x_new = (v + tau_ * y) / (1.0 + tau_)
         else:
             p = (p + sigma_a * (ax_bar - y)) / (1.0 + sigma_a)
             x_new = v - tau_ * A.adjoint(p)
-        if nonneg:
-            x_new = x_new.clamp_min(0)
+        x_new = constraint.prox(x_new)
         # K xbar = 2 K x_new - K x_old by linearity: one application of A and grad per iteration
         gx_new = grad.forward(x_new)
         gx_bar = 2 * gx_new - gx
@@ -156,9 +147,7 @@ def tv_pdhg(
         info = {"energy": energy, "rel_change": change}
         if denoise:
             w = grad.adjoint(q)
-            xd = y - w
-            if nonneg:
-                xd = xd.clamp_min(0)
+            xd = constraint.prox(y - w)
             dual = 0.5 * batch_norm(xd - y) ** 2 + batch_dot(w, xd)
             info["gap"] = energy - dual
         record(history, info)
