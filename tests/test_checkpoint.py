@@ -94,8 +94,20 @@ def test_trainer_state_and_description(tmp_path):
                     trainer_state=state, epoch=1)
     ck = load_checkpoint(tmp_path / "a.pt")
     assert ck.task == "digits-x" and ck.input_shape == (4,) and ck.description["encoder_modules"] == 1
+    assert len(ck.encoder) == 1 and torch.equal(ck.encoder[0].weight, net[0].weight)
     assert torch.equal(ck.trainer_state["rng"], state["rng"]) and ck.trainer_state["history"] == state["history"]
     assert torch.equal(ck.trainer_state["solver"]["moments"][0], torch.ones(3))
+
+
+def test_loading_leaves_the_callers_random_stream_alone(tmp_path):
+    """Building the stored architecture draws fresh initial weights; an exact resume needs the
+    global generator untouched by it."""
+    save_checkpoint(tmp_path / "a.pt", resnet_mlp(6, 8, 2, blocks=3))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_checkpoint(tmp_path / "a.pt")
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_writes_are_atomic_and_spec_must_be_json(tmp_path, monkeypatch):

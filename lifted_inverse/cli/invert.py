@@ -110,18 +110,15 @@ def _checkpoint_network(path: str) -> tuple[torch.nn.Module, tuple[int, int, int
     from ..networks.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, what="--model")
-    model, shape = ck.model, ck.input_shape
+    model, shape = ck.encoder, ck.input_shape
     if model is None:
         raise ValueError(f"--model: {path} stores no network architecture (a training checkpoint of "
-                         "an earlier version); only train --resume reads it")
+                         "an earlier version: weights and trainer state only)")
     if ck.architecture["type"] != "Sequential":
         raise ValueError(f"--model: {path} holds a {ck.architecture['type']} network, a reconstructor "
                          "of (y, A) pairs; invert inverts feed-forward nn.Sequential networks")
     if shape is None:
         raise ValueError(f"--model: {path} does not record the network's input shape")
-    encoder = ck.description.get("encoder_modules")
-    if encoder is not None:
-        model = model[:int(encoder)]
     side = math.isqrt(shape[0]) if len(shape) == 1 else 0
     if side > 0 and side * side == shape[0]:
         model, shape = torch.nn.Sequential(torch.nn.Flatten(), *model), (1, side, side)

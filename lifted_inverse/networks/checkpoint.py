@@ -29,8 +29,9 @@ Architectures (:func:`architecture` / :func:`build`):
   ``{"type": "unrolled", **UnrolledProximalNet.config}``.
 
 Files of the three earlier writers load too (:data:`LEGACY_FORMATS`): lifted training checkpoints
-(trainer state, no architecture: resumable, not buildable), ``nn.Sequential`` inversion
-checkpoints (including ``Residual(body)`` blocks) and PNN / unrolled checkpoints.
+(weights, trainer state and config as written; no architecture, so no ``model``),
+``nn.Sequential`` inversion checkpoints (including ``Residual(body)`` blocks) and PNN / unrolled
+checkpoints.
 """
 from __future__ import annotations
 
@@ -200,6 +201,13 @@ class Checkpoint:
     def description(self) -> dict:
         """The task description: ``task`` (name), ``input_shape``, ``operator`` and task extras."""
         return self.spec.get("description") or {}
+
+    @property
+    def encoder(self) -> nn.Module | None:
+        """The network's first ``description["encoder_modules"]`` modules (an autoencoder's
+        encoder, up to its code), or the whole network when the task records none."""
+        k = self.description.get("encoder_modules")
+        return self.model if k is None or self.model is None else self.model[:int(k)]
 
     @property
     def task(self) -> str | None:
@@ -376,5 +384,5 @@ def load_network(path: str | os.PathLike, map_location="cpu", *, what: str = "ch
     ck = load_checkpoint(path, map_location, what=what)
     if ck.model is None:
         raise ValueError(f"{what}: {str(path)!r} stores no architecture (a training checkpoint of an "
-                         f"earlier version); it can only be resumed (train --resume)")
+                         f"earlier version: weights and trainer state only)")
     return ck.model
