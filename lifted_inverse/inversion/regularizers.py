@@ -34,24 +34,30 @@ def clip(u: torch.Tensor, bounds: Bounds) -> torch.Tensor:
 
 
 class Regularizer:
-    """Base class: ``J``, its subgradient and one proximal / primal–dual step."""
+    """Base class: ``J``, its subgradient and one proximal / primal–dual step.
+
+    ``functional`` is ``J`` as a :class:`~lifted_inverse.reconstruction.functionals.Functional`;
+    ``value`` is its value and the default ``step`` the forward–backward step with its prox."""
 
     name = "none"
+    functional: F.Functional
     #: whether ``step`` is a plain forward–backward step (so FISTA extrapolation applies)
     forward_backward = True
 
     def check(self, shape: tuple[int, ...]) -> None:
         """Raise ``ValueError`` if ``J`` is not defined for inputs of shape ``(B, *shape)``."""
 
-    def value(self, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def value(self, u: torch.Tensor) -> torch.Tensor:
+        """``J(u)``, shape ``(B,)``."""
+        return self.functional(u)
 
     def init_state(self, u: torch.Tensor) -> dict:
         return {}
 
-    def step(self, u, grad, tau, lipschitz, alpha, state, bounds: Bounds = None):  # pragma: no cover
-        """One update of ``u`` given ``grad = ∇g(u)``, step ``tau ≤ 1/L``."""
-        raise NotImplementedError
+    def step(self, u, grad, tau, lipschitz, alpha, state, bounds: Bounds = None):
+        """One update of ``u`` given ``grad = ∇g(u)``, step ``tau ≤ 1/L``: here
+        ``clip(prox_{ταJ}(u − τ∇g(u)))`` (the box commutes with separable proxes)."""
+        return clip(self.functional.prox(u - tau * grad, tau * alpha), bounds)
 
     def subgradient(self, u, state, grad, alpha) -> torch.Tensor:  # pragma: no cover - abstract
         """An element of ``∂J(u)`` consistent with the optimality condition at the solution."""
@@ -74,12 +80,6 @@ class Tikhonov(Regularizer):
 
     functional = F.SquaredL2()
 
-    def value(self, u):
-        return self.functional(u)
-
-    def step(self, u, grad, tau, lipschitz, alpha, state, bounds=None):
-        return clip(self.functional.prox(u - tau * grad, tau * alpha), bounds)
-
     def subgradient(self, u, state, grad, alpha):
         return u
 
@@ -90,12 +90,6 @@ class L1(Regularizer):
     name = "l1"
 
     functional = F.L1()
-
-    def value(self, u):
-        return self.functional(u)
-
-    def step(self, u, grad, tau, lipschitz, alpha, state, bounds=None):
-        return clip(self.functional.prox(u - tau * grad, tau * alpha), bounds)
 
     def subgradient(self, u, state, grad, alpha):
         if alpha <= 0:
@@ -141,9 +135,6 @@ class TotalVariation(Regularizer):
                 f"regularizer: TV needs image-shaped inputs (B, C, H, W); the network input has shape "
                 f"(B, {', '.join(map(str, shape))}) - use 'l2' or 'l1', or add nn.Flatten to the model"
             )
-
-    def value(self, u):
-        return self.functional(u)
 
     def init_state(self, u):
         self.check(tuple(u.shape[1:]))

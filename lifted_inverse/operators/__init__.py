@@ -8,6 +8,7 @@ from .base import (
     Sum,
     check_batch,
     check_finite,
+    check_image_shape,
 )
 from .gradient import Gradient
 
@@ -21,6 +22,7 @@ __all__ = [
     "Sum",
     "check_batch",
     "check_finite",
+    "check_image_shape",
 ]
 from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask

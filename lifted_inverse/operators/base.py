@@ -27,6 +27,18 @@ def check_batch(x: torch.Tensor, shape: Shape, name: str = "x") -> None:
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
+def check_image_shape(shape, name: str = "image_shape") -> Shape:
+    """``shape`` as a tuple of ints ``(C, H, W)``; ``ValueError`` naming ``name`` unless it is three
+    positive sizes."""
+    try:
+        out = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ValueError(f"{name}: expected (C, H, W), got {shape!r}") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name}: expected (C, H, W) with positive sizes, got {shape!r}")
+    return out
+
+
 def check_finite(x: torch.Tensor, name: str = "x") -> None:
     """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or Inf."""
     if not bool(torch.isfinite(x).all()):

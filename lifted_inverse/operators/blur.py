@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import LinearOperator
+from .base import LinearOperator, check_image_shape
 
 __all__ = ["Blur", "box_kernel", "gaussian_kernel", "make_kernel", "motion_kernel"]
 
@@ -105,9 +105,7 @@ class Blur(LinearOperator):
     """
 
     def __init__(self, image_shape: Sequence[int], kernel="gaussian", boundary: str = "circular"):
-        shape = tuple(int(s) for s in image_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"image_shape: expected (C, H, W) with positive sizes, got {image_shape!r}")
+        shape = check_image_shape(image_shape)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary: expected one of {BOUNDARIES}, got {boundary!r}")
         if isinstance(kernel, str):

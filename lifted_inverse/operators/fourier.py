@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from .base import LinearOperator
+from .base import LinearOperator, check_image_shape
+from .mask import binary_mask
 
 __all__ = ["MASK_KINDS", "SubsampledFourier", "sampling_mask"]
 
@@ -25,15 +25,10 @@ class SubsampledFourier(LinearOperator):
     """
 
     def __init__(self, image_shape: Sequence[int], mask):
-        shape = tuple(int(s) for s in image_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"image_shape: expected (C, H, W) with positive sizes, got {image_shape!r}")
-        m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-        m = m.detach().to(torch.float64)
+        shape = check_image_shape(image_shape)
+        m = binary_mask(mask)
         if tuple(m.shape) != shape[1:]:
             raise ValueError(f"mask: expected shape {shape[1:]}, got {tuple(m.shape)}")
-        if not bool(torch.isfinite(m).all()) or not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError("mask: expected only 0/1 (or boolean) values")
         unshifted = torch.fft.ifftshift(m, dim=(0, 1))
         index = torch.nonzero(unshifted.reshape(-1)).reshape(-1)
         if index.numel() == 0:

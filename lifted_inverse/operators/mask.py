@@ -6,9 +6,21 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .base import LinearOperator
+from .base import LinearOperator, check_image_shape
 
-__all__ = ["Mask", "random_mask"]
+__all__ = ["Mask", "binary_mask", "random_mask"]
+
+
+def binary_mask(mask) -> torch.Tensor:
+    """``mask`` (tensor, array or nested lists; boolean or 0/1 numbers) as a float64 tensor;
+    ``ValueError`` naming ``mask`` for NaN/Inf or any other value."""
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    m = m.detach().to(torch.float64)
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError("mask: contains NaN or Inf values")
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask: expected only 0/1 (or boolean) values")
+    return m
 
 
 class Mask(LinearOperator):
@@ -19,15 +31,8 @@ class Mask(LinearOperator):
     """
 
     def __init__(self, image_shape: Sequence[int], mask):
-        shape = tuple(int(s) for s in image_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"image_shape: expected (C, H, W) with positive sizes, got {image_shape!r}")
-        m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
-        m = m.detach().to(torch.float64)
-        if not bool(torch.isfinite(m).all()):
-            raise ValueError("mask: contains NaN or Inf values")
-        if not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError("mask: expected only 0/1 (or boolean) values")
+        shape = check_image_shape(image_shape)
+        m = binary_mask(mask)
         try:
             m = torch.broadcast_to(m, shape).clone()
         except RuntimeError:

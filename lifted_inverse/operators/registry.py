@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Identity, LinearOperator
+from .base import Identity, LinearOperator, check_image_shape
 from .blur import Blur, box_kernel, gaussian_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .gradient import Gradient
@@ -58,16 +58,6 @@ _ALLOWED = {
     "inpaint": ("mask", "keep", "seed"),
     "mri": ("mask", "kind", "acceleration", "center_fraction", "seed"),
 }
-
-
-def _shape(image_shape) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(s) for s in image_shape)
-    except TypeError:
-        raise ValueError(f"image_shape: expected (C, H, W), got {image_shape!r}") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"image_shape: expected (C, H, W) with positive sizes, got {image_shape!r}")
-    return shape
 
 
 def _as_list(value) -> Any:
@@ -121,7 +111,7 @@ def resolve_spec(spec: Mapping, image_shape: Sequence[int]) -> dict:
     name = spec["name"]
     if name not in OPERATOR_NAMES:
         raise ValueError(f"name: unknown operator {name!r}; expected one of {', '.join(OPERATOR_NAMES)}")
-    shape = _shape(image_shape)
+    shape = check_image_shape(image_shape)
     options = {k: v for k, v in spec.items() if k != "name"}
     extra = sorted(set(options) - set(_ALLOWED[name]))
     if extra:
@@ -150,7 +140,7 @@ def operator_from_spec(spec: Mapping, image_shape: Sequence[int]) -> LinearOpera
     """The operator ``spec`` describes, for images of ``image_shape = (C, H, W)``.
 
     ``spec_of`` of the result is :func:`resolve_spec` of ``spec``."""
-    shape = _shape(image_shape)
+    shape = check_image_shape(image_shape)
     resolved = resolve_spec(spec, shape)
     name = resolved["name"]
     if name == "denoise":
