@@ -2,8 +2,10 @@
 
 Geometry (the convention of ``skimage.transform.radon(image, theta, circle=True)``): an image of
 shape ``(H, W)`` with unit pixel spacing, rotation centre at pixel index ``(c_r, c_c) = (H//2, W//2)``;
-``D`` detector bins with unit spacing, bin ``d`` at signed offset ``s_d = d - D//2``; angle ``θ``
-in radians. The ray of bin ``d`` at angle ``θ`` is
+``D`` detector bins with unit spacing, bin ``d`` at signed offset ``s_d = d - D//2`` (default
+``D = ceil(hypot(H, W))``, :func:`diagonal_detectors`: the rays cover the whole image;
+skimage's ``circle=True`` is ``D = max(H, W)``, the inscribed disc); angle ``θ`` in radians.
+The ray of bin ``d`` at angle ``θ`` is
 
     p(θ, s, t) = (c_r - s sinθ + t cosθ,  c_c + s cosθ + t sinθ)      (row, column),  t ∈ R,
 
