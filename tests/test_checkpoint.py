@@ -148,6 +148,7 @@ def test_errors_are_one_line_naming_the_argument(tmp_path):
         (lambda p: p["spec"].update(architecture={"type": "Transformer"}), "unknown layer type 'Transformer'"),
         (lambda p: p.update(version=2), "checkpoint version 2; this version reads 1"),
         (lambda p: p["model"].pop("0.bias"), "do not fit its architecture"),
+        (lambda p: p.pop("spec"), "is a lifted_inverse.checkpoint checkpoint without its 'spec' entry"),
     ):
         crafted = {**payload, "spec": json.loads(json.dumps(payload["spec"])), "model": dict(payload["model"])}
         change(crafted)

@@ -1,7 +1,8 @@
 """``lifted-inverse invert``: recover a network's input from its noisy output.
 
 Flow: model (``perceptron``, ``encoder``, ``resnet`` or a checkpoint PATH, e.g. ``lifted-inverse
-train``'s ``OUT/checkpoint.pt``; of an autoencoder its encoder) + ground-truth image -> clean output ``N(u†)``
+train``'s ``OUT/checkpoint.pt``; of an autoencoder its encoder) + ground-truth image -> clean
+output ``N(u†)``
 -> noisy data ``f^δ`` at relative level ``--noise`` (Bregman noise, see
 :mod:`lifted_inverse.inversion.noise`) -> lifted Bregman inversion and the two gradient baselines
 (proximal gradient descent and Adam, backprop through N) with the same wall-clock budget ->
@@ -104,9 +105,9 @@ def _load_model(args):
 
 
 def _checkpoint_network(path: str) -> tuple[torch.nn.Module, tuple[int, int, int], str | None]:
-    """``(network to invert, (1, H, H), task name)`` of a checkpoint: an ``nn.Sequential``, or the encoder
-    of an autoencoder (its first ``encoder_modules`` modules, recorded by the task). Vector inputs
-    of ``n = H²`` entries are inverted as H×H gray images (a Flatten in front)."""
+    """``(network to invert, (1, H, H), task name)`` of a checkpoint: an ``nn.Sequential``, or
+    the encoder of an autoencoder (:attr:`Checkpoint.encoder`). Vector inputs of ``n = H²``
+    entries are inverted as H×H gray images (a Flatten in front)."""
     from ..networks.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, what="--model")

@@ -140,17 +140,19 @@ def build(spec: dict) -> nn.Module:
     if kind in CONFIGURED:
         return CONFIGURED[kind](**args)
     if kind not in _BY_NAME:
-        raise ValueError(f"architecture: unknown layer type {kind!r}; supported: "
-                         f"{sorted([*_BY_NAME, *CONFIGURED, 'Sequential', 'ResidualBlock', 'ProximalActivation'])}")
+        known = sorted([*_BY_NAME, *CONFIGURED, "Sequential", "ResidualBlock", "ProximalActivation"])
+        raise ValueError(f"architecture: unknown layer type {kind!r}; supported: {known}")
     cls = _BY_NAME[kind]
-    kwargs = {k: tuple(spec[k]) if isinstance(spec[k], list) else spec[k] for k in _ARGS[cls] if k in spec}
+    kwargs = {k: tuple(spec[k]) if isinstance(spec[k], list) else spec[k]
+              for k in _ARGS[cls] if k in spec}
     if cls in (nn.Linear, nn.Conv2d):
         kwargs["bias"] = bool(spec.get("bias", True))
     return cls(**kwargs)
 
 
-def upgrade_state_dict(model: nn.Module, state_dict: dict) -> dict:
-    """``state_dict`` with the keys of former ``Residual(body)`` blocks renamed for ``model``.
+def _residual_keys(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` of a former sequential file with the keys of its ``Residual(body)`` blocks
+    renamed for ``model``.
 
     ``<p>.body.0.*`` → ``<p>.inner.*`` and ``<p>.body.2.*`` → ``<p>.outer.*`` where ``model`` has
     the new key; state of a block activation missing from ``state_dict`` (a buffer such as
@@ -258,7 +260,8 @@ def _check_plain(value, where: str) -> None:
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
     elif not isinstance(value, _PLAIN):
-        raise TypeError(f"{where}: checkpoints store tensors and plain data only, got {type(value).__name__}")
+        raise TypeError(f"{where}: checkpoints store tensors and plain data only, "
+                        f"got {type(value).__name__}")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, description: dict | None = None,
@@ -309,7 +312,8 @@ def _read(path: Path, map_location, what: str):
                              f"only (weights_only=True)") from None
         raise ValueError(f"{what}: cannot read {str(path)!r} as a checkpoint") from None
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt files
-        raise ValueError(f"{what}: cannot read {str(path)!r} as a checkpoint ({type(err).__name__})") from None
+        raise ValueError(f"{what}: cannot read {str(path)!r} as a checkpoint "
+                         f"({type(err).__name__})") from None
 
 
 def _fields(payload, path: Path, what: str) -> dict:
@@ -342,7 +346,7 @@ def _fields(payload, path: Path, what: str) -> dict:
     raise ValueError(f"{what}: {str(path)!r} is not a lifted-inverse checkpoint (format {tag!r})")
 
 
-def _network(arch: dict, state_dict: dict, path: Path, what: str) -> nn.Module:
+def _network(arch: dict, state_dict: dict, path: Path, what: str, tag: str) -> nn.Module:
     """``build(arch)`` holding ``state_dict`` (its dtype and device), in eval mode. Built with the
     caller's random-number stream left untouched (fresh layers draw initial weights)."""
     try:
@@ -355,16 +359,20 @@ def _network(arch: dict, state_dict: dict, path: Path, what: str) -> nn.Module:
     if floats:
         model = model.to(dtype=floats[0].dtype)
     try:
-        model.load_state_dict(upgrade_state_dict(model, state_dict))
+        if tag == LEGACY_FORMATS["sequential"]:
+            state_dict = _residual_keys(model, state_dict)
+        model.load_state_dict(state_dict)
     except RuntimeError as err:
         detail = " ".join(str(err).split())
-        raise ValueError(f"{what}: the weights in {str(path)!r} do not fit its architecture ({detail})") from None
+        raise ValueError(f"{what}: the weights in {str(path)!r} do not fit its architecture "
+                         f"({detail})") from None
     if tensors:
         model = model.to(device=tensors[0].device)
     return model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, what: str = "checkpoint") -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", *,
+                    what: str = "checkpoint") -> Checkpoint:
     """Read a checkpoint of any supported format (``torch.load(weights_only=True)``).
 
     Errors are one line starting with ``what`` (the argument the path came from, e.g.
@@ -373,9 +381,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, what: str = 
     whose architecture is unknown.
     """
     path = Path(path)
-    fields = _fields(_read(path, map_location, what), path, what)
+    payload = _read(path, map_location, what)
+    try:
+        fields = _fields(payload, path, what)
+    except KeyError as err:
+        raise ValueError(f"{what}: {str(path)!r} is a {payload.get('format')} checkpoint without its "
+                         f"{err.args[0]!r} entry") from None
     arch = fields["spec"].get("architecture")
-    model = None if arch is None else _network(arch, fields["state_dict"], path, what)
+    model = None if arch is None else _network(arch, fields["state_dict"], path, what, fields["format"])
     return Checkpoint(path=path, model=model, **fields)
 
 
