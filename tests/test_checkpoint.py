@@ -250,6 +250,23 @@ def test_reconstruct_applies_unrolled_checkpoints_and_names_the_others(tmp_path,
     assert "--checkpoint:" in err and "holds a Sequential network" in err and err.count("\n") == 1
 
 
+def test_pretrained_cache_files_are_checkpoints(tmp_path, monkeypatch):
+    """``pretrained.encoder(cache_dir=...)`` keeps the trained encoder as a checkpoint and reads
+    it back instead of training again."""
+    from lifted_inverse.inversion import pretrained
+
+    first = pretrained.encoder(code=5, seed=3, steps=2, cache_dir=tmp_path)
+    path = tmp_path / "encoder-5-3-2.checkpoint.pt"
+    ck = load_checkpoint(path)
+    assert ck.task == "pretrained-encoder" and ck.input_shape == (1, 16, 16)
+    assert ck.config == {"code": 5, "seed": 3, "steps": 2}
+    pretrained._MEMORY.pop(("encoder", 5, 3, 2))
+    monkeypatch.setattr(pretrained, "digits", lambda *a, **k: pytest.fail("trained again"))
+    again = pretrained.encoder(code=5, seed=3, steps=2, cache_dir=tmp_path)
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(_apply(again, x), _apply(first, x))
+
+
 # ---- a crafted pickle is refused by every loader, unrun ---------------------------------------
 class _Payload:
     """Unpickling this object calls ``open(marker, "w")``: a file appears if the code runs."""
