@@ -248,6 +248,10 @@ def test_reconstruct_applies_unrolled_checkpoints_and_names_the_others(tmp_path,
                  "--checkpoint", str(tmp_path / "mlp.pt"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--checkpoint:" in err and "holds a Sequential network" in err and err.count("\n") == 1
+    save_checkpoint(tmp_path / "bare.pt", net)
+    assert main(["reconstruct", "--method", "unrolled", "--operator", "blur", "--size", "16",
+                 "--checkpoint", str(tmp_path / "bare.pt"), "--out", str(tmp_path / "y")]) == 2
+    assert "does not record the operator" in capsys.readouterr().err
 
 
 def test_pretrained_cache_files_are_checkpoints(tmp_path, monkeypatch):

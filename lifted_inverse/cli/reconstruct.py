@@ -63,6 +63,9 @@ def _load_unrolled(args) -> tuple | None:
         raise ValueError(f"--checkpoint: {args.checkpoint} holds {held}; --method unrolled applies a PNN "
                          "or unrolled network (lifted-inverse train --task pnn-denoise|unrolled-deblur|"
                          "unrolled-ct)")
+    if ck.operator is None:
+        raise ValueError(f"--checkpoint: {args.checkpoint} does not record the operator the network "
+                         "was trained for")
     return ck.model, {"task": ck.task, "kind": kind, "operator": ck.operator}
 
 
