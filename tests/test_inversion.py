@@ -190,6 +190,18 @@ def test_smooth_and_sparse_regularisers_satisfy_optimality(reg):
     assert res.history["objective"][-1] < 0.5 * res.history["objective"][0]
 
 
+@pytest.mark.parametrize("reg", ["l2", "tv"])
+def test_single_layer_is_the_lifted_problem_without_hidden_states(reg):
+    """With no hidden state a lifted sweep is one FISTA step on u whose momentum carries over, so
+    the deep solver reproduces the single-layer solver's iterates (the rate theorem's solver)."""
+    net = lift(small_perceptron(8, 48), (1, 8, 8))
+    f = net.forward_states(shepp_logan(8)[None].to(DT))[-1]
+    u0 = torch.full((1, 1, 8, 8), 0.5, dtype=DT)
+    one = invert_single_layer(net, f, 0.5, reg, u0=u0, iterations=60, tol=0.0)
+    deep = invert_deep(net, f, 0.5, reg, u0=u0, iterations=60, inner_u=1, tol=0.0)
+    assert torch.allclose(one.u, deep.u, atol=1e-12)
+
+
 def test_callbacks_can_stop_and_tolerance_converges():
     net = lift(small_perceptron(8, 48), (1, 8, 8))
     f = net.forward_states(shepp_logan(8)[None].to(DT))[-1]

@@ -54,7 +54,7 @@ class InputBlock:
     """Minimises ``g(u) + αJ(u) + ι_box(u)`` one step at a time, given ``∇g`` with Lipschitz ``L``.
 
     FISTA extrapolation with adaptive restart (``⟨y − u⁺, u⁺ − u⟩ > 0``) when ``J``'s step is a
-    forward–backward step, plain steps otherwise (TV by primal–dual). ``point()`` is where the
+    forward–backward step, plain steps otherwise (e.g. primal–dual TV steps). ``point()`` is where the
     caller evaluates ``∇g``; ``state`` is the regulariser's (e.g. the TV dual).
     """
 
