@@ -320,92 +320,98 @@ def _solve_monotone(
     return y
 
 
-class Tanh(ProximalActivation):
-    """``σ = tanh``, ``F(y) = ½[(1+y)log(1+y) + (1−y)log(1−y)]`` on |y| < 1, ``F*(z) = log cosh z``.
+class _LegendreInterval(ProximalActivation):
+    """An activation whose ``F = ½‖·‖² + Ψ`` is a Legendre function on ``[lower, upper]``
+    (elementwise), so ``σ = ∇F*`` and ``prox_{tΨ}(v)`` solves ``(1 − t) y + t F'(y) = v``, strictly
+    increasing in ``y``. Subclasses give ``forward`` (σ), ``_F``, ``_dF``, ``_ddF`` and
+    ``conjugate_elementwise`` (``F*``); the domain checks, Ψ, ``B_Ψ`` and the prox are shared."""
 
-    ``prox_{tΨ}(v)`` solves ``(1 − t) y + t artanh(y) = v`` (strictly increasing in y).
+    lower = -1.0
+    upper = 1.0
+
+    def _F(self, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _dF(self, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _ddF(self, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def project(self, y):
+        e = torch.finfo(y.dtype).eps
+        return y.clamp(self.lower + e, self.upper - e)
+
+    def in_domain(self, y):
+        return (y >= self.lower) & (y <= self.upper)
+
+    def psi_elementwise(self, y):
+        value = self._F(y.clamp(self.lower, self.upper)) - 0.5 * y * y
+        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
+
+    def bregman_elementwise(self, y, z):
+        value = self._F(y.clamp(self.lower, self.upper)) + self.conjugate_elementwise(z) - y * z
+        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
+
+    def _prox(self, v, t):
+        if not isinstance(t, torch.Tensor) and t == 1.0:
+            return self.forward(v)
+        t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
+
+        def equation(y):
+            return (1 - t) * y + t * self._dF(y), (1 - t) + t * self._ddF(y)
+
+        e = torch.finfo(v.dtype).eps
+        return _solve_monotone(equation, v, self.lower + e, self.upper - e, self.forward(v))
+
+
+class Tanh(_LegendreInterval):
+    """``σ = tanh``, ``F(y) = ½[(1+y)log(1+y) + (1−y)log(1−y)]`` on |y| ≤ 1, ``F*(z) = log cosh z``.
+
+    ``prox_{tΨ}(v)`` solves ``(1 − t) y + t artanh(y) = v``.
     """
 
-    def _eps(self, like):
-        return torch.finfo(like.dtype).eps
+    lower, upper = -1.0, 1.0
 
     def forward(self, z):
         return torch.tanh(z)
 
-    def project(self, y):
-        e = self._eps(y)
-        return y.clamp(-1 + e, 1 - e)
-
-    def in_domain(self, y):
-        return y.abs() <= 1
-
     def _F(self, y):
         return 0.5 * (_xlogx(1 + y) + _xlogx(1 - y))
 
-    def psi_elementwise(self, y):
-        value = self._F(y.clamp(-1, 1)) - 0.5 * y * y
-        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
+    def _dF(self, y):
+        return torch.atanh(y)
+
+    def _ddF(self, y):
+        return 1 / (1 - y * y)
 
     def conjugate_elementwise(self, z):
         a = z.abs()
         return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
 
-    def bregman_elementwise(self, y, z):
-        value = self._F(y.clamp(-1, 1)) + self.conjugate_elementwise(z) - y * z
-        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
 
-    def _prox(self, v, t):
-        if not isinstance(t, torch.Tensor) and t == 1.0:
-            return torch.tanh(v)
-        t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
-
-        def equation(y):
-            return (1 - t) * y + t * torch.atanh(y), (1 - t) + t / (1 - y * y)
-
-        e = self._eps(v)
-        return _solve_monotone(equation, v, -1 + e, 1 - e, torch.tanh(v))
-
-
-class Sigmoid(ProximalActivation):
+class Sigmoid(_LegendreInterval):
     """``σ(z) = 1/(1 + e^{−z})``, ``F(y) = y log y + (1−y) log(1−y)`` on [0, 1], ``F*(z) = softplus(z)``.
 
     ``prox_{tΨ}(v)`` solves ``(1 − t) y + t logit(y) = v``.
     """
 
+    lower, upper = 0.0, 1.0
+
     def forward(self, z):
         return torch.sigmoid(z)
-
-    def project(self, y):
-        e = torch.finfo(y.dtype).eps
-        return y.clamp(e, 1 - e)
-
-    def in_domain(self, y):
-        return (y >= 0) & (y <= 1)
 
     def _F(self, y):
         return _xlogx(y) + _xlogx(1 - y)
 
-    def psi_elementwise(self, y):
-        value = self._F(y.clamp(0, 1)) - 0.5 * y * y
-        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
+    def _dF(self, y):
+        return torch.logit(y)
+
+    def _ddF(self, y):
+        return 1 / (y * (1 - y))
 
     def conjugate_elementwise(self, z):
         return nnf.softplus(z)
-
-    def bregman_elementwise(self, y, z):
-        value = self._F(y.clamp(0, 1)) + nnf.softplus(z) - y * z
-        return torch.where(self.in_domain(y), value, torch.full_like(y, math.inf))
-
-    def _prox(self, v, t):
-        if not isinstance(t, torch.Tensor) and t == 1.0:
-            return torch.sigmoid(v)
-        t = torch.as_tensor(t, dtype=v.dtype, device=v.device)
-
-        def equation(y):
-            return (1 - t) * y + t * torch.logit(y), (1 - t) + t / (y * (1 - y))
-
-        e = torch.finfo(v.dtype).eps
-        return _solve_monotone(equation, v, e, 1 - e, torch.sigmoid(v))
 
 
 class Softmax(ProximalActivation):
