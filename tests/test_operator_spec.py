@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +113,9 @@ def test_make_operator_takes_tensors_and_records_them():
                  operator_from_spec({"name": "inpaint", "keep": 0.5, "seed": 3}, (1, 8, 8)))
     angles = torch.tensor([0.0, 0.5, 1.5])
     assert spec_of(make_operator("ct", (1, 8, 8), angles=angles))["angles"] == angles.double().tolist()
+    # NumPy numbers become Python numbers: the spec stays JSON-able
+    spec = spec_of(make_operator("ct", (1, 8, 8), n_angles=np.int64(5), n_detectors=np.int32(9)))
+    assert json.loads(json.dumps(spec)) == spec and (spec["n_angles"], spec["n_detectors"]) == (5, 9)
 
 
 @pytest.mark.parametrize("spec,shape,match", [

@@ -61,10 +61,11 @@ _ALLOWED = {
 
 
 def _as_list(value) -> Any:
-    """Tensors and arrays as nested lists of Python numbers (float64 values round-trip exactly)."""
+    """Tensors, arrays and NumPy scalars as (nested lists of) Python numbers (float64 values
+    round-trip exactly through JSON)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     if isinstance(value, (list, tuple)):
         return [_as_list(v) for v in value]
@@ -73,7 +74,7 @@ def _as_list(value) -> Any:
 
 def _ct_spec(options: dict, shape) -> dict:
     angles = options.pop("angles", None)
-    if isinstance(angles, (int, np.integer)) and not isinstance(angles, bool):  # an imaging checkpoint's count
+    if isinstance(angles, int) and not isinstance(angles, bool):  # an imaging checkpoint's count
         if "n_angles" in options:
             raise ValueError("options: 'ct' got both n_angles and an angle count 'angles'")
         options["n_angles"], angles = int(angles), None
@@ -91,7 +92,7 @@ def _ct_spec(options: dict, shape) -> dict:
     else:
         if "n_angles" in options or "angle_range" in options:
             raise ValueError("options: 'ct' takes explicit angles or n_angles/angle_range, not both")
-        spec["angles"] = [float(a) for a in np.asarray(_as_list(angles), dtype=np.float64).reshape(-1)]
+        spec["angles"] = [float(a) for a in np.asarray(angles, dtype=np.float64).reshape(-1)]
     n_det = options.get("n_detectors")
     spec["n_detectors"] = diagonal_detectors(shape[1:]) if n_det is None else n_det
     spec["model"] = options.get("model", _CT_DEFAULTS["model"])
@@ -112,7 +113,7 @@ def resolve_spec(spec: Mapping, image_shape: Sequence[int]) -> dict:
     if name not in OPERATOR_NAMES:
         raise ValueError(f"name: unknown operator {name!r}; expected one of {', '.join(OPERATOR_NAMES)}")
     shape = check_image_shape(image_shape)
-    options = {k: v for k, v in spec.items() if k != "name"}
+    options = {k: _as_list(v) for k, v in spec.items() if k != "name"}
     extra = sorted(set(options) - set(_ALLOWED[name]))
     if extra:
         raise ValueError(f"options: {extra} not accepted by operator {name!r} (accepted: "
@@ -121,14 +122,14 @@ def resolve_spec(spec: Mapping, image_shape: Sequence[int]) -> dict:
         return {"name": name}
     if name == "blur":
         kernel = options.get("kernel", "gaussian")
-        return {"name": name, "kernel": kernel if isinstance(kernel, str) else _as_list(kernel),
+        return {"name": name, "kernel": kernel,
                 "boundary": options.get("boundary", "circular")}
     if name == "ct":
         return _ct_spec(options, shape)
     if "mask" in options:
         if len(options) > 1:
             raise ValueError(f"options: {name!r} takes a mask or the parameters to draw one, not both")
-        return {"name": name, "mask": _as_list(options["mask"])}
+        return {"name": name, "mask": options["mask"]}
     if name == "inpaint":
         return {"name": name, "keep": float(options.get("keep", 0.5)), "seed": int(options.get("seed", 0))}
     return {"name": name, "kind": options.get("kind", "random"),
