@@ -1,4 +1,4 @@
-"""THE operator spec: a JSON-able description ``{"name": ..., **parameters}`` <-> an operator.
+"""The operator spec: a JSON-able description ``{"name": ..., **parameters}`` <-> an operator.
 
 ``operator_from_spec(spec, image_shape)`` builds the forward operator for images of
 ``image_shape = (C, H, W)``; ``spec_of(operator)`` gives the complete spec back (every default
