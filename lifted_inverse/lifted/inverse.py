@@ -16,8 +16,9 @@ each block with the others fixed. One sweep (block-coordinate descent):
   ``∇_u = Σ_c A_{c,k}ᵀ ∇_z P_c``, ``L_u = Σ_c L_z(P_c)‖A_{c,k}‖²``, and ``αJ`` (plus the box
   ``[lo, hi]``) by the regulariser's own step (its prox, or a primal–dual step);
 * hidden states: the training engine's state blocks,
-  :meth:`~lifted_inverse.lifted.solvers.LiftedSolver.update_states` (``state_steps``
-  proximal-gradient steps per state, colour group by colour group).
+  :meth:`~lifted_inverse.lifted.solvers.LiftedSolver.update_state` (``state_steps``
+  proximal-gradient steps per state), one state at a time from the input side (Gauss–Seidel: the
+  change of ``u`` reaches the last hidden state within the sweep).
 
 ``J`` is any object with the regulariser interface ``value(u) -> (B,)``, ``init_state(u) -> dict``,
 ``step(u, grad, tau, lipschitz, alpha, state, bounds) -> u⁺`` (one forward–backward or
@@ -230,8 +231,9 @@ class LiftedInversion:
         for _ in range(self.input_steps):
             block.step(self.input_gradient(block.point()))
         self.states[0] = self._state0(block.u)
-        if self.net.free_states:
-            self.engine.update_states(self.states, {})
+        cache: dict = {}
+        for s in self.net.free_states:   # Gauss–Seidel from the input side, as u was just updated
+            self.engine.update_state(self.states, s, cache)
 
     @torch.no_grad()
     def energy(self) -> float:
