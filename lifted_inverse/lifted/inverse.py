@@ -148,7 +148,7 @@ class LiftedInversion:
         self.input_steps = input_steps
         if not rho > 0:
             raise ValueError(f"rho: expected a positive coupling weight, got {rho}")
-        if getattr(net, "n_inputs", 1) != 1:
+        if net.n_inputs != 1:
             raise ValueError("net: inversion needs the model input as the only fixed input state")
         lam, loss_weight = layer_weights(net, weights, rho)
         self.objective = LiftedObjective(net, "bregman", lam=lam, rho=rho, loss_weight=loss_weight)
