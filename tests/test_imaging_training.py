@@ -51,15 +51,15 @@ def test_train_imaging_without_selection_keeps_the_last_weights():
 
 
 def test_cosine_schedule_decays_adams_step_over_training(monkeypatch):
+    from lifted_inverse.lifted import LiftedSolver
     from lifted_inverse.training import imaging
-    from lifted_inverse.training.lifted_unrolled import LiftedUnrolledSolver
 
     cfg = ImagingTrainConfig(method="bregman", solver="adam", epochs=4, lr_schedule="cosine")
     assert cfg.scheduled_lr(1e-2, 0, 0.0) == pytest.approx(1e-2)
     assert cfg.scheduled_lr(1e-2, 2, 0.0) == pytest.approx(5e-3)
     timed = ImagingTrainConfig(epochs=10**6, time_budget=100.0, lr_schedule="cosine")
     assert timed.scheduled_lr(1e-2, 1, 75.0) == pytest.approx(1e-2 * 0.5 * (1 - 0.5 ** 0.5))
-    for method, cls, opt in (("bregman", LiftedUnrolledSolver, "adam"), ("backprop", imaging._BackpropTrainer, "opt")):
+    for method, cls, opt in (("bregman", LiftedSolver, "adam"), ("backprop", imaging._BackpropTrainer, "opt")):
         steps = []
         original = cls.step
 
@@ -79,7 +79,7 @@ def test_cosine_schedule_decays_adams_step_over_training(monkeypatch):
 
 
 def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
-    """``task.defaults['lifted']`` sets LiftedConfig fields (the PNN task: two state steps);
+    """``task.defaults['lifted']`` sets lifted options (the PNN task: two state steps);
     ``ImagingTrainConfig.lifted`` wins; metrics record the configuration that ran."""
     task = _tiny_task()
     task.defaults["lifted"] = {"state_steps": 2, "loss_weight": 0.5}

@@ -37,7 +37,7 @@ def _setup(method, solver="bcd", widths=(6, 12, 12, 3), **kw):
 
 
 @pytest.mark.parametrize("method,order", [("bregman", "bottom-up"), ("fenchel", "bottom-up"),
-                                          ("bregman", "top-down")])
+                                          ("bregman", "top-down"), ("bregman", "backward")])
 def test_plain_bcd_blocks_never_increase_objective(method, order):
     x, _, t = _blobs()
     _model, _net, obj, solver = _setup(method, state_order=order)
@@ -86,6 +86,44 @@ def test_sweeps_from_the_forward_pass_descend_and_keep_no_store(order):
     solver.update_states(states, {})
     expected = obj.value(states)
     assert solver.step(x[ids], t[ids], None, ids) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["bcd", "adam", "isgm"])
+def test_a_weight_shared_by_two_layers_is_one_block(solver):
+    """A linear map used twice (``W`` in layers 1 and 2) is one W-block: its gradient is the sum of
+    both layers' (autograd of E), Adam sees it once, full-batch BCD still descends."""
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(6, 6).double()
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, torch.nn.ReLU(),
+                                torch.nn.Linear(6, 3).double())
+    net = lift(model, output_activation=Softmax())
+    obj = LiftedObjective(net, "bregman")
+    sol = LiftedSolver(obj, solver, lr=1e-2 if solver == "adam" else 1.0)
+    assert sol.grouped and not sol.backtracking
+    assert len(sol.flat_params) == 4 and [g[0] for g in sol.groups] == [[0, 1], [2]]
+    x, _, t = _blobs(60)
+    store = StateStore.from_forward(obj, x)
+    g = torch.Generator().manual_seed(1)
+    states = sol.batch_states(x, t, {s: v + 0.3 * torch.rand(v.shape, generator=g, dtype=v.dtype)
+                                     for s, v in store.states.items()})
+    grads, _, _ = sol._gradients(states, {})
+    with torch.enable_grad():
+        e = sum(obj.layer_value(layer, states) for layer in net.layers).mean()
+        ref = torch.autograd.grad(e, [shared.weight, shared.bias])
+    assert torch.allclose(grads[0][0] + grads[1][0], ref[0], rtol=1e-10, atol=1e-12)
+    assert torch.allclose(grads[0][1] + grads[1][1], ref[1], rtol=1e-10, atol=1e-12)
+    if solver != "bcd":
+        values = [sol.step(x, t, store) for _ in range(20)]
+        assert values[-1] < values[0]
+        return
+    values = []
+    for _ in range(15):
+        sol.update_states(states)
+        values.append(obj.value(states))
+        sol.weight_step(states)
+        values.append(obj.value(states))
+    assert all(b <= a + 1e-12 * values[0] for a, b in zip(values, values[1:]))
+    assert values[-1] < values[0]
 
 
 def test_fenchel_objective_is_twice_hidden_bregman():

@@ -1,132 +1,156 @@
-"""Lifted Bregman training of PNN / unrolled networks: exact block gradients, monotone BCD sweeps,
-and a tiny PNN that learns (objective down, test PSNR above the noisy input's and its start)."""
+"""Lifted Bregman training of PNN / unrolled networks on the generic engine (``lift`` +
+``LiftedObjective`` + ``LiftedSolver``): exact block gradients, monotone BCD sweeps, caches that
+follow states and weights, resume, and a tiny PNN that learns (objective down, test PSNR above the
+noisy input's and its start)."""
+import itertools
+
 import pytest
 import torch
 
 from lifted_inverse.datasets import builtin_image
+from lifted_inverse.lifted import LiftedObjective, LiftedSolver, StateStore, lift
+from lifted_inverse.lifted.unrolled import DataStep, DualLayer, ImageLayer
 from lifted_inverse.metrics import psnr
 from lifted_inverse.networks.pnn import PNN
-from lifted_inverse.networks.unrolled import UnrolledProximalNet
+from lifted_inverse.networks.unrolled import UnrolledProximalNet, gradient_step
 from lifted_inverse.operators import Blur, Radon
-from lifted_inverse.training.lifted_unrolled import LiftedBatch, LiftedConfig, LiftedUnrolledSolver
 
-
-def _perturbed_batch(net, y, x, A, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    if A is None:
-        b = LiftedBatch(net.prox, y, x, A)
-    else:  # the net's own data term (ramp-weighted for 'ct-ramp') and initial estimate
-        A_d, y_d, x0 = net.data_problem(y, A)
-        b = LiftedBatch(net.prox, y_d, x, A_d, x0=x0)
-    b.forward_states()
-    lam = net.prox.lam
-    b.u = [(0.5 * u + 0.02 * torch.randn(u.shape, generator=g, dtype=u.dtype)).clamp(-lam / 2, lam / 2)
-           for u in b.u]
-    b.x = [xx + 0.05 * torch.randn(xx.shape, generator=g, dtype=xx.dtype) for xx in b.x]
-    return b
+# the imaging tasks' solver options (training.imaging.LIFTED_DEFAULTS)
+IMAGING = {"state_order": "backward", "inner_sweeps": 1, "prox_weight": 0.0, "power_iterations": 2}
 
 
 def _problem(kind):
     torch.manual_seed(0)
     x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
-    if kind == "pnn":
-        net = PNN(features=4, layers=3, seed=1).double()
+    if kind in ("pnn", "pnn-tied"):
+        net = PNN(features=4, layers=3, seed=1, tied=kind == "pnn-tied").double()
         return net, x + 0.1 * torch.randn_like(x), x, None
     if kind == "ct-ramp":
         A = Radon(12, n_angles=8, n_detectors=17).double()
         net = UnrolledProximalNet(features=4, layers=3, seed=1, fidelity="ramp").double()
         return net, A(x) + 0.01 * torch.randn(A(x).shape, dtype=x.dtype), x, A
     A = Blur((1, 12, 12), "gaussian").double()
-    net = UnrolledProximalNet(features=4, layers=3, seed=1).double()
+    net = UnrolledProximalNet(features=4, layers=3, seed=1, tied=kind == "blur-tied").double()
     return net, A(x) + 0.01 * torch.randn_like(x), x, A
 
 
-def _energy_with(sol, b, which, k, value):
-    store = b.u if which == "u" else b.x
-    saved = store[k]
-    store[k] = value
-    e = sum(sol.layer_term(b, j) for j in range(sol.prox.n_layers))
-    store[k] = saved
-    return e
+def _solver(net, A, solver="bcd", rho=1.0, **kw):
+    lifted = lift(net, input_shape=(1, 12, 12) if A is None else None, operator=A)
+    return LiftedSolver(LiftedObjective(lifted, "bregman", rho=rho), solver, **{**IMAGING, **kw})
+
+
+def _perturbed_states(sol, y, x, seed=0):
+    """Forward-pass states moved off the forward pass (every penalty and gradient non-zero);
+    dual states stay inside the clipping box, where ``F = ½‖·‖²`` is differentiable."""
+    g = torch.Generator().manual_seed(seed)
+    net = sol.net
+    fwd = net.forward_states(y)
+    states = sol.batch_states(y, x, {s: fwd[s] for s in net.free_states})
+    for s in net.free_states:
+        v = states[s]
+        if isinstance(net.producer[s], DualLayer):
+            lam = net.producer[s].activation.lam
+            states[s] = (0.5 * v + 0.02 * torch.randn(v.shape, generator=g, dtype=v.dtype)).clamp(-lam / 2, lam / 2)
+        else:
+            states[s] = v + 0.05 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+    return states
+
+
+def _energy(sol, states):
+    """E (batch mean) as a differentiable function of the states and weights."""
+    return sum(sol.objective.layer_value(layer, states) for layer in sol.net.layers).mean()
 
 
 @pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp"])
-def test_state_gradients_match_autograd(kind, monkeypatch):
+@pytest.mark.parametrize("rho", [1.0, 3.0])
+def test_state_gradients_match_autograd(kind, rho):
+    """Every state block's gradient (smooth part from ``state_gradient`` plus ``s·∇F`` of the
+    proximal part ``s·F``, ``F = ½‖·‖²`` in the interior) equals autograd of E (float64), for
+    the dual states and the image states."""
     net, y, x, A = _problem(kind)
-    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd"))
-    b = _perturbed_batch(net, y, x, A)
+    sol = _solver(net, A, rho=rho)
+    states = _perturbed_states(sol, y, x)
     B = x.shape[0]
-    for k in range(net.n_layers):
-        u = b.u[k].clone().requires_grad_(True)  # interior of the box: E = F(u) + S(u), ∇F = u
-        (g_auto,) = torch.autograd.grad(_energy_with(sol, b, "u", k, u), u)
-        g_auto = g_auto * B - u.detach()
-        # one block step with a tiny step recovers the hand gradient: u⁺ ≈ (u − μ g)/(1 + μ)
-        before = b.u[k].clone()
-        monkeypatch.setattr(sol, "_coef", sol._coef)
-        mu_lip = {}
-        orig = sol.act.prox_F
-
-        def spy(v, mu, _orig=orig):
-            mu_lip["mu"] = mu
-            return v / (1 + mu)  # no clipping: the spy only reads the gradient
-        monkeypatch.setattr(sol.act, "prox_F", spy)
-        sol._update_u(b, k)
-        mu = mu_lip["mu"]
-        g_hand = (before - b.u[k] * (1 + mu)) / mu
-        b.u[k] = before
-        monkeypatch.setattr(sol.act, "prox_F", orig)
-        assert torch.allclose(g_hand, g_auto, rtol=1e-7, atol=1e-9), f"u-block {k}"
-    for k in range(len(b.x)):
-        xv = b.x[k].clone().requires_grad_(True)
-        (g_auto,) = torch.autograd.grad(_energy_with(sol, b, "x", k, xv), xv)
-        before = b.x[k].clone()
-        sol._update_x(b, k)
-        j = k + 1
-        lip = sol.config.rho + (float(net.prox.step(j)) * 1.05 * float(net.prox.norms[j])) ** 2 + sol._coef(j)
-        g_hand = (before - b.x[k]) * lip
-        b.x[k] = before
-        assert torch.allclose(g_hand, g_auto * B, rtol=1e-7, atol=1e-9), f"x-block {k}"
-
-
-@pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp", "pnn-tied"])
-def test_weight_gradients_match_autograd(kind):
-    """The closed-form ``(T_k, ∂T_k/∂L_k)`` used by the weight blocks equals the layer term and
-    autograd through it (float64), for every layer, tied weights included."""
-    net, y, x, A = _problem(kind.split("-")[0] if kind == "pnn-tied" else kind)
-    if kind == "pnn-tied":
-        net = PNN(features=4, layers=3, seed=1, tied=True).double()
-    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="adam"))
-    b = _perturbed_batch(net, y, x, A)
-    prox = net.prox
-    for k in range(net.n_layers):
-        w = prox.weight(k).detach().clone().requires_grad_(True)
+    kinds = set()
+    for s in sol.net.free_states:
+        v = states[s].clone().requires_grad_(True)
+        trial = list(states)
+        trial[s] = v
         with torch.enable_grad():
-            ref = sol.layer_term(b, k, weight=w)
-            (g_ref,) = torch.autograd.grad(ref, w)
-        value, g = sol.layer_value_and_grad(b, k)
-        ref = float(ref.detach())
-        assert abs(float(value) - ref) <= 1e-12 * max(1.0, abs(ref)), f"value, layer {k}"
-        assert torch.allclose(g, g_ref, rtol=1e-9, atol=1e-12), f"gradient, layer {k}"
-        assert float(g.abs().max()) > 1e-6      # perturbed states: a gradient worth comparing
+            (g_auto,) = torch.autograd.grad(_energy(sol, trial), v)
+        g, lip = sol.state_gradient(states, s)
+        producer = sol.net.producer[s]
+        scale = sol.objective.penalties[producer.index].scale
+        assert torch.allclose(g + scale * states[s], g_auto * B, rtol=1e-7, atol=1e-9), f"state {s}"
+        assert lip > 0
+        kinds.add(type(producer))
+    assert kinds == ({DualLayer} if A is None else {DualLayer, ImageLayer})
 
 
-@pytest.mark.parametrize("kind, state_lr", [("pnn", 1.0), ("blur", 1.0), ("ct-ramp", 1.0), ("blur", 0.4), ("pnn", 1.8)])
-def test_bcd_sweeps_never_increase_the_lifted_objective(kind, state_lr):
+@pytest.mark.parametrize("kind", ["pnn", "blur", "ct-ramp", "pnn-tied", "blur-tied"])
+def test_weight_gradients_match_autograd(kind):
+    """The closed-form W-gradients, summed over the layers that share a weight (an unrolled
+    ``L_k`` enters its dual and its image layer; tied weights every layer), and the layer values
+    equal autograd through E (float64)."""
     net, y, x, A = _problem(kind)
-    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="bcd", inner_sweeps=1, lr=1e-2, state_lr=state_lr))
-    energies = [sol.step(y, x, A)]
+    sol = _solver(net, A, solver="adam")
+    states = _perturbed_states(sol, y, x)
+    grads, _, value = sol._gradients(states, {})
+    summed = {}
+    for ps, gs in zip(sol.params, grads):
+        for p, g in zip(ps, gs):
+            summed[id(p)] = summed.get(id(p), 0) + g
+    weights = list(net.prox.weights)
+    assert len(sol.flat_params) == len(weights) and len(summed) == len(weights)
+    assert len(sol.groups) == len(weights)          # one W-block per distinct L
+    with torch.enable_grad():
+        ref = _energy(sol, states)
+        g_ref = torch.autograd.grad(ref, weights)
+    ref = ref.detach()
+    assert abs(value - float(ref)) <= 1e-12 * max(1.0, abs(float(ref)))
+    for w, gr in zip(weights, g_ref):
+        assert torch.allclose(summed[id(w)], gr, rtol=1e-9, atol=1e-12)
+        assert float(gr.abs().max()) > 1e-6      # perturbed states: a gradient worth comparing
+
+
+@pytest.mark.parametrize("kind, state_lr, rho", [("pnn", 1.0, 1.0), ("blur", 1.0, 1.0), ("ct-ramp", 1.0, 3.0),
+                                                  ("blur", 0.4, 1.0), ("pnn", 1.8, 1.0), ("blur", 1.9, 1.0)])
+def test_bcd_sweeps_never_increase_the_lifted_objective(kind, state_lr, rho):
+    """Full-batch BCD: every single state block step and every backtracked weight step (τ_k
+    refreshed inside the test) is a descent step, so the reported objectives never increase."""
+    net, y, x, A = _problem(kind)
+    sol = _solver(net, A, "bcd", rho=rho, lr=1e-2, state_lr=state_lr, state_init="store")
+    store = StateStore.from_forward(sol.objective, y)
+    energies = [sol.step(y, x, store)]
     for _ in range(6):
-        b = sol.batch
-        for k in reversed(range(net.n_layers)):  # every single block step is a descent step
-            e0 = sol.energy(b)
-            sol._update_u(b, k)
-            assert sol.energy(b) <= e0 + 1e-12
-        e0 = sol.energy(b)
-        sol.weight_step(b)
-        assert sol.energy(b) <= e0 + 1e-12
-        energies.append(sol.step(y, x, A))
-    assert all(e1 <= e0 + 1e-12 for e0, e1 in zip(energies, energies[1:]))
+        states = sol.batch_states(y, x, store.gather(None))
+        for s in reversed(sol.net.free_states):
+            e0 = sol.objective.value(states)
+            sol.update_state(states, s)
+            assert sol.objective.value(states) <= e0 + 1e-12
+        e0 = sol.objective.value(states)
+        tau0 = net.prox.tau.clone()
+        sol.weight_step(states)
+        assert sol.objective.value(states) <= e0 + 1e-12
+        assert not torch.equal(net.prox.tau, tau0)   # τ_k follow the weights
+        store.scatter(None, {s: states[s] for s in sol.net.free_states})
+        energies.append(sol.step(y, x, store))
+    assert all(e1 <= e0 + 1e-12 for e0, e1 in itertools.pairwise(energies))
     assert energies[-1] < 0.9 * energies[0]
+
+
+def test_rejected_trial_steps_leave_weights_and_steps_as_they_were(monkeypatch):
+    """A block whose trial steps all fail keeps its weights, τ, norms and probe, and its trial step."""
+    net, y, x, A = _problem("blur")
+    sol = _solver(net, A, "bcd", lr=1e-2, max_backtracks=3, state_init="store")
+    store = StateStore.from_forward(sol.objective, y)
+    states = sol.batch_states(y, x, store.gather(None))
+    sol.update_states(states)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    monkeypatch.setattr(sol, "_block_value", lambda *a: float("inf"))
+    sol.weight_step(states)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert sol._trial == [1e-2] * len(sol.groups)
 
 
 def test_tiny_pnn_learns_by_lifted_training():
@@ -139,7 +163,8 @@ def test_tiny_pnn_learns_by_lifted_training():
     test_x = builtin_image("gravel", 64)[None]  # a different image, never trained on
     test_y = test_x + 0.1 * torch.randn(test_x.shape, generator=g)
     net = PNN(features=8, layers=4, seed=0)
-    sol = LiftedUnrolledSolver(net, LiftedConfig(solver="adam", lr=3e-3, inner_sweeps=1))
+    sol = LiftedSolver(LiftedObjective(lift(net, input_shape=(1, 24, 24)), "bregman"), "adam", lr=3e-3,
+                       state_init="forward", **IMAGING)
     with torch.no_grad():
         start = float(psnr(net(test_y), test_x, 1.0, reduction="mean"))
     noisy = float(psnr(test_y, test_x, 1.0, reduction="mean"))
@@ -152,44 +177,107 @@ def test_tiny_pnn_learns_by_lifted_training():
     assert end > noisy + 2.0 and end > start + 0.3
 
 
+@pytest.mark.parametrize("solver", ["adam", "isgm", "bcd"])
+def test_resume_continues_exactly(solver):
+    """Solver state (Adam moments, backtracking trial steps) plus the network's state dict
+    (weights, τ, norms, probes) resume a run step for step."""
+    def fresh():
+        net, y, x, A = _problem("blur")
+        sol = _solver(net, A, solver, lr=1e-2 if solver != "adam" else 3e-3,
+                      state_init="store" if solver == "bcd" else "forward")
+        return net, sol, y, x
+
+    def run(net, sol, y, x, steps, store=None):
+        if solver == "bcd" and store is None:
+            store = StateStore.from_forward(sol.objective, y)
+        return [sol.step(y, x, store) for _ in range(steps)], store
+
+    net, sol, y, x = fresh()
+    straight, _ = run(net, sol, y, x, 4)
+    net2, sol2, y, x = fresh()
+    _, store = run(net2, sol2, y, x, 2)
+    saved_net, saved_sol = net2.state_dict(), sol2.state_dict()
+    net3, sol3, y, x = fresh()
+    net3.load_state_dict(saved_net)
+    sol3.load_state_dict(saved_sol)
+    resumed, _ = run(net3, sol3, y, x, 2, store)
+    assert resumed == pytest.approx(straight[2:], rel=1e-12)
+    for a, b in zip(net.state_dict().values(), net3.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_bad_input():
     net = PNN(features=2, layers=2)
+    lifted = lift(net, input_shape=(1, 8, 8))
+    obj = LiftedObjective(lifted, "bregman")
     with pytest.raises(ValueError, match="solver"):
-        LiftedUnrolledSolver(net, LiftedConfig(solver="sgd"))
+        LiftedSolver(obj, "sgd")
     for bad in (0.0, 2.0):
         with pytest.raises(ValueError, match="state_lr"):
-            LiftedUnrolledSolver(net, LiftedConfig(state_lr=bad))
-    with pytest.raises(ValueError, match="y: expected the target's shape"):
-        LiftedBatch(net.prox, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 9, 9))
+            LiftedSolver(obj, "adam", state_lr=bad)
+    with pytest.raises(ValueError, match="prox_weight"):
+        LiftedSolver(obj, "isgm", prox_weight=-1.0)
+    for solver in ("nesterov", "heavyball"):   # no W-block Gram: no Lipschitz step to extrapolate
+        with pytest.raises(ValueError, match="Lipschitz"):
+            LiftedSolver(obj, solver)
+    sol = LiftedSolver(obj, "adam", state_init="forward")
+    with pytest.raises(ValueError, match="x: expected shape"):
+        sol.step(torch.rand(2, 1, 9, 9), torch.rand(2, 1, 9, 9))
+    with pytest.raises(ValueError, match="target: expected shape"):
+        sol.step(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 9, 9))
+    with pytest.raises(ValueError, match="input_shape"):
+        lift(net)
+    with pytest.raises(TypeError, match="operator"):
+        lift(net, input_shape=(1, 8, 8), operator=Blur((1, 16, 16), "gaussian"))
+    with pytest.raises(TypeError, match="operator"):
+        lift(UnrolledProximalNet(features=2, layers=2))
+    with pytest.raises(TypeError, match="linear map"):
+        DataStep(lambda v: v, 1.0)
 
 
 def test_cached_data_steps_follow_the_states():
-    """``LiftedBatch.v`` caches ``v_{k+1}`` per stored ``x_k``; replacing a state invalidates it."""
-    from lifted_inverse.networks.unrolled import gradient_step
-
+    """``DataStep`` keeps ``v = x − γA*(Ax − y)`` for the last ``(x, y)``; a new state recomputes."""
     net, y, x, A = _problem("blur")
-    b = LiftedBatch(net.prox, y, x, A)
-    b.forward_states()
-    assert b.v(1) is b.v(1)  # cached
-    b.x[0] = b.x[0] + 0.1
-    assert torch.equal(b.v(1), gradient_step(A, b.x[0], y, b.gamma))
-    assert torch.equal(b.v(0), gradient_step(A, b.x0, y, b.gamma))
+    sol = _solver(net, A)
+    layers = sol.net.layers
+    step = layers[2].data_step      # v_2, read by the second dual and image layers (from x_1)
+    assert layers[3].data_step is step and layers[0].data_step is not step
+    assert all(layer.data_step.A is A and layer.data_step.gamma == step.gamma for layer in layers)
+    x0 = torch.rand_like(x)
+    v = step(x0, y)
+    assert step(x0, y) is v
+    x1 = x0 + 0.1
+    assert torch.equal(step(x1, y), gradient_step(A, x1, y, step.gamma))
+    assert torch.equal(step(x0, y), gradient_step(A, x0, y, step.gamma))
 
 
-def test_cached_pre_activations_follow_weights_and_steps():
-    """``LiftedBatch.p`` keeps ``p_k`` while its inputs, ``L_k`` and ``τ`` are unchanged; an in-place
-    weight update or a refreshed step recomputes it."""
-    net, y, x, A = _problem("pnn")
-    b = LiftedBatch(net.prox, y, x, A)
-    b.forward_states()
-    u1, v1 = b.u[0], b.v(1)
-    p = b.p(1, u1, v1)
-    assert b.p(1, u1, v1) is p
-    with torch.no_grad():
-        net.prox.tau.mul_(0.5)                       # a new step, same weights
-    p_tau = b.p(1, u1, v1)
-    assert p_tau is not p and torch.allclose(p_tau, net.prox.pre_activation(1, u1, v1))
-    with torch.no_grad():
-        net.prox.weight(1).mul_(1.1)                 # a weight step, same τ
-    p_w = b.p(1, u1, v1)
-    assert p_w is not p_tau and torch.allclose(p_w, net.prox.pre_activation(1, u1, v1))
+@pytest.mark.parametrize("kind", ["pnn", "blur"])
+def test_cached_pre_activations_follow_states_and_weights(kind):
+    """The pre-activations a sweep keeps are those of the current states (a state update drops
+    those that read it), and a weight step (which moves τ too) drops them all."""
+    net, y, x, A = _problem(kind)
+    sol = _solver(net, A, "adam", lr=1e-2, state_init="forward")
+    cache = {}
+    fwd = sol.net.forward_states(y, pre_activations=cache)
+    states = sol.batch_states(y, x, {s: fwd[s] for s in sol.net.free_states})
+    sol.update_states(states, cache)
+    assert cache
+    for i, z in cache.items():
+        layer = sol.net.layers[i]
+        assert torch.equal(z, layer.pre_activation([states[s] for s in layer.inputs]))
+    tau0 = net.prox.tau.clone()
+    sol.weight_step(states, cache)
+    assert not cache and not torch.equal(net.prox.tau, tau0)
+
+
+def test_lifted_forward_pass_is_the_networks():
+    """The lifted network's forward states end in the model's output (PNN and unrolled, CT with
+    the ramp-weighted data term), and the weights are the model's own tensors."""
+    for kind in ("pnn", "blur", "ct-ramp"):
+        net, y, _, A = _problem(kind)
+        lifted = lift(net, input_shape=tuple(y.shape[1:]), operator=A)
+        with torch.no_grad():
+            out = net(y) if A is None else net(y, A)
+        assert torch.allclose(lifted.forward_states(y)[-1], out, rtol=1e-12, atol=1e-12)
+        ids = {id(p) for p in lifted.parameters()}
+        assert ids == {id(w) for w in net.prox.weights}

@@ -4,12 +4,17 @@
 * :mod:`.penalties`    MAC-QP, Fenchel, lifted Bregman: one ``Penalty`` interface
 * :mod:`.layers`       ``ResidualBlock`` (a torch module the engine lifts)
 * :mod:`.model`        ``lift(model) -> LiftedNetwork``: the lifted view of a torch model
+* :mod:`.unrolled`     lifted layers of unrolled proximal algorithms (PNN dual layers, data step
+                       with a fixed operator A, image layers), built by a model's ``lifted_network``
 * :mod:`.objective`    ``LiftedObjective`` (per-layer penalties, λ, ρ, homotopy), ``WeightRegularizer``
-* :mod:`.solvers`      ``LiftedSolver`` (bcd, nesterov, heavyball, adam, isgm), ``StateStore``
+* :mod:`.solvers`      ``LiftedSolver`` (bcd, nesterov, heavyball, adam, isgm; W-blocks grouped by
+                       shared parameter, backtracked steps for layers not affine in their weights),
+                       ``StateStore``
 
 A new layer type plugs in by implementing the :class:`LiftedLayer` protocol (``pre_activation``,
 ``input_adjoint``, ``input_lipschitz``, ``parameters``, ``weight_grad`` and, when affine in its
-weights, ``weight_probe``/``weight_gram_apply``) and appending it to ``LiftedNetwork.layers``.
+weights, ``weight_probe``/``weight_gram_apply``) and appending it to ``LiftedNetwork.layers``;
+a model with its own lifted form implements ``lifted_network(input_shape=..., operator=...)``.
 """
 from .activations import (
     ACTIVATIONS,
@@ -27,7 +32,16 @@ from .activations import (
 )
 from .batched import BatchedLiftedSolver, uniform_chain
 from .layers import ResidualBlock
-from .model import AffineLayer, LiftedLayer, LiftedNetwork, LinearMap, ResidualView, SkipLayer, lift
+from .model import (
+    AffineLayer,
+    LiftedLayer,
+    LiftedNetwork,
+    LinearMap,
+    ResidualView,
+    SkipLayer,
+    WeightHook,
+    lift,
+)
 from .objective import LiftedObjective, WeightRegularizer
 from .penalties import (
     BregmanPenalty,
@@ -37,18 +51,23 @@ from .penalties import (
     Penalty,
     make_penalty,
 )
-from .solvers import SOLVERS, LiftedSolver, StateStore, identity_reduce
+from .solvers import BACKTRACKING_SOLVERS, SOLVERS, LiftedSolver, StateStore, identity_reduce
+from .unrolled import DataStep, DualLayer, ImageLayer, StepSizes, unrolled_network
 
 __all__ = [
     "ACTIVATIONS",
+    "BACKTRACKING_SOLVERS",
     "SOLVERS",
     "AffineLayer",
     "BatchedLiftedSolver",
     "BregmanPenalty",
     "Clip",
+    "DataStep",
+    "DualLayer",
     "FenchelPenalty",
     "HomotopySchedule",
     "Identity",
+    "ImageLayer",
     "LeakyReLU",
     "LiftedLayer",
     "LiftedNetwork",
@@ -66,7 +85,9 @@ __all__ = [
     "SoftThreshold",
     "Softmax",
     "StateStore",
+    "StepSizes",
     "Tanh",
+    "WeightHook",
     "WeightRegularizer",
     "as_proximal",
     "identity_reduce",
@@ -74,4 +95,5 @@ __all__ = [
     "make_activation",
     "make_penalty",
     "uniform_chain",
+    "unrolled_network",
 ]

@@ -235,8 +235,12 @@ class BatchedLiftedSolver(LiftedSolver):
 
     def plan(self, states: list | None = None) -> ChainPlan | None:
         """The chain plan for the current penalties (rebuilt when the homotopy replaces them);
-        None when the network is not a uniform chain or, on CPU, the batch ``states`` exceeds
+        None for the per-state ``'backward'`` order, for W-blocks that are not one affine layer
+        each (shared or backtracked weights), when the network is not a uniform chain or, on
+        CPU, the batch ``states`` exceeds
         ``cpu_batch_limit`` or a solver other than BCD meets a body shorter than ``cpu_min_body``."""
+        if self.state_order == "backward" or self.grouped:   # per-state sweeps, shared weights
+            return None
         pens = self.objective.penalties
         if pens is not self._plan_for:
             self._plan, self._plan_for = uniform_chain(self.net, pens), pens
@@ -421,6 +425,8 @@ class BatchedLiftedSolver(LiftedSolver):
         one stack ``(m+1, N, d)`` in the store (its per-state tensors become rows), so the batch is
         gathered by one ``index_select`` and written back by one ``index_copy_``."""
         plan = self.plan([x])
+        if self.sweeps_per_batch > 1:
+            return super().step(x, target, store, ids)
         if plan is not None and self.state_init == "forward" and self.solver != "isgm":
             states = self.batch_states(x, target, {})
             cache = {"chain": _Sweep.from_forward(plan, states, self.body_weights(plan), self.body_biases(plan))}

@@ -21,7 +21,11 @@ Lifted layers (the protocol every solver uses; new layer types plug in by implem
 * ``weight_gram_apply(xs, v) -> DᵀD v`` for ``D: θ ↦ z`` restricted to one output channel
   (the Gram that bounds the W-block Lipschitz constant; sums over the batch so it can be
   all-reduced), with ``weight_probe()`` the starting vector; ``None`` for layers that are not
-  affine in θ (solvers then backtrack).
+  affine in θ (solvers then backtrack);
+* optional ``input_adjoint_through(k, r) -> (M, t)`` with ``A_kᵀ r = Mᵀ t`` for a linear map ``M``
+  (an object with ``adjoint``) that several layers apply to the same input, or ``(None, A_kᵀ r)``:
+  a state block sums the ``t`` of one ``M`` and applies ``Mᵀ`` once (an unrolled network's data
+  step ``I − γA*A`` is read by two layers, and each ``A*A`` may be costly).
 
 Concrete layers: :class:`AffineLayer` ``z = W x + b`` (Linear or Conv2d; ``linear``,
 ``linear_adjoint`` (transposed conv for conv layers), ``bias`` (shape ``(1, *out_shape)`` or
@@ -207,7 +211,11 @@ class LinearMap:
 
 
 class LiftedLayer:
-    """Protocol of a lifted layer (see the module docstring). Subclasses implement it."""
+    """Protocol of a lifted layer (see the module docstring). Subclasses implement it.
+
+    ``coupling``: the layer's penalty is a coupling term weighted by the objective's ρ (residual
+    skips, the x-layers of unrolled networks) rather than a hidden-layer penalty weighted by λ.
+    """
 
     index: int
     inputs: tuple[int, ...]
@@ -215,6 +223,7 @@ class LiftedLayer:
     activation: ProximalActivation
     out_shape: Shape
     name: str = "layer"
+    coupling: bool = False
 
     def pre_activation(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -337,6 +346,7 @@ class SkipLayer(LiftedLayer):
         self.inputs = (input_state, hidden_state)
         self.output = output_state
         self.name = f"skip+{type(outer.module).__name__}"
+        self.coupling = True
         self.block_shape = outer.out_shape
         self.out_shape: Shape = outer.out_shape
 
@@ -398,6 +408,27 @@ class ResidualView:
         return z if b is None else z + b
 
 
+class WeightHook:
+    """Quantities a model derives from its weights (e.g. step sizes ``τ_k = c/‖L_k‖²``) that the
+    solvers must keep in step with every weight update. ``LiftedNetwork.weight_hook`` is None for
+    models without such quantities.
+
+    * ``refresh(params, iterations)``: re-derive them after ``params`` changed in place
+      (``iterations``: warm-started power iterations a norm estimate may use);
+    * ``snapshot(params) -> object`` / ``restore(snapshot)``: save and put back what ``refresh``
+      changes, so a rejected trial step (backtracking) leaves the model as it was.
+    """
+
+    def refresh(self, params: Sequence[torch.Tensor], iterations: int) -> None:
+        raise NotImplementedError
+
+    def snapshot(self, params: Sequence[torch.Tensor]) -> object:
+        raise NotImplementedError
+
+    def restore(self, snapshot: object) -> None:
+        raise NotImplementedError
+
+
 class LiftedNetwork:
     """The lifted description of a model: layers, state shapes, and the state graph.
 
@@ -407,23 +438,38 @@ class LiftedNetwork:
     reshaped by leading Flatten/Unflatten), ``producer[s]`` (layer writing state s),
     ``consumers[s]`` (``(layer, k)`` pairs reading state s as input k), ``free_states``,
     ``colors`` (groups of free states no two of which share a layer: updated in parallel).
+
+    Fixed inputs: the first ``n_inputs`` states are data, never free. By default state 0 is the
+    model input itself; a model whose layers read quantities derived from the input (an unrolled
+    network reads the measurement ``y`` and an initial estimate ``x_0(y)``) gives
+    ``input_map: (B, *input_shape) -> list of n_inputs tensors``. ``weight_hook``: a
+    :class:`WeightHook` or None.
     """
 
     def __init__(self, model: nn.Module, layers: list[LiftedLayer], blocks: list, input_shape: Shape,
-                 state_shapes: list[Shape]):
+                 state_shapes: list[Shape], n_inputs: int = 1, input_map=None,
+                 weight_hook: WeightHook | None = None):
         self.model = model
         self.layers = layers
         self.blocks = blocks
         self.input_shape = tuple(input_shape)
         self.state_shapes = [tuple(s) for s in state_shapes]
         n = len(state_shapes)
+        if not 1 <= n_inputs < n:
+            raise ValueError(f"n_inputs: expected 1 <= n_inputs < {n} (the number of states), got {n_inputs}")
+        if n_inputs > 1 and input_map is None:
+            raise ValueError("input_map: needed to derive more than one fixed input state")
+        self.n_inputs = int(n_inputs)
+        self.input_map = input_map
+        self.weight_hook = weight_hook
+        self._inputs_of: tuple | None = None    # (raw input, its fixed states): see prepare_inputs
         self.producer: list[LiftedLayer | None] = [None] * n
         self.consumers: list[list[tuple[LiftedLayer, int]]] = [[] for _ in range(n)]
         for layer in layers:
             self.producer[layer.output] = layer
             for k, s in enumerate(layer.inputs):
                 self.consumers[s].append((layer, k))
-        self.free_states = list(range(1, n - 1))
+        self.free_states = list(range(self.n_inputs, n - 1))
         self.colors = self._color()
 
     @property
@@ -466,11 +512,26 @@ class LiftedNetwork:
             raise ValueError(f"{name}: contains NaN or inf")
         return x.reshape(x.shape[0], *self.state_shapes[0])
 
+    @torch.no_grad()
+    def prepare_inputs(self, x: torch.Tensor, name: str = "x") -> list[torch.Tensor]:
+        """The fixed input states ``[x^0, …, x^{n_inputs−1}]`` of a batch (validated). With an
+        ``input_map`` the result for the last batch is kept (a full-batch solver passes the same
+        tensor every step, and the map may be costly, e.g. a filtered backprojection)."""
+        if self.input_map is None:
+            return [self.check_input(x, name)]
+        if self._inputs_of is not None and self._inputs_of[0] is x:
+            return list(self._inputs_of[1])
+        fixed = list(self.input_map(self.check_input(x, name)))
+        if len(fixed) != self.n_inputs:
+            raise ValueError(f"input_map: expected {self.n_inputs} input states, got {len(fixed)}")
+        self._inputs_of = (x, fixed)
+        return list(fixed)
+
     def forward_states(self, x: torch.Tensor, pre_activations: dict | None = None) -> list[torch.Tensor]:
         """All states of the plain forward pass, ``[x^0, …, x^L]`` (``x^L = σ_L(z_L)``); the
         pre-activations ``z_l`` go into ``pre_activations[l]`` when a dict is given."""
         states: list[torch.Tensor | None] = [None] * self.num_states
-        states[0] = self.check_input(x)
+        states[:self.n_inputs] = self.prepare_inputs(x)
         with torch.no_grad():
             for layer in self.layers:
                 z = layer.pre_activation([states[s] for s in layer.inputs])
@@ -516,8 +577,13 @@ def _is_residual_like(m: nn.Module) -> bool:
 
 
 def lift(model: nn.Module, input_shape: Sequence[int] | None = None,
-         output_activation: nn.Module | None = None) -> LiftedNetwork:
+         output_activation: nn.Module | None = None, operator=None) -> LiftedNetwork:
     """Build the :class:`LiftedNetwork` of ``model``.
+
+    A model with its own lifted form (the PNN, unrolled proximal networks) implements
+    ``model.lifted_network(input_shape=..., operator=...) -> LiftedNetwork`` and is lifted by it;
+    ``operator`` is the fixed forward operator such a model applies inside its layers (a linear map:
+    callable with ``.adjoint``), None for models without one.
 
     Args:
         model: an ``nn.Sequential`` (nested allowed) of ``nn.Linear``, ``nn.Conv2d``, ``nn.Flatten``,
@@ -534,6 +600,14 @@ def lift(model: nn.Module, input_shape: Sequence[int] | None = None,
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    hook = getattr(model, "lifted_network", None)
+    if callable(hook):
+        if output_activation is not None:
+            raise ValueError(f"output_activation: {type(model).__name__} defines its own lifted layers")
+        return hook(input_shape=input_shape, operator=operator)
+    if operator is not None:
+        raise TypeError(f"operator: {type(model).__name__} has no layers that apply a forward operator "
+                        "(it defines no lifted_network hook)")
     modules = _flat_modules(model)
     first_linear = next((m for m in modules if isinstance(m, (nn.Linear, nn.Conv2d, ResidualBlock))
                          or _is_residual_like(m)), None)

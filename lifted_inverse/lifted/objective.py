@@ -3,9 +3,11 @@
     E(Θ, X) = (1/N) Σ_i Σ_l P_l(x_i^{out(l)}, z_l(x_i^{in(l)}; θ_l)) + Σ_l R(θ_l),
 
 with ``x^0`` the input and the last state fixed to the target (``ℓ ≡ 0``). The output layer
-always carries its activation's Bregman penalty, i.e. the loss (softmax: cross-entropy minus
-entropy, identity: ½‖·‖²); hidden layers carry the method's penalty (Bregman, Fenchel or MAC)
-with weight ``λ``; residual skip layers carry ``ρ/2‖u_j − u_{j−1} − V h_j − c‖²``.
+always carries its activation's Bregman penalty times ``w`` (``loss_weight``), i.e. the loss
+(softmax: cross-entropy minus entropy, identity: ½‖·‖²); hidden layers carry the method's penalty
+(Bregman, Fenchel or MAC) with weight ``λ``; coupling layers (``layer.coupling``: residual skips,
+``ρ/2‖u_j − u_{j−1} − V h_j − c‖²``; the x-layers of unrolled networks, ``ρ/2‖x_k − q_k‖²``)
+carry their Bregman penalty with weight ``ρ``.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .model import LiftedNetwork, SkipLayer
+from .model import LiftedNetwork
 from .penalties import BregmanPenalty, HomotopySchedule, Penalty, make_penalty
 
 
@@ -62,14 +64,15 @@ class LiftedObjective:
         net: the lifted network.
         method: ``'bregman'``, ``'fenchel'`` or ``'mac'`` (hidden-layer penalty).
         lam: weight λ of the hidden-layer penalties (float or one per layer).
-        rho: weight ρ of the residual coupling (skip layers).
+        rho: weight ρ of the coupling layers (residual skips, unrolled x-layers).
+        loss_weight: weight ``w`` of the output layer's penalty (the loss).
         homotopy: for MAC, a :class:`HomotopySchedule` multiplying λ by ``μ_k`` at epoch ``k``.
         regularizer: optional :class:`WeightRegularizer`.
     """
 
     def __init__(self, net: LiftedNetwork, method: str = "bregman", lam: float | Sequence[float] = 1.0,
                  rho: float = 1.0, homotopy: HomotopySchedule | None = None,
-                 regularizer: WeightRegularizer | None = None):
+                 regularizer: WeightRegularizer | None = None, loss_weight: float = 1.0):
         self.net = net
         self.method = method
         n = len(net.layers)
@@ -78,6 +81,9 @@ class LiftedObjective:
             raise ValueError(f"lam: expected one weight per lifted layer ({n}), got {len(lams)}")
         self.lam = lams
         self.rho = float(rho)
+        if not (loss_weight > 0 and math.isfinite(loss_weight)):
+            raise ValueError(f"loss_weight: expected a positive number, got {loss_weight}")
+        self.loss_weight = float(loss_weight)
         if homotopy is None and method == "mac":
             homotopy = HomotopySchedule()
         self.homotopy = homotopy
@@ -93,13 +99,19 @@ class LiftedObjective:
         pens = []
         for layer, lam in zip(self.net.layers, self.lam):
             if layer.index == last:
-                pens.append(BregmanPenalty(1.0))
-            elif isinstance(layer, SkipLayer):
+                pens.append(BregmanPenalty(self.loss_weight))
+            elif layer.coupling:
                 pens.append(BregmanPenalty(self.rho * mu))
             else:
                 pens.append(make_penalty(self.method, lam * mu))
         self.penalties = pens
         self.epoch = int(epoch)
+
+    def settings(self) -> dict:
+        """The objective's options (JSON-able), as recorded with a training run."""
+        return {"method": self.method, "lam": list(self.lam), "rho": self.rho,
+                "loss_weight": self.loss_weight,
+                "regularizer": None if self.regularizer is None else repr(self.regularizer)}
 
     def layer_inputs(self, layer, states):
         return [states[s] for s in layer.inputs]

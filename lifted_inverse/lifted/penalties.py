@@ -80,7 +80,9 @@ class BregmanPenalty(Penalty):
         return self.scale * act.bregman(y, z)
 
     def grad_z(self, act, y, z):
-        return self.scale * (act(z) - y)
+        s = act(z)     # σ(z) is a new tensor except for the identity, which returns z itself
+        r = z - y if s is z else s.sub_(y)
+        return r if self.scale == 1.0 else r.mul_(self.scale)
 
     def value_and_grad_z(self, act, y, z):
         value, r = act.bregman_with_residual(y, z)      # one σ(z), shared passes

@@ -5,7 +5,9 @@ One sweep on a batch ``S``, its states ``X_S`` gathered from a :class:`StateStor
 current weights (``'forward'``: every hidden penalty starts at zero, nothing is stored):
 
 1. **State blocks**, colour group by colour group (odd/even for a chain; from the input side,
-   ``state_order='bottom-up'``, or from the output side, ``'top-down'``): for a free state ``x``
+   ``state_order='bottom-up'``, or from the output side, ``'top-down'``), or one state at a time
+   from the output side (``'backward'``: a Gauss–Seidel sweep, so the output's residual reaches
+   the first layer within one sweep of any graph): for a free state ``x``
    produced by layer ``p`` and read by layers ``c`` (as input ``k``), a proximal-gradient step on
 
        P_p(x, z_p) + Σ_c P_c(x^{out(c)}, z_c(x)),
@@ -29,11 +31,27 @@ current weights (``'forward'``: every hidden penalty starts at zero, nothing is 
    * ``heavyball``: ``θ ← prox(θ − G/L + β(θ − θ_prev))``, same restart rule;
    * ``adam``: Adam on the local W-gradients (step ``lr``), then ``prox_{lr R}``.
 3. **ISGM** (``isgm``): per mini-batch the states come from a forward pass with ``Θ^k``; then
-   ``inner_sweeps`` sweeps of 1-2 on ``(1/|S|)Σ_i Σ_l P_l + Σ_l (1/2τ)‖θ_l − θ_l^k‖²`` (the
-   W-gradient gains ``(θ − θ^k)/τ``, its Lipschitz constant ``1/τ``).
+   ``inner_sweeps`` sweeps of 1-2 on ``(1/|S|)Σ_i Σ_l P_l + Σ_l (η/2)‖θ_l − θ_l^k‖²``
+   (``η = prox_weight``, by default ``1/tau``; the W-gradient gains ``η(θ − θ^k)``, its Lipschitz
+   constant ``η``; ``η = 0`` drops the term).
+
+W-blocks are grouped by shared parameter: layers that read the same tensor (an unrolled network's
+``L_k`` enters its dual and its image layer; tied weights enter every layer) form one block, with
+the sum of their gradients. Layers that are not affine in their weights (``weight_probe()`` is
+None, so no Gram bounds the block's Lipschitz constant) take **backtracked proximal-gradient
+steps** instead (bcd, isgm; every block of such a network): from the trial step ``s`` (first
+``lr``), ``θ⁺ = prox_{sR}(θ − sG)`` is accepted when the block's objective ``f + R`` (its layers'
+penalties, ISGM's proximal term) satisfies ``f(θ⁺) + R(θ⁺) ≤ f(θ) + R(θ) − ‖θ⁺ − θ‖²/(4s)``;
+``s`` halves per rejection and grows by ``grow`` after an acceptance; after ``max_backtracks``
+rejections the block keeps its weights. ``net.weight_hook`` (a
+:class:`~lifted_inverse.lifted.model.WeightHook`) re-derives what the model computes from its
+weights (e.g. step sizes from operator norms) after every update, and inside the test for each
+candidate, so the refresh cannot increase the objective.
 
 The objective reported by a sweep is the batch mean of ``Σ_l P_l`` at the W-step (before the
-update), i.e. at ``(Θ^k, X^{k+1})``; for full-batch BCD this sequence is non-increasing.
+update), i.e. at ``(Θ^k, X^{k+1})``; for full-batch BCD this sequence is non-increasing. With
+several sweeps per batch (``inner_sweeps`` of ISGM, ``sweeps`` of the others), ISGM reports its
+first sweep's value, the other solvers their last.
 """
 from __future__ import annotations
 
@@ -50,7 +68,9 @@ SOLVERS = ("bcd", "nesterov", "heavyball", "adam", "isgm")
 STATE_INITS = ("store", "forward")
 #: order of the colour groups in a state sweep: inputs to outputs, or outputs to inputs (the
 #: output layer's residual then reaches the first hidden layer within one sweep of a 2-colour chain)
-STATE_ORDERS = ("bottom-up", "top-down")
+STATE_ORDERS = ("bottom-up", "top-down", "backward")
+#: the solvers that also train layers without a W-block Gram (backtracked steps, or Adam)
+BACKTRACKING_SOLVERS = ("bcd", "isgm", "adam")
 
 ReduceFn = Callable[[list], list]
 
@@ -114,8 +134,10 @@ class LiftedSolver:
             ``adam`` (default 1e-3 there); for ``isgm``, multiplier of the inner W steps.
         state_steps: proximal-gradient steps per state block per sweep.
         momentum: β of heavy ball; cap of Nesterov's β_k.
-        tau: ISGM proximal weight τ (``(1/2τ)‖θ − θ^k‖²``).
+        tau: ISGM proximal parameter τ (``(1/2τ)‖θ − θ^k‖²``) when ``prox_weight`` is None.
+        prox_weight: ISGM proximal weight ``η = 1/τ`` (``(η/2)‖θ − θ^k‖²``); 0 drops the term.
         inner_sweeps: ISGM inner sweeps per mini-batch.
+        sweeps: sweeps per batch of the other solvers (states and W-blocks in turn).
         betas, eps: Adam parameters.
         power_iterations: warm-started power iterations per W-step for the data Gram.
         reduce_fn: hook summing a list of tensors across data-parallel ranks (identity by default).
@@ -125,13 +147,17 @@ class LiftedSolver:
         state_order: ``'bottom-up'`` (colour groups from the input side) or ``'top-down'``.
         state_lr: step ``state_lr/L`` of every state block; any value in (0, 2) is a descent step
             of the proximal-gradient state block (1: the classical ``1/L``).
+        grow, max_backtracks: backtracked W-steps (module docstring): factor on the trial step
+            after an accepted step, and rejections before a block gives up for this sweep.
     """
 
     def __init__(self, objective: LiftedObjective, solver: str = "bcd", lr: float | None = None,
-                 state_steps: int = 1, momentum: float = 0.9, tau: float = 1.0, inner_sweeps: int = 3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 power_iterations: int = 3, reduce_fn: ReduceFn | None = None,
-                 state_init: str = "store", state_order: str = "bottom-up", state_lr: float = 1.0):
+                 state_steps: int = 1, momentum: float = 0.9, tau: float = 1.0,
+                 inner_sweeps: int = 3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, power_iterations: int = 3, reduce_fn: ReduceFn | None = None,
+                 state_init: str = "store", state_order: str = "bottom-up", state_lr: float = 1.0,
+                 prox_weight: float | None = None, grow: float = 2.0, max_backtracks: int = 10,
+                 sweeps: int = 1):
         if solver not in SOLVERS:
             raise ValueError(f"solver: unknown {solver!r}; expected one of {list(SOLVERS)}")
         if state_init not in STATE_INITS:
@@ -143,13 +169,22 @@ class LiftedSolver:
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"lr: must be a positive finite number, got {lr}")
         for name, v in (("state_steps", state_steps), ("inner_sweeps", inner_sweeps),
-                        ("power_iterations", power_iterations)):
+                        ("power_iterations", power_iterations), ("max_backtracks", max_backtracks),
+                        ("sweeps", sweeps)):
             if int(v) != v or v < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {v}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum: must lie in [0, 1), got {momentum}")
         if not tau > 0:
             raise ValueError(f"tau: must be positive, got {tau}")
+        if prox_weight is None:
+            prox_weight = 1.0 / tau
+        if not (prox_weight >= 0 and math.isfinite(prox_weight)):
+            raise ValueError(f"prox_weight: must be a finite number >= 0, got {prox_weight}")
+        if not 0 < state_lr < 2:
+            raise ValueError(f"state_lr: expected 0 < state_lr < 2 (a step below 2/L), got {state_lr}")
+        if not (grow >= 1 and math.isfinite(grow)):
+            raise ValueError(f"grow: must be a finite number >= 1, got {grow}")
         self.objective = objective
         self.net = objective.net
         self.solver = solver
@@ -157,7 +192,11 @@ class LiftedSolver:
         self.state_steps = int(state_steps)
         self.momentum = float(momentum)
         self.tau = float(tau)
+        self.prox_weight = float(prox_weight)
+        self.grow = float(grow)
+        self.max_backtracks = int(max_backtracks)
         self.inner_sweeps = int(inner_sweeps)
+        self.sweeps_per_batch = int(sweeps)
         self.power_iterations = int(power_iterations)
         self.reduce_fn = reduce_fn or identity_reduce
         self.state_init = "forward" if solver == "isgm" else state_init
@@ -165,7 +204,24 @@ class LiftedSolver:
         self.state_lr = float(state_lr)
         self.layers = self.net.layers
         self.params = [list(layer.parameters()) for layer in self.layers]
-        self.flat_params = [p for ps in self.params for p in ps]
+        # every parameter once (a tensor read by several layers is one W-block variable)
+        self._pid: dict[int, int] = {}
+        self.flat_params: list[torch.Tensor] = []
+        for ps in self.params:
+            for p in ps:
+                if id(p) not in self._pid:
+                    self._pid[id(p)] = len(self.flat_params)
+                    self.flat_params.append(p)
+        self.groups = self._weight_groups()
+        shared = len(self.flat_params) < sum(len(ps) for ps in self.params)
+        self.backtracking = any(layer.weight_probe() is None for layer in self.layers)
+        self.grouped = shared or self.backtracking
+        if self.grouped and solver in ("nesterov", "heavyball"):
+            what = "layers without a W-block Gram" if self.backtracking else "weights shared by layers"
+            raise ValueError(f"solver: {solver!r} needs one Lipschitz-bounded W-block per layer; this "
+                             f"network has {what}; use one of {list(BACKTRACKING_SOLVERS)}")
+        self._trial = [self.lr] * len(self.groups)          # backtracking trial steps per block
+        self._layer_values: list[float] | None = None
         self._wvec: list[list[torch.Tensor] | None] = [None] * len(self.layers)
         self._prev: list[torch.Tensor] | None = None       # θ_prev (nesterov/heavyball)
         self._t = [1.0] * len(self.layers)                  # FISTA t_k per layer
@@ -174,6 +230,39 @@ class LiftedSolver:
         self.sweeps = 0
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _weight_groups(self) -> list[tuple[list[int], list[int]]]:
+        """W-blocks: ``(layer indices, parameter indices into flat_params)``, layers that share a
+        parameter in one block (union-find), in order of first appearance."""
+        parent = list(range(len(self.layers)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+        owner: dict[int, int] = {}
+        for i, ps in enumerate(self.params):
+            for p in ps:
+                j = owner.setdefault(self._pid[id(p)], i)
+                parent[root(i)] = root(j)
+        groups: dict[int, tuple[list[int], list[int]]] = {}
+        for i, ps in enumerate(self.params):
+            layers, pids = groups.setdefault(root(i), ([], []))
+            layers.append(i)
+            for p in ps:
+                if self._pid[id(p)] not in pids:
+                    pids.append(self._pid[id(p)])
+        return list(groups.values())
+
+    def settings(self) -> dict:
+        """The solver's and the objective's options (JSON-able), as recorded with a run."""
+        return {**self.objective.settings(), "solver": self.solver, "lr": self.lr,
+                "state_steps": self.state_steps, "state_lr": self.state_lr,
+                "state_init": self.state_init, "state_order": self.state_order,
+                "inner_sweeps": self.inner_sweeps, "sweeps": self.sweeps_per_batch, "momentum": self.momentum,
+                "prox_weight": self.prox_weight, "power_iterations": self.power_iterations,
+                "grow": self.grow, "max_backtracks": self.max_backtracks}
+
     def _z(self, layer, states, cache):
         z = cache.get(layer.index)
         if z is None:
@@ -184,7 +273,7 @@ class LiftedSolver:
     def batch_states(self, x: torch.Tensor, target: torch.Tensor, hidden: dict[int, torch.Tensor]) -> list:
         """Full state list ``[x^0, hidden..., target]`` for a batch."""
         net = self.net
-        x0 = net.check_input(x)
+        fixed = net.prepare_inputs(x)
         tshape = net.state_shapes[-1]
         if tuple(target.shape[1:]) != tshape or target.shape[0] != x.shape[0]:
             raise ValueError(f"target: expected shape ({x.shape[0]}, {', '.join(map(str, tshape))}), "
@@ -192,7 +281,7 @@ class LiftedSolver:
         if not bool(torch.isfinite(target).all()):
             raise ValueError("target: contains NaN or inf")
         states = [None] * net.num_states
-        states[0] = x0
+        states[:len(fixed)] = fixed
         states[-1] = target
         for s, v in hidden.items():
             states[s] = v
@@ -202,27 +291,59 @@ class LiftedSolver:
     @torch.no_grad()
     def update_states(self, states: list, cache: dict | None = None) -> None:
         """Proximal-gradient steps on every free state, colour group by colour group in
-        ``state_order`` (in place)."""
+        ``state_order``, or one state at a time for ``'backward'`` (in place)."""
+        net = self.net
+        cache = {} if cache is None else cache
+        if self.state_order == "backward":
+            order = [[s] for s in reversed(net.free_states)]
+        else:
+            order = net.colors if self.state_order == "bottom-up" else list(reversed(net.colors))
+        for group in order:
+            for s in group:
+                self.update_state(states, s, cache)
+
+    @torch.no_grad()
+    def state_gradient(self, states: list, s: int, cache: dict | None = None) -> tuple[torch.Tensor, float]:
+        """``(g, L)`` of free state ``s``: the gradient of the smooth part of its block objective
+        (per sample, not averaged) and its Lipschitz bound (module docstring, step 1)."""
         net, pens = self.net, self.objective.penalties
         cache = {} if cache is None else cache
-        for group in (net.colors if self.state_order == "bottom-up" else reversed(net.colors)):
-            for s in group:
-                p = net.producer[s]
-                pen_p = pens[p.index]
-                z_p = self._z(p, states, cache)
-                for _ in range(self.state_steps):
-                    x = states[s]
-                    g = pen_p.grad_y_smooth(p.activation, x, z_p)
-                    lip = pen_p.lipschitz_y(p.activation)
-                    for c, k in net.consumers[s]:
-                        pen_c = pens[c.index]
-                        r = pen_c.grad_z(c.activation, states[c.output], self._z(c, states, cache))
-                        g = g + c.input_adjoint(k, r)
-                        lip += pen_c.lipschitz_z(c.activation) * c.input_lipschitz(k)
-                    t = self.state_lr / max(lip, 1e-12)
-                    states[s] = pen_p.prox_y(p.activation, x - t * g, t)
-                    for c, _ in net.consumers[s]:
-                        cache.pop(c.index, None)
+        p = net.producer[s]
+        pen_p = pens[p.index]
+        g = pen_p.grad_y_smooth(p.activation, states[s], self._z(p, states, cache))  # a new tensor
+        lip = pen_p.lipschitz_y(p.activation)
+        shared: dict[int, list] = {}     # adjoints through one map: summed first, mapped once
+        for c, k in net.consumers[s]:
+            pen_c = pens[c.index]
+            r = pen_c.grad_z(c.activation, states[c.output], self._z(c, states, cache))
+            through = getattr(c, "input_adjoint_through", None)
+            m, t = through(k, r) if through is not None else (None, c.input_adjoint(k, r))
+            if m is None:
+                g.add_(t)
+            elif id(m) in shared:
+                entry = shared[id(m)]
+                entry[1] = entry[1].add_(t) if entry[2] else entry[1] + t   # never write into r
+                entry[2] = True
+            else:
+                shared[id(m)] = [m, t, False]
+            lip += pen_c.lipschitz_z(c.activation) * c.input_lipschitz(k)
+        for m, t, _ in shared.values():
+            g.add_(m.adjoint(t))
+        return g, lip
+
+    @torch.no_grad()
+    def update_state(self, states: list, s: int, cache: dict | None = None) -> None:
+        """``state_steps`` proximal-gradient steps on free state ``s`` (in place in ``states``);
+        the pre-activations in ``cache`` that read it are dropped."""
+        net, pens = self.net, self.objective.penalties
+        cache = {} if cache is None else cache
+        p = net.producer[s]
+        for _ in range(self.state_steps):
+            g, lip = self.state_gradient(states, s, cache)
+            t = self.state_lr / max(lip, 1e-12)
+            states[s] = pens[p.index].prox_y(p.activation, torch.add(states[s], g, alpha=-t), t)
+            for c, _ in net.consumers[s]:
+                cache.pop(c.index, None)
 
     # ---- block 2: weights ---------------------------------------------------------------------
     def _data_lipschitz(self, states: list, count: float) -> list[float]:
@@ -255,19 +376,24 @@ class LiftedSolver:
     def _gradients(self, states: list, cache: dict) -> tuple[list[list[torch.Tensor]], float, float]:
         """Mean W-gradients of every layer (reduced), the batch count and the mean objective."""
         pens = self.objective.penalties
-        grads, value = [], None
+        grads, values = [], []
         for layer in self.layers:
             z = self._z(layer, states, cache)
             pen = pens[layer.index]
             y = states[layer.output]
             v, r = pen.value_and_grad_z(layer.activation, y, z)
-            v = v.sum()
-            value = v if value is None else value + v
+            values.append(v.sum())
             grads.append(layer.weight_grad([states[s] for s in layer.inputs], r))
+        value = values[0]
+        for v in values[1:]:
+            value = value + v
+        # backtracked blocks test their own layers' values: reduced with the rest
         stats = torch.stack([torch.as_tensor(float(states[0].shape[0]), dtype=value.dtype,
-                                             device=value.device), value])
+                                             device=value.device), value]
+                            + (values if self.backtracking else []))
         flat = self.reduce_fn([g for gs in grads for g in gs] + [stats])
         count, total = float(flat[-1][0]), float(flat[-1][1])
+        self._layer_values = [float(v) / count for v in flat[-1][2:]] if self.backtracking else None
         it = iter(flat[:-1])
         grads = [[next(it) / count for _ in gs] for gs in grads]
         return grads, count, total / count
@@ -277,6 +403,8 @@ class LiftedSolver:
                     anchor: list[torch.Tensor] | None = None) -> float:
         """One update of all W-blocks (see module docstring); returns the batch objective."""
         cache = {} if cache is None else cache
+        if self.grouped:
+            return self._grouped_weight_step(states, cache, anchor)
         solver = self.solver
         if solver == "nesterov":
             if self._prev is None:
@@ -307,12 +435,13 @@ class LiftedSolver:
                 p.grad = None
             if self.objective.regularizer is not None:
                 self.objective.regularizer.prox(self.flat_params, [self.lr] * len(self.flat_params))
+            self._weights_changed(self.flat_params)
             self.sweeps += 1
             return value
         lips = self._data_lipschitz(states, count)
-        if anchor is not None:   # ISGM proximal term (1/2τ)‖θ − θ^k‖²
-            flat_grads = [g + (p - a) / self.tau for g, p, a in zip(flat_grads, self.flat_params, anchor)]
-            lips = [lip + 1.0 / self.tau for lip in lips]
+        if anchor is not None and self.prox_weight > 0:   # ISGM proximal term (η/2)‖θ − θ^k‖²
+            flat_grads = [g + (p - a) * self.prox_weight for g, p, a in zip(flat_grads, self.flat_params, anchor)]
+            lips = [lip + self.prox_weight for lip in lips]
         steps = [self.lr / max(lip, 1e-12) for lip in lips]
         flat_steps = [-st for st, ps in zip(steps, self.params) for _ in ps]
         old = [p.clone() for p in self.flat_params] if solver in ("nesterov", "heavyball") else None
@@ -327,8 +456,110 @@ class LiftedSolver:
             self.objective.regularizer.prox(self.flat_params, [-s for s in flat_steps])
         if solver in ("nesterov", "heavyball"):
             self._restart(old, flat_grads)
+        self._weights_changed(self.flat_params)
         self.sweeps += 1
         return value
+
+    def _weights_changed(self, params: list[torch.Tensor]) -> None:
+        """Let the model re-derive what it computes from ``params`` (``net.weight_hook``)."""
+        if self.net.weight_hook is not None and params:
+            self.net.weight_hook.refresh(params, self.power_iterations)
+
+    def _grouped_weight_step(self, states: list, cache: dict, anchor) -> float:
+        """W-step over blocks of shared parameters (module docstring): Adam on the summed
+        gradients, Lipschitz steps when every layer has a Gram, else backtracked steps."""
+        grads, count, value = self._gradients(states, cache)
+        flat = self.flat_params
+        summed: list[torch.Tensor | None] = [None] * len(flat)
+        for ps, gs in zip(self.params, grads):
+            for p, g in zip(ps, gs):
+                i = self._pid[id(p)]
+                summed[i] = g if summed[i] is None else summed[i] + g
+        eta = self.prox_weight if anchor is not None else 0.0
+        reg = self.objective.regularizer
+        if self.solver == "adam":
+            for p, g in zip(flat, summed):
+                p.grad = g if eta == 0 else g + eta * (p - anchor[self._pid[id(p)]])
+            self.adam.step()
+            for p in flat:
+                p.grad = None
+            if reg is not None:
+                reg.prox(flat, [self.lr] * len(flat))
+            self._weights_changed(flat)
+        else:
+            lips = None if self.backtracking else self._data_lipschitz(states, count)
+            for gi, (layer_ids, pids) in enumerate(self.groups):
+                ps = [flat[i] for i in pids]
+                gs = [summed[i] for i in pids]
+                anc = None if eta == 0 else [anchor[i] for i in pids]
+                if anc is not None:
+                    gs = [g + eta * (p - a) for g, p, a in zip(gs, ps, anc)]
+                if lips is None:
+                    self._backtracked_step(gi, layer_ids, ps, gs, anc, states, count)
+                    continue
+                st = self.lr / max(sum(lips[i] for i in layer_ids) + eta, 1e-12)
+                torch._foreach_add_(ps, torch._foreach_mul(gs, -st))
+                if reg is not None:
+                    reg.prox(ps, [st] * len(ps))
+                self._weights_changed(ps)
+        for layer in self.layers:      # every weight may have moved: no pre-activation is current
+            cache.pop(layer.index, None)
+        self.sweeps += 1
+        return value
+
+    def _block_value(self, layer_ids: list[int], ps: list, anchor, states: list, count: float) -> float:
+        """``f + R`` of one W-block at the current weights: its layers' penalties (batch mean,
+        reduced), ISGM's proximal term and the regulariser."""
+        total = None
+        for i in layer_ids:
+            v = self.objective.layer_value(self.layers[i], states).sum()
+            total = v if total is None else total + v
+        f = float(self.reduce_fn([total.reshape(1)])[0][0]) / count
+        if anchor is not None:
+            f += 0.5 * self.prox_weight * sum(float((p - a).pow(2).sum()) for p, a in zip(ps, anchor))
+        if self.objective.regularizer is not None:
+            f += self.objective.regularizer.value(ps)
+        return f
+
+    def _backtracked_step(self, gi: int, layer_ids: list[int], ps: list, gs: list, anchor,
+                          states: list, count: float) -> None:
+        """One backtracked proximal-gradient step of block ``gi`` (module docstring); ``gs``
+        includes ISGM's proximal gradient. The candidate is written into the parameters (and the
+        weight hook refreshed from it) for the test, and undone when no step is accepted."""
+        f0 = sum(self._layer_values[i] for i in layer_ids)
+        if anchor is not None:
+            f0 += 0.5 * self.prox_weight * sum(float((p - a).pow(2).sum()) for p, a in zip(ps, anchor))
+        reg = self.objective.regularizer
+        if reg is not None:
+            f0 += reg.value(ps)
+        gsq = sum(float(g.pow(2).sum()) for g in gs)
+        if not math.isfinite(gsq) or gsq <= 1e-10 * max(abs(f0), 1e-30):
+            return  # stationary up to rounding (e.g. at the states of a forward pass)
+        hook = self.net.weight_hook
+        w0 = [p.detach().clone() for p in ps]
+        saved = hook.snapshot(ps) if hook is not None else None
+        s = self._trial[gi]
+        for trial in range(self.max_backtracks):
+            for p, w, g in zip(ps, w0, gs):
+                p.copy_(w - s * g)
+            if reg is not None:
+                reg.prox(ps, [s] * len(ps))
+            if hook is not None:
+                if trial > 0:     # every candidate's refresh starts from the accepted weights' state
+                    hook.restore(saved)
+                hook.refresh(ps, self.power_iterations)
+            f1 = self._block_value(layer_ids, ps, anchor, states, count)
+            moved = sum(float((p - w).pow(2).sum()) for p, w in zip(ps, w0))
+            if math.isfinite(f1) and f1 <= f0 - moved / (4.0 * s):
+                self._trial[gi] = s * self.grow
+                return
+            s *= 0.5
+        # no decrease (rounding-level changes): keep the weights and the trial step, so one hard
+        # block cannot shrink later steps to nothing
+        for p, w in zip(ps, w0):
+            p.copy_(w)
+        if hook is not None:
+            hook.restore(saved)
 
     def _descend(self, grads: list[list[torch.Tensor]], steps: list[float]) -> None:
         """``θ_l ← θ_l − s_l G_l`` for every layer ``l`` (``grads`` per layer, as ``_gradients``)."""
@@ -377,21 +608,24 @@ class LiftedSolver:
             fwd = self.net.forward_states(x, pre_activations=cache)
             hidden = {s: fwd[s] for s in self.net.free_states}
         states = self.batch_states(x, target, hidden)
-        self.update_states(states, cache)
-        value = self.weight_step(states, cache)
+        for _ in range(self.sweeps_per_batch):
+            self.update_states(states, cache)
+            value = self.weight_step(states, cache)
+            cache.clear()      # the weights moved: every pre-activation is stale
         if from_store:
             store.scatter(ids, {s: states[s] for s in self.net.free_states})
         return value
 
     def _isgm_step(self, x, target) -> float:
-        fwd = self.net.forward_states(x)
+        cache: dict = {}     # the forward pass's pre-activations serve the first sweep
+        fwd = self.net.forward_states(x, pre_activations=cache)
         states = self.batch_states(x, target, {s: fwd[s] for s in self.net.free_states})
-        anchor = [p.clone() for p in self.flat_params]
+        anchor = [p.clone() for p in self.flat_params] if self.prox_weight > 0 else None
         first = None
         for _ in range(self.inner_sweeps):
-            cache: dict = {}
             self.update_states(states, cache)
             v = self.weight_step(states, cache, anchor=anchor)
+            cache.clear()
             first = v if first is None else first
         return first
 
@@ -413,7 +647,7 @@ class LiftedSolver:
             "prev": None if self._prev is None else list(self._prev),
             "wvec": [None if v is None else list(v) for v in self._wvec],
             "adam": None if self.adam is None else self.adam.state_dict(),
-            "maps": maps, "epoch": self.objective.epoch,
+            "maps": maps, "epoch": self.objective.epoch, "trial": list(self._trial),
         }
 
     def load_state_dict(self, d: dict) -> None:
@@ -423,6 +657,8 @@ class LiftedSolver:
         self._t = [float(t) for t in d["t"]]
         self._prev = None if d["prev"] is None else list(d["prev"])
         self._wvec = [None if v is None else list(v) for v in d["wvec"]]
+        if "trial" in d:
+            self._trial = [float(t) for t in d["trial"]]
         if self.adam is not None:
             self.adam.load_state_dict(d["adam"])
         self.objective.set_epoch(int(d.get("epoch", 0)))

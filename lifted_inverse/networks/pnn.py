@@ -22,8 +22,9 @@ import math
 import torch
 from torch import nn
 
+from ..lifted.unrolled import unrolled_network
 from ..linalg import power_iteration
-from .conv_pair import analysis, synthesis
+from .conv_pair import analysis, synthesis, weight_gradient
 
 
 def subtract_scaled(u: torch.Tensor, tau: torch.Tensor, r: torch.Tensor,
@@ -111,6 +112,12 @@ class ProximalLayers(nn.Module):
         w = self.weight(k) if weight is None else weight
         return synthesis(u, w.to(u.dtype))
 
+    def weight_gradient(self, k: int, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``∂⟨g, L_k x⟩/∂L_k`` summed over the batch (x (B, C, H, W), g (B, F, H, W)), in the
+        weight's shape (closed form, no autograd)."""
+        w = self.weight(k)
+        return weight_gradient(x, g, w.detach().to(x.dtype))
+
     def step(self, k: int) -> torch.Tensor:
         """``τ_k`` (a 0-d tensor, not in the autograd graph)."""
         return self.tau[self.index(k)]
@@ -118,7 +125,11 @@ class ProximalLayers(nn.Module):
     def pre_activation(self, k: int, u: torch.Tensor, v: torch.Tensor,
                        weight: torch.Tensor | None = None) -> torch.Tensor:
         """``p = u − τ_k L_k(L_k* u − v)`` with ``u`` (B, F, H, W), ``v`` (B, C, H, W)."""
-        return subtract_scaled(u, self.step(k), self.L(k, self.Lt(k, u, weight) - v, weight))
+        return self.dual_step(k, u, self.L(k, self.Lt(k, u, weight) - v, weight))
+
+    def dual_step(self, k: int, u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``u − τ_k r`` (:func:`subtract_scaled`)."""
+        return subtract_scaled(u, self.step(k), r)
 
     def activation(self, p: torch.Tensor) -> torch.Tensor:
         """``clip_λ(p)`` = ``prox_{τ g*}`` for ``g = λ‖·‖₁``."""
@@ -201,6 +212,19 @@ class PNN(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.output(z, self.states(z)[-1])
+
+    def lifted_network(self, input_shape=None, operator=None):
+        """The lifted form for :func:`~lifted_inverse.lifted.lift` (dual layers and the output
+        layer of :mod:`lifted_inverse.lifted.unrolled`) for noisy images of ``input_shape``
+        ``(C, H, W)``; the PNN applies no forward operator."""
+        if operator is not None:
+            raise TypeError("operator: the PNN denoiser applies no forward operator (use UnrolledProximalNet)")
+        if input_shape is None:
+            raise ValueError(f"input_shape: needed to lift the PNN, e.g. ({self.prox.channels}, 40, 40)")
+        shape = tuple(int(n) for n in input_shape)
+        if len(shape) != 3 or shape[0] != self.prox.channels:
+            raise ValueError(f"input_shape: expected ({self.prox.channels}, H, W), got {shape}")
+        return unrolled_network(self, self.prox, shape)
 
 
 def _check_image(x: torch.Tensor, channels: int, name: str) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..lifted.unrolled import DataStep, unrolled_network
 from ..operators.base import LinearOperator
 from ..operators.sinogram_filter import SinogramFilter
 from .pnn import ProximalLayers, _check_image
@@ -104,14 +105,17 @@ class UnrolledProximalNet(nn.Module):
     def n_layers(self) -> int:
         return self.prox.n_layers
 
+    def _check_operator(self, A, name: str) -> None:
+        if not isinstance(A, LinearOperator):
+            raise TypeError(f"{name}: expected a LinearOperator, got {type(A).__name__}")
+        if A.in_shape[0] != self.prox.channels or len(A.in_shape) != 3:
+            raise ValueError(f"{name}: expects images {A.in_shape}, the network has "
+                             f"{self.prox.channels} channel(s)")
+
     def data_problem(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None):
         """``(A_d, y_d, x_0)``: the data term's operator and data (:func:`data_term`) and the
         initial estimate (from the raw ``A``, ``y``) that every layer and the lifted solver use."""
-        if not isinstance(A, LinearOperator):
-            raise TypeError(f"A: expected a LinearOperator, got {type(A).__name__}")
-        if A.in_shape[0] != self.prox.channels or len(A.in_shape) != 3:
-            raise ValueError(f"A: expects images {A.in_shape}, the network has "
-                             f"{self.prox.channels} channel(s)")
+        self._check_operator(A, "A")
         x = initial_estimate(A, y) if x0 is None else x0
         _check_image(x, self.prox.channels, "x0")
         A_d, y_d = data_term(A, y, self.fidelity)
@@ -133,3 +137,25 @@ class UnrolledProximalNet(nn.Module):
 
     def forward(self, y: torch.Tensor, A: LinearOperator, x0: torch.Tensor | None = None) -> torch.Tensor:
         return self.states(y, A, x0)[1][-1]
+
+    def lifted_network(self, input_shape=None, operator: LinearOperator | None = None):
+        """The lifted form for :func:`~lifted_inverse.lifted.lift` with the fixed operator ``A``
+        (:mod:`lifted_inverse.lifted.unrolled`): the data step ``x − γA_d*(A_d x − y_d)`` of this
+        network's data term inside the layers, and ``y -> (y_d, x_0)`` (:meth:`data_problem`)
+        as the fixed input states."""
+        if operator is None:
+            raise TypeError("operator: an unrolled network is lifted with its forward operator A")
+        self._check_operator(operator, "operator")
+        A = operator
+        if input_shape is not None and tuple(int(n) for n in input_shape) != tuple(A.out_shape):
+            raise ValueError(f"input_shape: the measurements of A have shape {tuple(A.out_shape)}, "
+                             f"got {tuple(input_shape)}")
+        A_d = A if self.fidelity == "l2" else ramp_weighted(A)[1]
+        like = next(iter(self.prox.weights))
+        step = DataStep(A_d, data_step_size(A_d, self.data_step, like))
+
+        def inputs(y):
+            _, y_d, x0 = self.data_problem(y, A)
+            return y_d, x0
+        return unrolled_network(self, self.prox, tuple(A.in_shape), data_step=step,
+                                input_shape=tuple(A.out_shape), input_map=inputs)

@@ -2,7 +2,7 @@
 
 Flow: data (training patches / phantoms, a fixed held-out test set of whole images never cut
 into training patches) → forward operator + seeded Gaussian noise → network (PNN or unrolled
-proximal gradient) → lifted Bregman training (:mod:`.lifted_unrolled`) or Adam backprop of the
+proximal gradient) → lifted Bregman training (:mod:`lifted_inverse.lifted`) or Adam backprop of the
 same network → test PSNR/SSIM, history of test PSNR against wall-clock, checkpoint, figures.
 
 * ``pnn-denoise``: patches of the scikit-image photographs not in the test set (plus the images of
@@ -44,14 +44,14 @@ from ..datasets import (
     split_images,
 )
 from ..io import atomic_path, atomic_write_text
+from ..lifted import LiftedObjective, LiftedSolver, StateStore, lift
+from ..lifted.solvers import BACKTRACKING_SOLVERS as LIFTED_SOLVERS
 from ..metrics import psnr, ssim
 from ..networks.pnn import PNN
 from ..networks.unrolled import UnrolledProximalNet
 from ..operators import GaussianNoise, Identity, operator_from_spec
 from ..operators.base import LinearOperator
 from ..runtime import checked_device
-from .lifted_unrolled import SOLVERS as LIFTED_SOLVERS
-from .lifted_unrolled import LiftedConfig, LiftedUnrolledSolver
 from .tasks import register_task
 
 IMAGING_TASKS = ("pnn-denoise", "unrolled-deblur", "unrolled-ct")
@@ -290,7 +290,8 @@ for _name in IMAGING_TASKS:
 # ---- training -------------------------------------------------------------------------------
 @dataclass
 class ImagingTrainConfig:
-    """``method``: 'bregman' (lifted, :class:`LiftedConfig` fields in ``lifted``) or 'backprop'
+    """``method``: 'bregman' (lifted; ``lifted``: ``rho``, ``loss_weight`` of the objective and
+    :class:`~lifted_inverse.lifted.LiftedSolver` options over :data:`LIFTED_DEFAULTS`) or 'backprop'
     (Adam). ``epochs`` and/or ``time_budget`` (seconds of training, evaluation excluded) stop
     training; ``eval_every``: test evaluation every so many epochs; ``fresh_noise``: a new noise
     draw of the training measurements every epoch (not for full-batch ``'bcd'``, whose states are
@@ -343,6 +344,12 @@ class ImagingTrainConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+#: lifted solver options of the imaging tasks: one backward Gauss–Seidel sweep over the states
+#: per batch, for every solver (the output's residual reaches the first layer within one sweep;
+#: ``inner_sweeps`` sets ISGM's inner sweeps or the other solvers' ``sweeps``), ISGM without its
+#: proximal term (η = 0: the backtracked steps alone keep each W-step a descent step), τ_k
+#: refreshed by two warm-started power iterations
+LIFTED_DEFAULTS = {"state_order": "backward", "inner_sweeps": 1, "prox_weight": 0.0, "power_iterations": 2}
 
 
 DEFAULT_LR = {("bregman", "adam"): 3e-3, ("bregman", "isgm"): 1e-2, ("bregman", "bcd"): 1e-2,
@@ -376,9 +383,14 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
     bs = n if config.solver == "bcd" else min(config.batch_size, n)
     A = task.operator(tuple(task.x_train.shape[1:]))
     if config.method == "bregman":
-        lifted = {**task.defaults.get("lifted", {}), **config.lifted}     # the task's, then the caller's
-        trainer = LiftedUnrolledSolver(task.net, LiftedConfig(solver=config.solver, lr=lr, **lifted))
-        step, optimizer = trainer.step, trainer.adam
+        lifted = {**LIFTED_DEFAULTS, "state_init": "store" if config.solver == "bcd" else "forward",
+                  **task.defaults.get("lifted", {}), **config.lifted}     # the task's, then the caller's
+        objective = LiftedObjective(lift(task.net, input_shape=tuple(task.y_train.shape[1:]), operator=A),
+                                    "bregman", rho=lifted.pop("rho", 1.0), loss_weight=lifted.pop("loss_weight", 1.0))
+        lifted["inner_sweeps" if config.solver == "isgm" else "sweeps"] = lifted.pop("inner_sweeps")
+        trainer = LiftedSolver(objective, config.solver, lr=lr, **lifted)
+        store = StateStore.from_forward(objective, task.y_train) if config.solver == "bcd" else None
+        step, optimizer = (lambda y, x, A: trainer.step(y, x, store)), trainer.adam
     else:
         trainer = _BackpropTrainer(task, lr)
         step, optimizer = trainer.step, trainer.opt
@@ -454,7 +466,7 @@ def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path
         "train_objective": [h["objective"] for h in history[1:]],
         "history": history, "noise": task.noise, "operator": task.operator_spec,
         "config": {**config.__dict__, "lr": lr,
-                   "lifted": trainer.config.as_json() if config.method == "bregman" else {}},
+                   "lifted": trainer.settings() if config.method == "bregman" else {}},
         "n_train": int(n), "network": dict(task.net.config), "device": str(task.x_train.device),
     }
     if out is not None:
