@@ -9,19 +9,26 @@ from lifted_inverse.datasets import MeasurementDataset
 
 
 def _run(tmp_path, *extra):
+    """Small run; the iterative solvers' options only where they apply (fbp and unrolled refuse
+    them, tests/test_cli_flags.py)."""
     out = tmp_path / "out"
-    rc = main(["reconstruct", "--out", str(out), "--size", "32", "--iterations", "30",
-               "--no-progress", *extra])
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "tv"
+    iterative = ["--iterations", "30", "--no-progress"] if method in ("tv", "tikhonov") else []
+    rc = main(["reconstruct", "--out", str(out), "--size", "32", *iterative, *extra])
     return rc, out
 
 
 @pytest.mark.parametrize("operator,method", [("ct", "tv"), ("ct", "fbp"), ("denoise", "tv"),
                                              ("blur", "tikhonov")])
 def test_reconstruct_end_to_end(tmp_path, operator, method):
+    angles = ["--angles", "20"] if operator == "ct" else []
     rc, out = _run(tmp_path, "--operator", operator, "--method", method, "--image",
-                   "shepp_logan" if operator == "ct" else "camera", "--angles", "20")
+                   "shepp_logan" if operator == "ct" else "camera", *angles)
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    config = metrics["config"]
+    assert config["operator"] == operator and config["sources"]["size"] == "user" and config["size"] == 32
+    assert config["angles"] == (20 if operator == "ct" else None)
     for key in ("psnr", "ssim", "seconds", "operator", "method", "noise", "alpha"):
         assert key in metrics
     assert metrics["operator"] == operator and metrics["method"] == method
@@ -71,6 +78,7 @@ def test_data_command(tmp_path, capsys):
     x, y = ds[0]
     assert A.out_shape == (1, 10, 34) and y.shape == A.out_shape  # ceil(24 sqrt(2)) detectors
     assert ds.attrs["noise"]["relative"] is True
+    assert ds.attrs["config"]["angles"] == 10 and ds.attrs["config"]["sources"]["noise"] == "default"
     out2 = tmp_path / "p.h5"
     assert main(["data", "--dataset", "patches", "--operator", "denoise", "--images", "camera,brick",
                  "--n", "4", "--size", "16", "--image-size", "64", "--out", str(out2)]) == 0
@@ -122,8 +130,9 @@ def test_reconstruct_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 def test_reconstruct_on_cuda_matches_cpu(tmp_path, operator, method):
     got = {}
     for device in ("cpu", "cuda"):
+        angles = ["--angles", "20"] if operator == "ct" else []
         rc, out = _run(tmp_path / device, "--operator", operator, "--method", method, "--device", device,
-                       "--image", "shepp_logan" if operator == "ct" else "camera", "--angles", "20")
+                       "--image", "shepp_logan" if operator == "ct" else "camera", *angles)
         assert rc == 0
         got[device] = json.loads((out / "metrics.json").read_text())
     assert got["cuda"]["device"].startswith("cuda")

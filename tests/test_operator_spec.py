@@ -89,7 +89,7 @@ def test_ct_detectors_span_the_diagonal_unless_named():
 
 
 def test_ct_is_built_the_same_by_the_cli_and_the_imaging_task():
-    from lifted_inverse.cli.reconstruct import build_operator as cli_operator
+    from lifted_inverse.jobs.reconstruct import build_operator as cli_operator
     from lifted_inverse.training.imaging import build_operator as task_operator
 
     # the spec the unrolled-ct task and its checkpoints carry

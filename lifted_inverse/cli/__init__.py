@@ -29,7 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub.choices.values():  # the flags of each command, for its error messages
+        command.set_defaults(option_strings=[o for a in command._actions for o in a.option_strings])
     return parser
+
+
+def _flag_message(message: str, options: set) -> str:
+    """``'angles: …'`` → ``'--angles: …'`` where ``--angles`` is an option of the command: the
+    jobs name their options by field name, the user typed the flag."""
+    head, sep, rest = message.partition(":")
+    flag = "--" + head.replace("_", "-")
+    return f"{flag}:{rest}" if sep and head.isidentifier() and flag in options else message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as err:
         # one readable line, non-zero exit
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        msg = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        if isinstance(err, ValueError):
+            msg = _flag_message(msg, set(args.option_strings))
         print(f"lifted-inverse {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,132 @@
+"""The ``data`` job: an HDF5 file of (ground truth ``x``, noisy measurement ``y = A x + e``)
+pairs with provenance attributes (operator spec, noise, seed, time, version) and ``config``:
+every option after defaults, with its source. An option that does not apply to the chosen
+dataset or operator is a ``ValueError`` naming it (``angles`` without CT, ``folder`` without
+``--dataset folder``, ``images`` outside builtin / patches, ``image_size`` outside patches)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset, Subset
+
+from ..runtime import checked_device
+from ._common import check_min, config_record, noise_rule, refuse
+
+DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
+OPERATORS = ("denoise", "blur", "ct", "inpaint", "mri")
+#: values of the options left unset (None); ``noise`` follows :func:`noise_rule`, ``images``
+#: defaults to the built-in natural images, ``n`` for a folder to all its images
+DEFAULTS = {"dataset": "ellipses", "operator": "ct", "noise_type": "auto", "n": 16, "size": 128,
+            "angles": 60, "seed": 0, "batch_size": 32, "device": "cpu"}
+
+
+@dataclass
+class DataOptions:
+    """Options of one data file; None takes :data:`DEFAULTS` where the option applies."""
+    dataset: str | None = None
+    operator: str | None = None
+    noise: float | None = None
+    noise_type: str | None = None
+    n: int | None = None
+    size: int | None = None
+    image_size: int | None = None
+    images: str | None = None
+    folder: str | Path | None = None
+    angles: int | None = None
+    seed: int | None = None
+    batch_size: int | None = None
+    device: str | None = None
+
+
+def resolve(options: DataOptions) -> dict:
+    """Every applicable option after defaults (``noise``, ``noise_relative`` by
+    :func:`noise_rule`); raises ``ValueError`` naming an option out of range or not applying."""
+    def get(k):
+        return DEFAULTS.get(k) if getattr(options, k) is None else getattr(options, k)
+
+    dataset, operator = get("dataset"), get("operator")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
+    if operator not in OPERATORS:
+        raise ValueError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
+    if operator != "ct":
+        refuse(options, ("angles",), f"the number of CT angles; --operator {operator} has none")
+    if dataset != "folder":
+        refuse(options, ("folder",), f"the image folder of --dataset folder, not {dataset}")
+    elif options.folder is None:
+        raise ValueError("folder: required with --dataset folder")
+    if dataset not in ("builtin", "patches"):
+        refuse(options, ("images",), f"built-in image names for --dataset builtin or patches, not {dataset}")
+    if dataset != "patches":
+        refuse(options, ("image_size",), f"the image size patches are cut from, not used by --dataset {dataset}")
+    check_min("n", options.n, 1)
+    check_min("size", options.size, 8)
+    check_min("image_size", options.image_size, options.size or DEFAULTS["size"])
+    check_min("angles", options.angles, 1)
+    check_min("batch_size", options.batch_size, 1)
+    level, relative = noise_rule(operator, options.noise, get("noise_type"))
+    cfg = {k: get(k) for k in ("dataset", "operator", "noise_type", "size", "seed", "batch_size", "device")}
+    cfg.update(noise=level, noise_relative=relative)
+    cfg["n"] = options.n if dataset == "folder" else get("n")
+    if operator == "ct":
+        cfg["angles"] = get("angles")
+    if dataset in ("builtin", "patches"):
+        from ..datasets import NATURAL_IMAGES
+
+        cfg["images"] = options.images or ",".join(NATURAL_IMAGES)
+        if not [s for s in cfg["images"].split(",") if s]:
+            raise ValueError(f"images: expected comma-separated image names, got {options.images!r}")
+    if dataset == "patches":
+        cfg["image_size"] = options.image_size
+    if dataset == "folder":
+        cfg["folder"] = str(options.folder)
+    return cfg
+
+
+def build_dataset(cfg: dict) -> Dataset:
+    """The dataset of a resolved config: ``n`` items of ``size`` pixels (patches: ``size`` is the
+    patch side, cut from images resized to ``image_size`` when given)."""
+    from ..datasets import EllipseDataset, ImageFolder, ImageList, PatchDataset, shepp_logan
+
+    n, size, name = cfg["n"], cfg["size"], cfg["dataset"]
+    if name == "ellipses":
+        return EllipseDataset(n, size, cfg["seed"])
+    if name == "shepp-logan":
+        return ImageList([shepp_logan(size)] * n)
+    if name == "folder":
+        images = ImageFolder(cfg["folder"], size=size)
+        return images if n is None else Subset(images, range(min(n, len(images))))
+    names = [s for s in cfg["images"].split(",") if s]
+    if name == "builtin":
+        return ImageList(names[:n], size=size)
+    return PatchDataset(names, size, n, seed=cfg["seed"], image_size=cfg["image_size"])
+
+
+def plan_data(options: DataOptions) -> dict:
+    """The ``config`` record a run would write, after the checks it makes before writing."""
+    cfg = resolve(options)
+    checked_device(cfg["device"], "--device")
+    return config_record(options, cfg)
+
+
+def make_data(options: DataOptions, out: str | Path) -> dict:
+    """Write the pairs to ``out`` (module docstring); returns the config record with ``n`` the
+    number of pairs written, ``noise_relative`` and ``path``."""
+    from ..datasets import make_measurements
+    from ..operators.noise import GaussianNoise
+    from ..operators.registry import make_operator
+
+    cfg = resolve(options)
+    device = checked_device(cfg["device"], "--device")
+    dataset = build_dataset(cfg)
+    shape = tuple(dataset[0].shape)
+    extra = {"n_angles": cfg["angles"]} if cfg["operator"] == "ct" else {}
+    operator = make_operator(cfg["operator"], shape, **extra)
+    noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
+    config = config_record(options, {**cfg, "n": len(dataset)})
+    path = make_measurements(dataset, operator, noise, out, batch_size=cfg["batch_size"], seed=cfg["seed"],
+                             device=device, attrs={"config": config, "dataset_args": {
+                                 "dataset": cfg["dataset"], "n": len(dataset), "size": cfg["size"],
+                                 "images": cfg.get("images"), "folder": cfg.get("folder")}})
+    return {**config, "noise_relative": cfg["noise_relative"], "path": str(path)}
