@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lifted_inverse.cli import main
-from lifted_inverse.cli.invert import _checkpoint_network
+from lifted_inverse.jobs.invert import checkpoint_network
 from lifted_inverse.networks import save_checkpoint
 from lifted_inverse.networks.pnn import PNN
 
@@ -28,6 +28,9 @@ def test_invert_perceptron_writes_metrics_and_figure(tmp_path, capsys):
     assert KEYS <= set(metrics)
     assert metrics["psnr"] > 18.0 and metrics["psnr"] > metrics["baseline_psnr"]
     assert metrics["alpha"] == pytest.approx(metrics["delta"])  # a priori α = 1·δ for the perceptron
+    config = metrics["config"]
+    assert config["outputs"] == 128 and config["sources"]["outputs"] == "user"
+    assert config["regularizer"] == "tv" and config["sources"]["regularizer"] == "default"
     assert (out / "inversion.png").stat().st_size > 1000
     assert sorted(p.name for p in out.iterdir()) == ["inversion.png", "metrics.json"]
     assert "lifted PSNR" in capsys.readouterr().out
@@ -83,6 +86,6 @@ def test_invert_opens_a_trained_autoencoder_checkpoint_and_inverts_its_encoder(t
     metrics = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(metrics) and metrics["input_shape"] == [1, 8, 8] and metrics["image"] == "digit"
     assert math.isfinite(metrics["psnr"]) and metrics["iterations"] >= 1
-    model, shape, task = _checkpoint_network(str(train_out / "checkpoint.pt"))
+    model, shape, task = checkpoint_network(str(train_out / "checkpoint.pt"))
     assert task == "digits-autoencoder" and shape == (1, 8, 8)
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 32)   # the code, not the reconstruction
