@@ -216,9 +216,11 @@ def test_zero_inputs_give_finite_steps_float32():
     assert math.isfinite(v) and all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def test_body_weights_are_one_persistent_stack():
-    """The body parameters become rows of one stack (no copy per sweep); parameters re-bound by the
-    user between steps are re-stacked, and the results still equal the per-layer loop."""
+def test_body_weights_are_one_persistent_stack_and_the_parameters_stay_the_users():
+    """The body weights are one stack kept between sweeps (not re-stacked while only the solver
+    changes them); the parameters keep their own storage (never re-bound) and hold every update;
+    parameters changed by the user between steps (re-bound, or written in place) are re-stacked,
+    and the results still equal the per-layer loop."""
     def run(cls, rebind):
         torch.manual_seed(0)
         model, out_act, method = _relu_mlp()
@@ -230,19 +232,29 @@ def test_body_weights_are_one_persistent_stack():
         store = StateStore.from_forward(obj, x)
         solver = cls(obj, "bcd")
         ids = torch.arange(BATCH)
+        own = [p.data_ptr() for p in model.parameters()]
         solver.step(x[ids], t[ids], store, ids)
-        if rebind:   # e.g. a user assigning new tensors: the solver must notice and re-stack
+        assert [p.data_ptr() for p in model.parameters()] == own     # never re-bound
+        stack = getattr(solver, "_param_stacks", {}).get("weight", (None,))[0]
+        if rebind == "assign":   # a user assigning new tensors: the solver must notice and re-stack
             for lin in (model[2], model[4]):
                 lin.weight.data = lin.weight.detach().clone()
+        elif rebind == "in-place":
+            with torch.no_grad():
+                model[4].weight.mul_(0.5)
         solver.step(x[ids], t[ids], store, ids)
+        if stack is not None:
+            assert solver._param_stacks["weight"][0] is stack        # one stack, kept
         return model, solver
 
-    ref, _ = run(LiftedSolver, False)
-    for rebind in (False, True):
+    for rebind in (None, "assign", "in-place"):
+        ref, _ = run(LiftedSolver, rebind)
         model, solver = run(BatchedLiftedSolver, rebind)
+        assert solver.batched
         stack = solver._param_stacks["weight"][0]
         body = [model[2], model[4], model[6]]
-        assert all(lin.weight.data_ptr() == stack[i].data_ptr() for i, lin in enumerate(body))
+        assert all(torch.equal(lin.weight, stack[i]) for i, lin in enumerate(body))
+        assert all(lin.weight.data_ptr() != stack[i].data_ptr() for i, lin in enumerate(body))
         assert max(float((a - b).detach().abs().max()) for a, b in zip(ref.parameters(), model.parameters())) < TOL
 
 

@@ -1,4 +1,5 @@
 """Lifted solvers: monotone BCD sweeps, training with every penalty/solver, reduce hook, ResNet."""
+import itertools
 import math
 
 import pytest
@@ -122,7 +123,7 @@ def test_a_weight_shared_by_two_layers_is_one_block(solver):
         values.append(obj.value(states))
         sol.weight_step(states)
         values.append(obj.value(states))
-    assert all(b <= a + 1e-12 * values[0] for a, b in zip(values, values[1:]))
+    assert all(b <= a + 1e-12 * values[0] for a, b in itertools.pairwise(values))
     assert values[-1] < values[0]
 
 

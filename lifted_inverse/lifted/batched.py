@@ -229,7 +229,7 @@ class BatchedLiftedSolver(LiftedSolver):
         self._plan = None
         self._current: _Sweep | None = None     # stacks of the batch being swept
         self._stacked: dict = {}                # power-iteration vectors kept stacked
-        self._param_stacks: dict = {}          # body weights / biases; parameters are their rows
+        self._param_stacks: dict = {}          # body weights / biases: (stack, parameter keys, parameters)
         self._grad_stacks: tuple | None = None  # (grads per layer, body W- and b-gradient stacks)
         self.batched = self.plan() is not None
 
@@ -253,11 +253,10 @@ class BatchedLiftedSolver(LiftedSolver):
         return plan
 
     def body_weights(self, plan: ChainPlan) -> torch.Tensor:
-        """The body weights ``W (m, d, d)`` without a copy per sweep: on first use (and whenever a
-        weight was re-bound since: ``.to()``, assignment) they are stacked once and each
-        ``Parameter``'s data becomes a view of its row, so in-place updates of the parameters are
-        updates of the stack, and the other way round. Parameters stay the users' objects (their
-        storage is shared: ``state_dict`` tensors are views of one buffer)."""
+        """The body weights ``W (m, d, d)`` as a stack kept between sweeps: the solver's updates
+        write it and copy its rows back into the parameters (:meth:`_write_back`); it is stacked
+        again only when a parameter changed elsewhere (its version counter, storage, dtype or
+        device moved). The parameters stay the users' tensors with their own storage."""
         return self._persistent_stack("weight", [layer.module.weight for layer in plan.body])
 
     def body_biases(self, plan: ChainPlan) -> torch.Tensor | None:
@@ -266,19 +265,32 @@ class BatchedLiftedSolver(LiftedSolver):
             return None
         return self._persistent_stack("bias", [layer.module.bias for layer in plan.body])
 
+    @staticmethod
+    def _param_keys(params: list) -> list[tuple]:
+        return [(p.data_ptr(), p._version, p.dtype, p.device, p.shape) for p in params]
+
     def _persistent_stack(self, key: str, params: list) -> torch.Tensor:
         held = self._param_stacks.get(key)
+        keys = self._param_keys(params)
         if held is not None:
-            st, ptrs = held
-            if len(ptrs) == len(params) and all(
-                    p.data_ptr() == ptr and p.dtype == st.dtype and p.device == st.device
-                    and p.shape == st.shape[1:] for p, ptr in zip(params, ptrs)):
+            st, known, _ = held
+            if known == keys:
+                return st
+            if st.shape == (len(params), *params[0].shape) and st.dtype == params[0].dtype \
+                    and st.device == params[0].device:
+                torch.stack([p.detach() for p in params], out=st)   # same stack object: sweeps keep it
+                self._param_stacks[key] = (st, keys, params)
                 return st
         st = _stack(p.detach() for p in params)
-        for i, p in enumerate(params):
-            p.data = st[i]
-        self._param_stacks[key] = (st, [p.data_ptr() for p in params])   # row addresses, checked per call
+        self._param_stacks[key] = (st, keys, params)
         return st
+
+    @torch.no_grad()
+    def _write_back(self) -> None:
+        """Copy the body stacks, just updated in place, into the parameters' own storage."""
+        for key, (st, _, params) in self._param_stacks.items():
+            torch._foreach_copy_(params, list(st.unbind(0)))
+            self._param_stacks[key] = (st, self._param_keys(params), params)
 
     def _buffer(self, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
         """A tensor kept between sweeps for outputs of the same shape (a fresh megabyte-sized
@@ -551,7 +563,7 @@ class BatchedLiftedSolver(LiftedSolver):
             sw.W[parity::2].baddbmm_(rs.transpose(1, 2), x)
             if sw.b is not None:
                 sw.b[parity::2].add_(rs.sum(dim=1, keepdim=True))
-        torch.autograd.graph.increment_version([p for layer in plan.body for p in self.params[layer.index]])
+        self._write_back()
         if self.objective.regularizer is not None:
             self.objective.regularizer.prox(self.flat_params, [st for st, ps in zip(steps, self.params) for _ in ps])
         self.sweeps += 1
@@ -575,9 +587,7 @@ class BatchedLiftedSolver(LiftedSolver):
             w_stack[parity::2].addcmul_(gw, s.view(-1, 1, 1), value=-1)
             if gb is not None:
                 b_stack[parity::2].addcmul_(gb, s.view(-1, 1), value=-1)
-        # the rows changed through the stacks: bump the parameters' own version counters, which
-        # caches keyed on ``_version`` (``LinearMap.norm_sq``) and autograd read
-        torch.autograd.graph.increment_version([p for layer in plan.body for p in self.params[layer.index]])
+        self._write_back()
 
     def _data_lipschitz(self, states: list, count: float) -> list[float]:
         """``L_z(P_l)·λ_max(Σ_i x̃_i x̃_iᵀ)/count`` per layer (the parent's warm-started power
