@@ -82,7 +82,15 @@ def test_state_gradients_match_autograd(kind, rho):
         producer = sol.net.producer[s]
         scale = sol.objective.penalties[producer.index].scale
         assert torch.allclose(g + scale * states[s], g_auto * B, rtol=1e-7, atol=1e-9), f"state {s}"
-        assert lip > 0
+        # the step 1/L of the block: L bounds how fast the smooth gradient moves (random directions)
+        gen = torch.Generator().manual_seed(s)
+        for _ in range(3):
+            d = torch.randn(states[s].shape, generator=gen, dtype=states[s].dtype)
+            moved = list(states)
+            moved[s] = states[s] + 1e-3 * d
+            g2, lip2 = sol.state_gradient(moved, s)
+            assert lip2 == lip
+            assert float((g2 - g).norm()) <= lip * 1e-3 * float(d.norm()), f"state {s}: L too small"
         kinds.add(type(producer))
     assert kinds == ({DualLayer} if A is None else {DualLayer, ImageLayer})
 

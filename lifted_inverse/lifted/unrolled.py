@@ -37,6 +37,14 @@ Lipschitz bounds (state blocks): ``‖M_k‖ ≤ 1`` for ``M_k = I − τ_k L_k 
 power-iteration estimate from below, so it enters with the margin :data:`NORM_MARGIN`.
 The layers are not affine in ``L_k`` (``p_k`` is quadratic in it): they have no W-block Gram, and
 the solvers take backtracked steps on them (:class:`~lifted_inverse.lifted.solvers.LiftedSolver`).
+
+State blocks are the solver's generic proximal-gradient steps. For ``u_k``:
+``u ← prox_{tF}(u − t∇S)``, ``ℓ_u = c_k(NORM_MARGIN‖L_k‖)² + 1`` (``c_k`` = ρ, or ``w`` at the
+output; the 1 from ``M_{k+1}``; PNN hidden layers: 1). For ``x_k``: the identity penalty's
+``ρ/2‖x_k‖²`` part is taken by its prox, ``x ← (x − t g)/(1 + tρ)`` with ``g`` the gradient of the
+rest (``−ρq_k`` plus ``D*(τ_{k+1}L_{k+1}*(σ(p_{k+1}) − u_{k+1}) + c_{k+1}(q_{k+1} − x_{k+1}))``,
+``D*`` applied once) and ``ℓ_x = (τ_{k+1}NORM_MARGIN‖L_{k+1}‖)² + c_{k+1}``: exact in the ρ part,
+so ``t = state_lr/ℓ_x`` need not shrink with ρ.
 """
 from __future__ import annotations
 
