@@ -91,3 +91,223 @@ def test_dry_run_reports_the_default_sources(capsys):
     assert rc == 0
     sources = json.loads(out)["config"]["sources"]
     assert sources["lam"] == "task" and sources["rho"] == "engine" and sources["method"] == "user"
+
+
+# --------------------------------------------------------------------------------------------
+# reconstruct, invert, data: every flag against every family, by --dry-run (the checks a run
+# makes before computing, then the config record metrics.json / the file's attributes hold)
+# --------------------------------------------------------------------------------------------
+def _options_of(command: str) -> set:
+    from lifted_inverse.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+
+
+def _dry(capsys, command, argv):
+    rc = main([command, "--dry-run", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _check_flag(capsys, command, base, flag, value, field, want, refused):
+    """One flag on top of ``base``: refused (exit 2, one line naming it) or in the config with
+    source 'user' and value ``want``."""
+    rc, out, err = _dry(capsys, command, base + [flag] + ([] if value is None else [value]))
+    if refused:
+        assert rc == 2 and err.count("\n") == 1 and f"{flag}:" in err, (command, base, flag, err)
+        return
+    assert rc == 0, (command, base, flag, err)
+    config = json.loads(out)
+    assert config["sources"][field] == "user", (base, flag)
+    assert config[field] == want, (base, flag, config[field])
+
+
+#: flag -> (value, config field, value recorded)
+RECONSTRUCT_FLAGS = {
+    "--image": ("ellipses", "image", "ellipses"), "--size": ("20", "size", 20),
+    "--noise": ("0.05", "noise", 0.05), "--noise-type": ("absolute", "noise_type", "absolute"),
+    "--alpha": ("0.1", "alpha", 0.1), "--iterations": ("5", "iterations", 5), "--tol": ("1e-4", "tol", 1e-4),
+    "--seed": ("3", "seed", 3), "--angles": ("10", "angles", 10), "--filter": ("hann", "filter", "hann"),
+    "--checkpoint": (None, "checkpoint", None), "--device": ("cpu", "device", "cpu"),
+    "--no-progress": (None, "progress", False),
+}
+RECONSTRUCT_OPERATORS = ("denoise", "blur", "ct")
+RECONSTRUCT_METHODS = ("fbp", "tikhonov", "tv", "unrolled")
+
+
+def reconstruct_refuses(operator: str, method: str, flag: str) -> bool:
+    """Where a reconstruct flag does not apply (the table the test holds the CLI to)."""
+    return ((flag == "--angles" and operator != "ct") or (flag == "--filter" and method != "fbp")
+            or (flag == "--checkpoint" and method != "unrolled")
+            or (flag in ("--alpha", "--iterations", "--tol", "--no-progress")
+                and method not in ("tikhonov", "tv")))
+
+
+@pytest.fixture(scope="module")
+def pnn_checkpoints(tmp_path_factory):
+    """A tiny PNN checkpoint per operator it was 'trained' for (the dry run reads, never runs it)."""
+    from lifted_inverse.networks import save_checkpoint
+    from lifted_inverse.networks.pnn import PNN
+
+    root = tmp_path_factory.mktemp("ck")
+    return {op: str(save_checkpoint(root / f"{op}.pt", PNN(features=2, layers=1), task="pnn-denoise",
+                                    operator={"name": op}))
+            for op in RECONSTRUCT_OPERATORS}
+
+
+def test_reconstruct_flag_table_covers_every_flag():
+    assert _options_of("reconstruct") - {"--help", "--out", "--dry-run", "--operator", "--method"} \
+        == set(RECONSTRUCT_FLAGS)
+
+
+@pytest.mark.parametrize("operator", RECONSTRUCT_OPERATORS)
+@pytest.mark.parametrize("method", RECONSTRUCT_METHODS)
+def test_reconstruct_every_flag_applies_or_is_refused(capsys, pnn_checkpoints, operator, method):
+    base = ["--operator", operator, "--method", method, "--size", "16"]
+    if method == "fbp" and operator != "ct":
+        rc, _, err = _dry(capsys, "reconstruct", base)
+        assert rc == 2 and "--method:" in err and err.count("\n") == 1
+        return
+    checkpoint = pnn_checkpoints[operator]
+    if method == "unrolled":
+        base += ["--checkpoint", checkpoint]
+    for flag, (value, field, want) in RECONSTRUCT_FLAGS.items():
+        if flag == "--checkpoint":
+            value = want = checkpoint
+        _check_flag(capsys, "reconstruct", base, flag, value, field, want,
+                    reconstruct_refuses(operator, method, flag))
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--size", "0"], "--size"), (["--iterations", "0"], "--iterations"), (["--angles", "0"], "--angles"),
+    (["--tol", "0"], "--tol"), (["--alpha", "-1"], "--alpha"), (["--noise", "nan"], "--noise"),
+    (["--method", "unrolled"], "--checkpoint"),
+])
+def test_reconstruct_explicit_out_of_range_values_are_errors(capsys, argv, flag):
+    rc, _, err = _dry(capsys, "reconstruct", argv)
+    assert rc == 2 and f"{flag}:" in err and err.count("\n") == 1
+
+
+def test_reconstruct_checkpoint_of_another_operator_is_refused(capsys, pnn_checkpoints):
+    rc, _, err = _dry(capsys, "reconstruct", ["--operator", "blur", "--method", "unrolled",
+                                              "--checkpoint", pnn_checkpoints["denoise"]])
+    assert rc == 2 and "--operator: the checkpoint was trained for 'denoise'" in err
+
+
+#: flag -> (value, config field, value recorded); --size per model in INVERT_MODELS
+INVERT_FLAGS = {
+    "--noise": ("0.1", "noise", 0.1), "--alpha": ("0.5", "alpha", 0.5),
+    "--regularizer": ("l1", "regularizer", "l1"), "--image": ("shepp_logan", "image", "shepp_logan"),
+    "--size": (None, "size", None), "--outputs": ("32", "outputs", 32), "--iterations": ("5", "iterations", 5),
+    "--seed": ("2", "seed", 2), "--device": ("cpu", "device", "cpu"),
+    "--cache-dir": ("somewhere", "cache_dir", "somewhere"), "--progress": (None, "progress", True),
+}
+INVERT_MODELS = {"perceptron": 8, "encoder": 16, "resnet": 16, "checkpoint": 12}  # a size each takes
+
+
+@pytest.fixture(scope="module")
+def sequential_checkpoint(tmp_path_factory):
+    import torch
+    from torch import nn
+
+    from lifted_inverse.networks import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inv") / "net.pt"
+    save_checkpoint(path, nn.Sequential(nn.Flatten(), nn.Linear(144, 20), nn.ReLU()), input_shape=(1, 12, 12))
+    return str(path)
+
+
+def test_invert_flag_table_covers_every_flag():
+    assert _options_of("invert") - {"--help", "--out", "--dry-run", "--model"} == set(INVERT_FLAGS)
+
+
+@pytest.mark.parametrize("model", sorted(INVERT_MODELS))
+def test_invert_every_flag_applies_or_is_refused(capsys, sequential_checkpoint, model):
+    base = ["--model", sequential_checkpoint if model == "checkpoint" else model]
+    for flag, (value, field, want) in INVERT_FLAGS.items():
+        if flag == "--size":
+            value, want = str(INVERT_MODELS[model]), INVERT_MODELS[model]
+        refused = ((flag == "--outputs" and model != "perceptron")
+                   or (flag == "--cache-dir" and model not in ("encoder", "resnet")))
+        _check_flag(capsys, "invert", base, flag, value, field, want, refused)
+    rc, out, _ = _dry(capsys, "invert", base + ["--alpha", "discrepancy"])
+    assert rc == 0 and json.loads(out)["alpha"] == "discrepancy"
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--model", "perceptron", "--size", "0"], "--size"),
+    (["--model", "perceptron", "--iterations", "0"], "--iterations"),
+    (["--model", "perceptron", "--outputs", "0"], "--outputs"),
+    (["--model", "perceptron", "--alpha", "-1"], "--alpha"),
+    (["--model", "perceptron", "--alpha", "abc"], "--alpha"),
+    (["--model", "perceptron", "--noise", "-0.1"], "--noise"),
+    (["--model", "encoder", "--size", "8"], "--size"),
+])
+def test_invert_explicit_out_of_range_values_are_errors(capsys, argv, flag):
+    rc, _, err = _dry(capsys, "invert", argv)
+    assert rc == 2 and f"{flag}:" in err and err.count("\n") == 1
+
+
+def test_invert_checkpoint_size_must_match(capsys, sequential_checkpoint):
+    rc, _, err = _dry(capsys, "invert", ["--model", sequential_checkpoint, "--size", "8"])
+    assert rc == 2 and "--size: the checkpoint expects 12x12" in err
+    rc, out, _ = _dry(capsys, "invert", ["--model", sequential_checkpoint])
+    config = json.loads(out)
+    assert rc == 0 and config["size"] == 12 and config["iterations"] == 300 and config["sources"]["size"] == "default"
+
+
+#: flag -> (value, config field, value recorded)
+DATA_FLAGS = {
+    "--noise": ("0.05", "noise", 0.05), "--noise-type": ("relative", "noise_type", "relative"),
+    "--n": ("3", "n", 3), "--size": ("12", "size", 12), "--image-size": ("32", "image_size", 32),
+    "--images": ("camera,coins", "images", "camera,coins"), "--folder": (None, "folder", None),
+    "--angles": ("10", "angles", 10), "--seed": ("1", "seed", 1), "--batch-size": ("4", "batch_size", 4),
+    "--device": ("cpu", "device", "cpu"),
+}
+DATA_DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    import numpy as np
+    from skimage.io import imsave
+
+    root = tmp_path_factory.mktemp("images")
+    for k in range(4):
+        imsave(root / f"{k}.png", np.linspace(0, 255, 400).reshape(20, 20).astype(np.uint8)[:, ::1 - 2 * (k % 2)])
+    return str(root)
+
+
+def test_data_flag_table_covers_every_flag():
+    assert _options_of("data") - {"--help", "--out", "--dry-run", "--dataset", "--operator"} == set(DATA_FLAGS)
+
+
+@pytest.mark.parametrize("dataset", DATA_DATASETS)
+@pytest.mark.parametrize("operator", ("ct", "denoise"))
+def test_data_every_flag_applies_or_is_refused(capsys, image_folder, dataset, operator):
+    base = ["--dataset", dataset, "--operator", operator, "--n", "2", "--size", "16"]
+    if dataset == "folder":
+        base += ["--folder", image_folder]
+    if dataset in ("builtin", "patches"):
+        base += ["--images", "camera,brick,coins"]
+    for flag, (value, field, want) in DATA_FLAGS.items():
+        if flag == "--folder":
+            value = want = image_folder
+        refused = ((flag == "--angles" and operator != "ct") or (flag == "--folder" and dataset != "folder")
+                   or (flag == "--images" and dataset not in ("builtin", "patches"))
+                   or (flag == "--image-size" and dataset != "patches"))
+        _check_flag(capsys, "data", base, flag, value, field, want, refused)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--n", "0"], "--n"), (["--size", "4"], "--size"), (["--batch-size", "0"], "--batch-size"),
+    (["--angles", "0"], "--angles"), (["--noise", "-1"], "--noise"), (["--dataset", "folder"], "--folder"),
+    (["--dataset", "builtin", "--images", "camera", "--n", "2"], "--n"),
+    (["--dataset", "patches", "--size", "32", "--image-size", "16"], "--image-size"),
+])
+def test_data_explicit_out_of_range_values_are_errors(capsys, argv, flag):
+    rc, _, err = _dry(capsys, "data", argv)
+    assert rc == 2 and f"{flag}:" in err and err.count("\n") == 1

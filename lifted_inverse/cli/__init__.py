@@ -29,17 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
-    for command in sub.choices.values():  # the flags of each command, for its error messages
-        command.set_defaults(option_strings=[o for a in command._actions for o in a.option_strings])
+    for command in sub.choices.values():  # option name -> its flag, for the command's error messages
+        command.set_defaults(flags={a.dest: a.option_strings[-1] for a in command._actions
+                                    if a.option_strings and a.dest != "help"})
     return parser
 
 
-def _flag_message(message: str, options: set) -> str:
-    """``'angles: …'`` → ``'--angles: …'`` where ``--angles`` is an option of the command: the
-    jobs name their options by field name, the user typed the flag."""
+def _flag_message(message: str, flags: dict) -> str:
+    """``'angles: …'`` → ``'--angles: …'`` (``'progress: …'`` → ``'--no-progress: …'``) where the
+    head is the destination of one of the command's flags: the jobs name their options by field
+    name, the user typed the flag."""
     head, sep, rest = message.partition(":")
-    flag = "--" + head.replace("_", "-")
-    return f"{flag}:{rest}" if sep and head.isidentifier() and flag in options else message
+    return f"{flags[head]}:{rest}" if sep and head in flags else message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         # one readable line, non-zero exit
         msg = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
         if isinstance(err, ValueError):
-            msg = _flag_message(msg, set(args.option_strings))
+            msg = _flag_message(msg, args.flags)
         print(f"lifted-inverse {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

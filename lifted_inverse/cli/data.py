@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--noise-type", choices=NOISE_TYPES, default=None,
                    help="auto (default): relative for ct, absolute otherwise")
     p.add_argument("--n", type=int, default=None, help="number of samples (default 16; builtin: the "
-                   "first n images; folder: the first n files, default all)")
+                   "first n images, folder: the first n files, default all)")
     p.add_argument("--size", type=int, default=None,
                    help=f"image (or patch) side length (default {DEFAULTS['size']})")
     p.add_argument("--image-size", type=int, default=None, help="patches: resize images to this first")

@@ -60,13 +60,13 @@ def refuse(options, names, why: str) -> None:
 
 
 def config_record(options, resolved: dict) -> dict:
-    """The ``config`` written to metrics.json: every option of the dataclass ``options`` after
-    defaults (``resolved[name]`` where the option was left unset, None) and its source in
-    ``config["sources"]``: ``user`` (given) or ``default``."""
+    """The ``config`` written to metrics.json: every option of the dataclass ``options`` as the
+    job uses it (``resolved[name]``, else the given value; None where it does not apply) and its
+    source in ``config["sources"]``: ``user`` (given) or ``default`` (left unset, None)."""
     out, sources = {}, {}
     for f in fields(options):
         given = getattr(options, f.name)
-        out[f.name] = _plain(resolved.get(f.name) if given is None else given)
+        out[f.name] = _plain(resolved.get(f.name, given))
         sources[f.name] = "default" if given is None else "user"
     out["sources"] = sources
     return out

@@ -16,7 +16,7 @@ from ._common import check_min, config_record, noise_rule, refuse
 DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
 OPERATORS = ("denoise", "blur", "ct", "inpaint", "mri")
 #: values of the options left unset (None); ``noise`` follows :func:`noise_rule`, ``images``
-#: defaults to the built-in natural images, ``n`` for a folder to all its images
+#: defaults to the built-in natural images, ``n`` for builtin and folder to all their images
 DEFAULTS = {"dataset": "ellipses", "operator": "ct", "noise_type": "auto", "n": 16, "size": 128,
             "angles": 60, "seed": 0, "batch_size": 32, "device": "cpu"}
 
@@ -68,15 +68,20 @@ def resolve(options: DataOptions) -> dict:
     level, relative = noise_rule(operator, options.noise, get("noise_type"))
     cfg = {k: get(k) for k in ("dataset", "operator", "noise_type", "size", "seed", "batch_size", "device")}
     cfg.update(noise=level, noise_relative=relative)
-    cfg["n"] = options.n if dataset == "folder" else get("n")
+    cfg["n"] = options.n if dataset in ("folder", "builtin") else get("n")
     if operator == "ct":
         cfg["angles"] = get("angles")
     if dataset in ("builtin", "patches"):
         from ..datasets import NATURAL_IMAGES
 
         cfg["images"] = options.images or ",".join(NATURAL_IMAGES)
-        if not [s for s in cfg["images"].split(",") if s]:
+        names = [s for s in cfg["images"].split(",") if s]
+        if not names:
             raise ValueError(f"images: expected comma-separated image names, got {options.images!r}")
+        if dataset == "builtin":
+            if cfg["n"] is not None and cfg["n"] > len(names):
+                raise ValueError(f"n: --dataset builtin has {len(names)} images (--images), got --n {cfg['n']}")
+            cfg["n"] = cfg["n"] or len(names)
     if dataset == "patches":
         cfg["image_size"] = options.image_size
     if dataset == "folder":
@@ -96,10 +101,12 @@ def build_dataset(cfg: dict) -> Dataset:
         return ImageList([shepp_logan(size)] * n)
     if name == "folder":
         images = ImageFolder(cfg["folder"], size=size)
-        return images if n is None else Subset(images, range(min(n, len(images))))
+        if n is not None and n > len(images):
+            raise ValueError(f"n: the folder holds {len(images)} images, got --n {n}")
+        return images if n is None else Subset(images, range(n))
     names = [s for s in cfg["images"].split(",") if s]
     if name == "builtin":
-        return ImageList(names[:n], size=size)
+        return ImageList(names[:n], size=size)  # n <= len(names) (resolve)
     return PatchDataset(names, size, n, seed=cfg["seed"], image_size=cfg["image_size"])
 
 
@@ -107,7 +114,8 @@ def plan_data(options: DataOptions) -> dict:
     """The ``config`` record a run would write, after the checks it makes before writing."""
     cfg = resolve(options)
     checked_device(cfg["device"], "--device")
-    return config_record(options, cfg)
+    n = len(build_dataset(cfg))
+    return config_record(options, {**cfg, "n": n})
 
 
 def make_data(options: DataOptions, out: str | Path) -> dict:

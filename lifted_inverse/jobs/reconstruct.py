@@ -64,7 +64,9 @@ def build_operator(name: str, shape, angles: int | None = None) -> LinearOperato
 def resolve(options: ReconstructOptions) -> dict:
     """Every option after defaults (``noise`` and ``noise_relative`` by :func:`noise_rule`);
     raises ``ValueError`` naming an option that is out of range or does not apply."""
-    get = lambda k: DEFAULTS.get(k) if getattr(options, k) is None else getattr(options, k)  # noqa: E731
+    def get(k):
+        return DEFAULTS.get(k) if getattr(options, k) is None else getattr(options, k)
+
     operator, method = get("operator"), get("method")
     if operator not in OPERATORS:
         raise ValueError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
@@ -103,8 +105,9 @@ def resolve(options: ReconstructOptions) -> dict:
     return keep
 
 
-def _load_unrolled(path) -> tuple:
-    """``(network, header)`` of the checkpoint for ``--method unrolled`` (read once)."""
+def _load_unrolled(path, operator: str) -> tuple:
+    """``(network, header)`` of the checkpoint for ``--method unrolled`` (read once), a network
+    trained for ``operator``."""
     from ..networks.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, what="--checkpoint")
@@ -116,6 +119,9 @@ def _load_unrolled(path) -> tuple:
                          "unrolled-ct)")
     if ck.operator is None:
         raise ValueError(f"checkpoint: {path} does not record the operator the network was trained for")
+    trained_for = ck.operator.get("name")
+    if trained_for != operator:
+        raise ValueError(f"operator: the checkpoint was trained for {trained_for!r}, got {operator!r}")
     return ck.model, {"task": ck.task, "kind": kind, "operator": ck.operator}
 
 
@@ -169,9 +175,6 @@ def _run_tv(operator, y, cfg, context):
 
 def _run_unrolled(operator, y, cfg, context):
     net, ck = context["network"]
-    trained_for = ck["operator"]["name"]
-    if trained_for != cfg["operator"]:
-        raise ValueError(f"operator: the checkpoint was trained for {trained_for!r}, got {cfg['operator']!r}")
     net = net.to(dtype=y.dtype, device=y.device)
     with torch.no_grad():
         x = net(y) if ck["kind"] == "pnn" else net(y, operator)
@@ -191,7 +194,7 @@ def plan_reconstruction(options: ReconstructOptions) -> dict:
     cfg = resolve(options)
     checked_device(cfg["device"], "--device")
     if cfg["method"] == "unrolled":
-        _load_unrolled(options.checkpoint)
+        _load_unrolled(options.checkpoint, cfg["operator"])
     return config_record(options, cfg)
 
 
@@ -204,7 +207,7 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     cfg = resolve(options)
     device = checked_device(cfg["device"], "--device")
     x = load_named_image(cfg["image"], cfg["size"], cfg["seed"])[None].to(dtype=torch.float64, device=device)
-    loaded = _load_unrolled(options.checkpoint) if cfg["method"] == "unrolled" else None
+    loaded = _load_unrolled(options.checkpoint, cfg["operator"]) if cfg["method"] == "unrolled" else None
     operator = _operator(cfg, x.shape[1:], loaded)
     noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
     with torch.no_grad():
