@@ -108,3 +108,36 @@ def test_imports_go_one_way():
     bad = [(m, t) for m, targets in graph.items() for t in targets
            if _area(t) in forbidden.get(_area(m), set())]
     assert bad == []
+
+
+def _imported(module: str, node) -> list:
+    """``(target module, imported name or None)`` per name of an import statement, for the
+    package's own modules (``from a.b import c`` of a submodule ``a.b.c``: ``(a.b.c, None)``)."""
+    if isinstance(node, ast.Import):
+        return [(a.name, None) for a in node.names if a.name in MODULES]
+    out = []
+    for alias in node.names:
+        one = ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+        for target in _targets(module, one):
+            out.append((target, None if target.endswith("." + alias.name) else alias.name))
+    return out
+
+
+def test_cli_modules_only_parse_and_call_jobs():
+    """``cli/*`` imports from the package only ``jobs.*`` and ``runtime`` (what a command calls)
+    and, from elsewhere, UPPER_CASE constants (choices lists); no CLI module imports another."""
+    allowed = ("lifted_inverse.jobs", "lifted_inverse.runtime")
+    bad = []
+    for m, f in MODULES.items():
+        if _area(m) != "cli":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target, name in _imported(m, node):
+                if target == allowed[1] or target == allowed[0] or target.startswith(allowed[0] + "."):
+                    continue
+                if _area(target) != "cli" and name is not None and name.isupper():
+                    continue
+                bad.append((m, target, name))
+    assert bad == []

@@ -98,9 +98,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..jobs.train import plan_training, run_training, set_threads
+    from ..jobs.train import (
+        TaskConfig,
+        TrainConfig,
+        available_tasks,
+        init_distributed,
+        plan_training,
+        run_training,
+        set_threads,
+    )
     from ..runtime import checked_device
-    from ..training import TaskConfig, TrainConfig, available_tasks
 
     if args.list_tasks:
         print("\n".join(available_tasks()))
@@ -111,9 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     checked_device(args.device, "--device")
     is_writer = True
     if args.distributed:
-        from ..lifted.distributed import init_from_env
-        info = init_from_env(args.device)
-        args.device, is_writer = str(info.device), info.is_main
+        args.device, is_writer = init_distributed(args.device)
     extra = {k: getattr(args, k) for k in TASK_EXTRAS if getattr(args, k) is not None}
     task_config = TaskConfig(seed=args.seed or 0, data=args.data, noise=args.noise, device=args.device,
                              dtype=DTYPES[args.dtype], extra=extra)

@@ -18,9 +18,12 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write_text
-from ..training import TaskConfig, TrainConfig, make_step, make_task, train
+from ..training import TaskConfig, TrainConfig, available_tasks, make_step, make_task, train
 from ..training.trainer import resolve_for
 from ..training.plots import plot_convergence
+
+__all__ = ["TaskConfig", "TrainConfig", "available_tasks", "init_distributed", "plan_training",
+           "run_training", "set_threads"]
 
 
 def _check_out(out: Path, resume: str | None) -> None:
@@ -92,6 +95,15 @@ def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, o
     plot_convergence(histories, out / "convergence.png", metric=f"test_{task.metric}")
     task.write_figures(task.model, label, out)
     return result
+
+
+def init_distributed(device: str) -> tuple[str, bool]:
+    """Join the process group torchrun describes (:func:`lifted_inverse.lifted.distributed.init_from_env`):
+    ``(this rank's device, whether this rank writes the outputs)``."""
+    from ..lifted.distributed import init_from_env
+
+    info = init_from_env(device)
+    return str(info.device), info.is_main
 
 
 def set_threads(threads: int | None) -> None:
