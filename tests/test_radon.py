@@ -177,3 +177,18 @@ def test_matrix_free_joseph_is_exact_transpose(size, kw):
     n_in = math.prod(mf.in_shape)
     cols_of_r = mf(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *mf.in_shape)).reshape(n_in, -1)
     assert torch.equal(cols_of_r.T, dense)
+
+
+@pytest.mark.parametrize("model", ["joseph", "bilinear"])
+def test_matrix_free_autograd_pair(model):
+    """The gradient of the matrix-free R is R^T, that of R^T is R, to second order."""
+    A = Radon(12, n_angles=7, method="matrix_free", model=model)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *A.in_shape), generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn((2, *A.out_shape), generator=gen, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad((A(x) * y).sum(), x, create_graph=True)
+    (gy,) = torch.autograd.grad((A.adjoint(y) * x).sum(), y)
+    assert torch.allclose(gx, A.adjoint(y.detach()), atol=1e-12)
+    assert torch.allclose(gy, A(x.detach()), atol=1e-12)
+    (ggy,) = torch.autograd.grad((gx * x.detach()).sum(), y)  # d/dy <R^T y, x> = R x
+    assert torch.allclose(ggy, A(x.detach()), atol=1e-12)

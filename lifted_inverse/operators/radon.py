@@ -496,26 +496,30 @@ def _interp_backproject(q: torch.Tensor, geom: _Geometry, angles: torch.Tensor) 
     return out.reshape(b, 1, geom.h, geom.w)
 
 
-class _MFForward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, geom, angles):
-        ctx.geom, ctx.angles = geom, angles
-        return _mf_forward(x, geom, angles)
+def _adjoint_functions(forward, adjoint):
+    """Autograd Functions ``(F, F*)`` of a linear map ``x -> forward(x, geom, angles)`` and its
+    adjoint: the gradient of each is the other applied to the incoming gradient (so both are
+    differentiable to any order)."""
+    pair = {}
 
-    @staticmethod
-    def backward(ctx, grad):
-        return _MFAdjoint.apply(grad, ctx.geom, ctx.angles), None, None
+    def function(apply, other: str):
+        class _Linear(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, geom, angles):
+                ctx.geom, ctx.angles = geom, angles
+                return apply(x, geom, angles)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return pair[other].apply(grad, ctx.geom, ctx.angles), None, None
+
+        return _Linear
+
+    pair["forward"], pair["adjoint"] = function(forward, "adjoint"), function(adjoint, "forward")
+    return pair["forward"], pair["adjoint"]
 
 
-class _MFAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, geom, angles):
-        ctx.geom, ctx.angles = geom, angles
-        return _mf_adjoint(y, geom, angles)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _MFForward.apply(grad, ctx.geom, ctx.angles), None, None
+_MFForward, _MFAdjoint = _adjoint_functions(_mf_forward, _mf_adjoint)
 
 
 # --------------------------------------------------------------------------------------------
