@@ -257,6 +257,9 @@ def test_cached_data_steps_follow_the_states():
     x1 = x0 + 0.1
     assert torch.equal(step(x1, y), gradient_step(A, x1, y, step.gamma))
     assert torch.equal(step(x0, y), gradient_step(A, x0, y, step.gamma))
+    with torch.no_grad():
+        x0.mul_(0.5)                                 # written in place: recomputed
+    assert torch.equal(step(x0, y), gradient_step(A, x0, y, step.gamma))
 
 
 @pytest.mark.parametrize("kind", ["pnn", "blur"])
@@ -289,3 +292,10 @@ def test_lifted_forward_pass_is_the_networks():
         assert torch.allclose(lifted.forward_states(y)[-1], out, rtol=1e-12, atol=1e-12)
         ids = {id(p) for p in lifted.parameters()}
         assert ids == {id(w) for w in net.prox.weights}
+    # an unrolled net's fixed inputs (y_d, x_0) are derived once per measurement tensor
+    fixed = lifted.prepare_inputs(y)
+    assert len(fixed) == 2 and all(a is b for a, b in zip(fixed, lifted.prepare_inputs(y)))
+    with torch.no_grad():
+        y.mul_(2.0)
+    again = lifted.prepare_inputs(y)
+    assert torch.allclose(again[0], 2 * fixed[0]) and torch.allclose(again[1], 2 * fixed[1])

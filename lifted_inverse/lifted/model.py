@@ -516,15 +516,17 @@ class LiftedNetwork:
     def prepare_inputs(self, x: torch.Tensor, name: str = "x") -> list[torch.Tensor]:
         """The fixed input states ``[x^0, …, x^{n_inputs−1}]`` of a batch (validated). With an
         ``input_map`` the result for the last batch is kept (a full-batch solver passes the same
-        tensor every step, and the map may be costly, e.g. a filtered backprojection)."""
+        tensor every step, and the map may be costly, e.g. a filtered backprojection), until ``x``
+        is written in place."""
         if self.input_map is None:
             return [self.check_input(x, name)]
-        if self._inputs_of is not None and self._inputs_of[0] is x:
-            return list(self._inputs_of[1])
+        kept = self._inputs_of
+        if kept is not None and kept[0] is x and kept[1] == x._version:
+            return list(kept[2])
         fixed = list(self.input_map(self.check_input(x, name)))
         if len(fixed) != self.n_inputs:
             raise ValueError(f"input_map: expected {self.n_inputs} input states, got {len(fixed)}")
-        self._inputs_of = (x, fixed)
+        self._inputs_of = (x, x._version, fixed)
         return list(fixed)
 
     def forward_states(self, x: torch.Tensor, pre_activations: dict | None = None) -> list[torch.Tensor]:

@@ -66,7 +66,8 @@ class DataStep:
     ``A``: a fixed linear map (callable, with ``.adjoint``), ``(B, *in) -> (B, *out)``;
     ``gamma``: ``γ`` with ``γ‖A‖² ≤ 2``. The linear part in ``x``, ``I − γA*A``, is self-adjoint
     with norm ≤ 1 (:meth:`adjoint`). The last result is kept until ``x`` or ``y`` is another
-    tensor: a sweep reads each ``v_k`` in several blocks, and each costs an ``A`` and an ``A*``;
+    tensor (or one of them is written in place): a sweep reads each ``v_k`` in several blocks,
+    and each costs an ``A`` and an ``A*``;
     so the two layers that read ``x_{k−1}`` share one instance per ``k`` (:meth:`for_layer`).
     """
 
@@ -84,10 +85,11 @@ class DataStep:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         last = self._last
-        if last is not None and last[0] is x and last[1] is y:
-            return last[2]
+        key = (x._version, y._version)
+        if last is not None and last[0] is x and last[1] is y and last[2] == key:
+            return last[3]
         v = x - self.gamma * self.A.adjoint(self.A(x) - y)
-        self._last = (x, y, v)
+        self._last = (x, y, key, v)
         return v
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
@@ -148,14 +150,16 @@ class DualLayer(_ProximalLayer):
         return w._version, w.data_ptr()
 
     def _residual(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``e = L* u − v``, reused while ``u``, ``v`` and ``L_k`` are those it was computed for."""
+        """``e = L* u − v``, reused while ``u``, ``v`` and ``L_k`` are those it was computed for
+        (same tensors, not written since)."""
         if torch.is_grad_enabled():       # differentiated: nothing kept, nothing reused
             return self.ops.Lt(self.k, u) - v
         kept = self._e
-        if kept is not None and kept[0] is u and kept[1] is v and kept[2] == self._weight_key():
+        key = (u._version, v._version, *self._weight_key())
+        if kept is not None and kept[0] is u and kept[1] is v and kept[2] == key:
             return kept[3]
         e = self.ops.Lt(self.k, u).sub_(v)
-        self._e = (u, v, self._weight_key(), e)
+        self._e = (u, v, key, e)
         return e
 
     def pre_activation(self, xs) -> torch.Tensor:
