@@ -212,17 +212,34 @@ class Adjoint(LinearOperator):
         return self.op
 
 
-class Composition(LinearOperator):
-    """``(A @ B) x = A(B x)``."""
+class _Combination(LinearOperator):
+    """An operator made of two operators, held as the children named by ``children`` (so records
+    and ``repr`` name them); ``_shapes(first, second)`` is the result's ``(in_shape, out_shape)``
+    and raises ``ValueError`` when the two do not fit together."""
 
-    def __init__(self, outer: LinearOperator, inner: LinearOperator):
+    children: tuple[str, str]
+
+    def __init__(self, first: LinearOperator, second: LinearOperator):
+        super().__init__(*self._shapes(first, second))
+        for name, op in zip(self.children, (first, second)):
+            setattr(self, name, op)
+
+    @staticmethod
+    def _shapes(first: LinearOperator, second: LinearOperator) -> tuple[Shape, Shape]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+class Composition(_Combination):
+    """``(A @ B) x = A(B x)``, ``(A @ B)^* = B^* A^*``; ``Composition(outer, inner)``."""
+
+    children = ("outer", "inner")
+
+    @staticmethod
+    def _shapes(outer, inner):
         if tuple(outer.in_shape) != tuple(inner.out_shape):
-            raise ValueError(
-                f"cannot compose: outer operator expects input shape {outer.in_shape}, "
-                f"inner operator produces {inner.out_shape}"
-            )
-        super().__init__(inner.in_shape, outer.out_shape)
-        self.outer, self.inner = outer, inner
+            raise ValueError(f"cannot compose: outer operator expects input shape {outer.in_shape}, "
+                             f"inner operator produces {inner.out_shape}")
+        return inner.in_shape, outer.out_shape
 
     def _forward(self, x):
         return self.outer._forward(self.inner._forward(x))
@@ -231,17 +248,17 @@ class Composition(LinearOperator):
         return self.inner._adjoint(self.outer._adjoint(y))
 
 
-class Sum(LinearOperator):
-    """``(A + B) x = A x + B x``."""
+class Sum(_Combination):
+    """``(A + B) x = A x + B x``, ``(A + B)^* = A^* + B^*``; ``Sum(a, b)``."""
 
-    def __init__(self, a: LinearOperator, b: LinearOperator):
+    children = ("a", "b")
+
+    @staticmethod
+    def _shapes(a, b):
         if a.in_shape != b.in_shape or a.out_shape != b.out_shape:
-            raise ValueError(
-                f"cannot add operators with shapes {a.in_shape}->{a.out_shape} and "
-                f"{b.in_shape}->{b.out_shape}"
-            )
-        super().__init__(a.in_shape, a.out_shape)
-        self.a, self.b = a, b
+            raise ValueError(f"cannot add operators with shapes {a.in_shape}->{a.out_shape} and "
+                             f"{b.in_shape}->{b.out_shape}")
+        return a.in_shape, a.out_shape
 
     def _forward(self, x):
         return self.a._forward(x) + self.b._forward(x)
