@@ -143,3 +143,23 @@ def test_total_variation_prox_matches_pdhg_denoising_and_its_dual_certificate():
 def test_conjugate_is_refused_where_there_is_none():
     with pytest.raises(NotImplementedError, match="IndicatorBox"):
         _ = IndicatorBox(0.0, 1.0).convex_conj
+
+
+def test_smoothed_surrogates_bracket_the_functional():
+    """``F ≤ F_ε ≤ F + w·(number of groups)·ε`` for the Charbonnier surrogates of L1, GroupL1 and
+    TV; ``F_0 = F``; the surrogate has a finite gradient at 0; ½‖·‖² is its own surrogate."""
+    from lifted_inverse.reconstruction.functionals import L1, GroupL1, SquaredL2, TotalVariation
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, 1, 6, 7), generator=gen, dtype=torch.float64)
+    q = torch.randn((2, 1, 2, 6, 7), generator=gen, dtype=torch.float64)
+    eps = 1e-2
+    for f, v, groups in ((L1(2.0), x, 42), (GroupL1(2, 2.0), q, 42), (TotalVariation(2.0), x, 42)):
+        exact, smooth = f(v), f.smoothed(v, eps)
+        assert smooth.shape == (2,)
+        assert torch.all(exact <= smooth) and torch.all(smooth <= exact + 2.0 * groups * eps + 1e-12)
+        assert torch.allclose(f.smoothed(v, 0.0), exact)
+        zero = torch.zeros_like(v, requires_grad=True)
+        (grad,) = torch.autograd.grad(f.smoothed(zero, eps).sum(), zero)
+        assert torch.isfinite(grad).all()
+    assert torch.equal(SquaredL2(3.0).smoothed(x, eps), SquaredL2(3.0)(x))

@@ -22,22 +22,18 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..operators.gradient import Gradient
 from .regularizers import Bounds, Regularizer, clip, make_regularizer
 from .result import Callback, InversionResult, IterationLog
 from .single_layer import _check_alpha, _check_bounds
 
 
 def smoothed_regularizer(reg: Regularizer, u: torch.Tensor, eps: float) -> torch.Tensor:
-    """``J_ε(u)`` summed over the batch (module docstring)."""
-    if reg.name == "tv":
-        g = Gradient(u.shape[1:])(u)
-        return torch.sqrt((g * g).sum(dim=2) + eps * eps).sum()
-    if reg.name == "l1":
-        return torch.sqrt(u * u + eps * eps).sum()
-    if reg.name == "l2":
-        return 0.5 * (u * u).sum()
-    raise ValueError(f"regularizer: no smoothed form for {reg!r}")
+    """``J_ε(u)`` summed over the batch (module docstring): the smooth surrogate of the
+    regulariser's functional (``Functional.smoothed``)."""
+    smoothed = getattr(reg.functional, "smoothed", None)
+    if smoothed is None:
+        raise ValueError(f"regularizer: no smoothed form for {reg!r}")
+    return smoothed(u, eps).sum()
 
 
 def invert_gradient(

@@ -102,7 +102,7 @@ class _Geometry:
         self.cr, self.cc = self.h // 2, self.w // 2
         # bilinear: farthest pixel centre from the rotation centre, +1 for the bilinear footprint
         reach = math.hypot(max(self.cr, self.h - 1 - self.cr), max(self.cc, self.w - 1 - self.cc))
-        self.k = int(math.ceil(reach)) + 1
+        self.k = math.ceil(reach) + 1
         self.n_steps = 2 * self.k + 1
         # joseph: u_θ(l, d) = base + (l - centre) * slope + (d - D//2) * alpha, weight |alpha|
         cos, sin = np.cos(angles), np.sin(angles)

@@ -1,7 +1,7 @@
 """Pieces shared by the iterative solvers: result type, per-sample reductions, progress bars."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,31 @@ def check_iterations(max_iter: int, tol: float) -> None:
         raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol: expected >= 0, got {tol!r}")
+
+
+def iterate(steps: Iterable[tuple[torch.Tensor, dict]], start: torch.Tensor, max_iter: int, *,
+            done: Callable[[dict], bool], callback: Callback | None = None, progress: bool = False,
+            desc: str = "", show: Callable[[dict], dict] | None = None) -> SolverResult:
+    """Drive an iterative solver: ``steps`` yields ``(x_{k+1}, info)`` once per iteration
+    (``info``: per-sample tensors (B,) or floats). For at most ``max_iter`` iterations, record
+    ``info``'s batch means in ``history``, show ``show(info)`` on the progress bar, call
+    ``callback(k, x, info)`` (``True`` stops) and stop with ``converged=True`` once ``done(info)``.
+    ``start`` is the result when no iteration runs."""
+    x = start
+    history: dict[str, list[float]] = {}
+    converged = False
+    bar_steps, bar = iteration_range(max_iter, progress, desc)
+    for k, (x, info) in zip(bar_steps, steps):
+        record(history, info)
+        if bar is not None and show is not None:
+            bar.set_postfix(show(info))
+        if callback is not None and callback(k, x, info):
+            break
+        if done(info):
+            converged = True
+            break
+    iterations = len(next(iter(history.values()), []))
+    return SolverResult(x=x, history=history, iterations=iterations, converged=converged)
 
 
 def iteration_range(max_iter: int, progress: bool, desc: str):

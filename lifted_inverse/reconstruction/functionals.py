@@ -9,7 +9,9 @@ indicator is written once. Every functional ``F`` acts per sample on a batch ``x
 * ``F.prox(v, step) = argmin_x ½‖x − v‖² + step·F(x)``, ``step`` a float or a ``(B,)`` tensor;
 * ``F.convex_conj``: ``F*(y) = sup_x ⟨x, y⟩ − F(x)``, itself a :class:`Functional`; the prox of
   ``F*`` (the dual step of primal–dual methods) is ``F.convex_conj.prox`` or, by Moreau's identity
-  ``prox_{σF*}(v) = v − σ prox_{F/σ}(v/σ)``, :meth:`Functional.prox_conj`.
+  ``prox_{σF*}(v) = v − σ prox_{F/σ}(v/σ)``, :meth:`Functional.prox_conj`;
+* ``F.smoothed(x, ε)`` (L1, GroupL1, TV: each norm ``‖z‖`` replaced by ``sqrt(‖z‖² + ε²)``;
+  ½‖·‖² itself): a differentiable surrogate for gradient methods such as Adam, ``(B,)``.
 
 A ``weight`` ``w`` (a float or a ``(B,)`` tensor, one per sample) multiplies ``F``.
 
@@ -94,6 +96,10 @@ class L1(Functional):
     def __call__(self, x):
         return self.weight * _sum(x.abs())
 
+    def smoothed(self, x, eps: float):
+        """The smooth surrogate ``w Σ sqrt(x² + ε²)`` (Charbonnier) for gradient methods, ``(B,)``."""
+        return self.weight * _sum(torch.sqrt(x * x + eps * eps))
+
     def prox(self, v, step=1.0):
         t = _per_sample(step, v) * _per_sample(self.weight, v)
         return torch.sign(v) * (v.abs() - t).clamp_min(0.0)
@@ -111,6 +117,10 @@ class SquaredL2(Functional):
 
     def __call__(self, x):
         return 0.5 * self.weight * _sum(x * x)
+
+    def smoothed(self, x, eps: float):
+        """``F`` itself (already smooth; ``eps`` unused), ``(B,)``."""
+        return self(x)
 
     def prox(self, v, step=1.0):
         return v / (1.0 + _per_sample(step, v) * _per_sample(self.weight, v))
@@ -177,6 +187,11 @@ class GroupL1(Functional):
     def __call__(self, q):
         return self.weight * _sum(_group_norm(q, self.dim))
 
+    def smoothed(self, q, eps: float):
+        """The smooth surrogate ``w Σ_g sqrt(‖q_g‖₂² + ε²)`` (Charbonnier) for gradient methods,
+        ``(B,)``."""
+        return self.weight * _sum(torch.sqrt((q * q).sum(dim=self.dim) + eps * eps))
+
     def prox(self, v, step=1.0):
         t = _per_sample(step, v) * _per_sample(self.weight, v)
         mag = _group_norm(v, self.dim)
@@ -240,6 +255,11 @@ class TotalVariation(Functional):
 
     def __call__(self, x):
         return self.weight * self.norm(self.gradient(x.shape[1:])(x))
+
+    def smoothed(self, x, eps: float):
+        """The smooth surrogate ``w Σ_{c,i,j} sqrt(‖(∇x)_{c,:,i,j}‖₂² + ε²)`` (Charbonnier) for
+        gradient methods, ``(B,)``."""
+        return self.weight * self.norm.smoothed(self.gradient(x.shape[1:])(x), eps)
 
     def prox(self, v, step=1.0):
         return self.prox_dual(v, step)[0]

@@ -13,9 +13,8 @@ from ._common import (
     bcast,
     check_iterations,
     check_problem,
-    iteration_range,
+    iterate,
     per_sample,
-    record,
 )
 
 
@@ -65,34 +64,26 @@ def tikhonov_cg(
 
     x = torch.zeros_like(b) if x0 is None else x0.to(b).clone()
     r = b - M(x) if x0 is not None else b.clone()
-    p = r.clone()
-    rr = batch_dot(r, r)
     b_norm = batch_norm(b).clamp_min(torch.finfo(b.real.dtype).tiny)
-    history: dict[str, list[float]] = {}
-    converged = bool((rr.sqrt() / b_norm <= tol).all())
-    steps, bar = iteration_range(max_iter, progress, "tikhonov-cg")
-    k = 0
-    for k in steps if not converged else ():
-        Mp = M(p)
-        pMp = batch_dot(p, Mp)
-        # samples already solved (rr == 0) keep x: a zero step instead of 0/0
-        step = torch.where(pMp > 0, rr / pMp.clamp_min(torch.finfo(pMp.dtype).tiny), torch.zeros_like(rr))
-        x = x + bcast(step, x) * p
-        r = r - bcast(step, r) * Mp
-        rr_new = batch_dot(r, r)
-        beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny), torch.zeros_like(rr))
-        p = r + bcast(beta, p) * p
-        rr = rr_new
-        rel_res = rr.sqrt() / b_norm
-        energy = 0.5 * batch_norm(A.forward(x) - y) ** 2 + 0.5 * lam * batch_norm(R.forward(x)) ** 2
-        info = {"residual": rel_res, "energy": energy}
-        record(history, info)
-        if bar is not None:
-            bar.set_postfix(residual=f"{float(rel_res.max()):.2e}")
-        if callback is not None and callback(k, x, info):
-            break
-        if bool((rel_res <= tol).all()):
-            converged = True
-            break
-    iterations = len(history.get("residual", []))
-    return SolverResult(x=x, history=history, iterations=iterations, converged=converged)
+    if bool((batch_norm(r) / b_norm <= tol).all()):  # x0 already solves the normal equations
+        return SolverResult(x=x, converged=True)
+
+    def steps(x, res):
+        p, rr = res.clone(), batch_dot(res, res)
+        while True:
+            Mp = M(p)
+            pMp = batch_dot(p, Mp)
+            # samples already solved (rr == 0) keep x: a zero step instead of 0/0
+            step = torch.where(pMp > 0, rr / pMp.clamp_min(torch.finfo(pMp.dtype).tiny), torch.zeros_like(rr))
+            x = x + bcast(step, x) * p
+            res = res - bcast(step, res) * Mp
+            rr_new = batch_dot(res, res)
+            beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny), torch.zeros_like(rr))
+            p = res + bcast(beta, p) * p
+            rr = rr_new
+            energy = 0.5 * batch_norm(A.forward(x) - y) ** 2 + 0.5 * lam * batch_norm(R.forward(x)) ** 2
+            yield x, {"residual": rr.sqrt() / b_norm, "energy": energy}
+
+    return iterate(steps(x, r), x, max_iter, done=lambda info: bool((info["residual"] <= tol).all()),
+                   callback=callback, progress=progress, desc="tikhonov-cg",
+                   show=lambda info: {"residual": f"{float(info['residual'].max()):.2e}"})

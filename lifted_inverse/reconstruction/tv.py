@@ -31,9 +31,8 @@ from ._common import (
     batch_norm,
     check_iterations,
     check_problem,
-    iteration_range,
+    iterate,
     per_sample,
-    record,
 )
 from .functionals import GRADIENT_NORM_SQ, GroupL1, IndicatorBox, nonnegative
 
@@ -112,54 +111,48 @@ def tv_pdhg(
     if not tau_ > 0:
         raise ValueError(f"tau: expected > 0, got {tau!r}")
 
-    gx = grad.forward(x)
-    q = torch.zeros_like(gx)
-    gx_bar = gx
-    if not denoise:
-        ax = A.forward(x)
-        p = torch.zeros_like(ax)
-        ax_bar = ax
-    history: dict[str, list[float]] = {}
-    converged = False
-    steps, bar = iteration_range(max_iter, progress, "tv-pdhg")
-    for k in steps:
-        q = tv_dual.prox(q + sigma_g * gx_bar, sigma_g)
-        v = x - tau_ * grad.adjoint(q)
-        if denoise:
-            x_new = (v + tau_ * y) / (1.0 + tau_)
-        else:
-            p = (p + sigma_a * (ax_bar - y)) / (1.0 + sigma_a)
-            x_new = v - tau_ * A.adjoint(p)
-        x_new = constraint.prox(x_new)
-        # K xbar = 2 K x_new - K x_old by linearity: one application of A and grad per iteration
-        gx_new = grad.forward(x_new)
-        gx_bar = 2 * gx_new - gx
-        if denoise:
-            data = 0.5 * batch_norm(x_new - y) ** 2
-        else:
-            ax_new = A.forward(x_new)
-            ax_bar = 2 * ax_new - ax
-            ax = ax_new
-            data = 0.5 * batch_norm(ax_new - y) ** 2
-        energy = data + lam * _tv(gx_new)
-        change = batch_norm(x_new - x) / batch_norm(x_new).clamp_min(torch.finfo(x.dtype).tiny)
-        x, gx = x_new, gx_new
-        info = {"energy": energy, "rel_change": change}
-        if denoise:
-            w = grad.adjoint(q)
-            xd = constraint.prox(y - w)
-            dual = 0.5 * batch_norm(xd - y) ** 2 + batch_dot(w, xd)
-            info["gap"] = energy - dual
-        record(history, info)
-        if bar is not None:
-            bar.set_postfix(energy=f"{float(energy.mean()):.4g}", change=f"{float(change.max()):.1e}")
-        if callback is not None and callback(k, x, info):
-            break
-        if bool((change <= tol).all()):
-            converged = True
-            break
-    return SolverResult(x=x, history=history, iterations=len(history.get("energy", [])),
-                        converged=converged)
+    def steps(x):
+        gx = grad.forward(x)
+        q = torch.zeros_like(gx)
+        gx_bar = gx
+        if not denoise:
+            ax = A.forward(x)
+            p = torch.zeros_like(ax)
+            ax_bar = ax
+        while True:
+            q = tv_dual.prox(q + sigma_g * gx_bar, sigma_g)
+            v = x - tau_ * grad.adjoint(q)
+            if denoise:
+                x_new = (v + tau_ * y) / (1.0 + tau_)
+            else:
+                p = (p + sigma_a * (ax_bar - y)) / (1.0 + sigma_a)
+                x_new = v - tau_ * A.adjoint(p)
+            x_new = constraint.prox(x_new)
+            # K xbar = 2 K x_new - K x_old by linearity: one application of A and grad per iteration
+            gx_new = grad.forward(x_new)
+            gx_bar = 2 * gx_new - gx
+            if denoise:
+                data = 0.5 * batch_norm(x_new - y) ** 2
+            else:
+                ax_new = A.forward(x_new)
+                ax_bar = 2 * ax_new - ax
+                ax = ax_new
+                data = 0.5 * batch_norm(ax_new - y) ** 2
+            energy = data + lam * _tv(gx_new)
+            change = batch_norm(x_new - x) / batch_norm(x_new).clamp_min(torch.finfo(x.dtype).tiny)
+            x, gx = x_new, gx_new
+            info = {"energy": energy, "rel_change": change}
+            if denoise:
+                w = grad.adjoint(q)
+                xd = constraint.prox(y - w)
+                dual = 0.5 * batch_norm(xd - y) ** 2 + batch_dot(w, xd)
+                info["gap"] = energy - dual
+            yield x, info
+
+    return iterate(steps(x), x, max_iter, done=lambda info: bool((info["rel_change"] <= tol).all()),
+                   callback=callback, progress=progress, desc="tv-pdhg",
+                   show=lambda info: {"energy": f"{float(info['energy'].mean()):.4g}",
+                                      "change": f"{float(info['rel_change'].max()):.1e}"})
 
 
 def tv_denoise(y: torch.Tensor, alpha: float | torch.Tensor, nonneg: bool = False,
