@@ -45,7 +45,7 @@ def _graph() -> dict:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for t in _targets(m, node):
-                    own_submodule = t.startswith(m + ".") and MODULES[m].name == "__init__.py"
+                    own_submodule = t.startswith(m + ".") and f.name == "__init__.py"
                     if t != m and not own_submodule:
                         graph[m].add(t)
     return graph

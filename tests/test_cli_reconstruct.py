@@ -75,7 +75,7 @@ def test_data_command(tmp_path, capsys):
     assert len(ds) == 3 and ds[0][1].shape == (1, 10, 34)  # ceil(24 sqrt(2)) detectors
     assert ds.attrs["operator"]["spec"]["n_angles"] == 10
     A = ds.operator()  # the file's spec rebuilds the operator that made y
-    x, y = ds[0]
+    _, y = ds[0]
     assert A.out_shape == (1, 10, 34) and y.shape == A.out_shape  # ceil(24 sqrt(2)) detectors
     assert ds.attrs["noise"]["relative"] is True
     assert ds.attrs["config"]["angles"] == 10 and ds.attrs["config"]["sources"]["noise"] == "default"

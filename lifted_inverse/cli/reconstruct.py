@@ -9,8 +9,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ..jobs.reconstruct import DEFAULTS, METHODS, OPERATORS
 from ..jobs._common import NOISE_TYPES
+from ..jobs.reconstruct import DEFAULTS, METHODS, OPERATORS
 
 
 def register(subparsers) -> None:

@@ -200,7 +200,13 @@ def plan_inversion(options: InvertOptions) -> dict:
 def run_inversion(options: InvertOptions, out: str | Path) -> dict:
     """Invert, compare with the gradient baselines and write ``out`` (module docstring);
     returns the metrics."""
-    from ..inversion import continuation, discrepancy_principle, invert, invert_gradient, relative_delta
+    from ..inversion import (
+        continuation,
+        discrepancy_principle,
+        invert,
+        invert_gradient,
+        relative_delta,
+    )
     from ..inversion.noise import bregman_noise
     from ..io import atomic_write_text
     from ..lifted import lift
