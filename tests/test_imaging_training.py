@@ -1,5 +1,5 @@
-"""``train_imaging`` end to end on a tiny denoising task: fresh noise per epoch, model selection on
-the validation images, metrics keys."""
+"""Imaging tasks on the one trainer, end to end on tiny tasks: fresh noise per epoch, model
+selection on the validation images, schedules, presets, devices, metrics keys."""
 import math
 
 import pytest
@@ -7,7 +7,8 @@ import torch
 
 from lifted_inverse.datasets import builtin_image
 from lifted_inverse.networks.pnn import PNN
-from lifted_inverse.training.imaging import ImagingTask, ImagingTrainConfig, train_imaging
+from lifted_inverse.training import TrainConfig, train
+from lifted_inverse.training.imaging import IMAGING_PRESETS, ImagingTask, make_imaging_task
 
 
 def _tiny_task(seed=0):
@@ -22,14 +23,14 @@ def _tiny_task(seed=0):
     test_y = [t + 0.1 * torch.randn(t.shape, generator=g) for t in test_x]
     val_y = [t + 0.1 * torch.randn(t.shape, generator=g) for t in val_x]
     return ImagingTask("pnn-denoise", PNN(features=3, layers=2, seed=1), x, y, test_x, test_y, ["gravel"],
-                       {"name": "denoise"}, noise, "noisy", lambda yy, A: yy, val_x=val_x, val_y=val_y)
+                       {"name": "denoise"}, noise, "noisy", lambda yy, A: yy, val_x=val_x, val_y=val_y,
+                       presets={k: dict(v) for k, v in IMAGING_PRESETS.items()})
 
 
 def test_train_imaging_selects_the_best_validation_epoch_and_redraws_noise():
     task = _tiny_task()
     y0 = task.y_train.clone()
-    r = train_imaging(task, ImagingTrainConfig(method="backprop", solver="adam", lr=3e-2, epochs=5,
-                                               batch_size=8, val_every_seconds=0.0))
+    r = train(task, TrainConfig(method="backprop", solver="adam", lr=3e-2, epochs=5, batch_size=8))
     vals = [(h["epoch"], h["val_psnr"]) for h in r["history"] if "val_psnr" in h]
     assert [e for e, _ in vals] == [1, 2, 3, 4, 5]
     best_epoch, best_val = max(vals, key=lambda ev: ev[1])
@@ -44,66 +45,65 @@ def test_train_imaging_selects_the_best_validation_epoch_and_redraws_noise():
 
 def test_train_imaging_without_selection_keeps_the_last_weights():
     task = _tiny_task()
-    r = train_imaging(task, ImagingTrainConfig(method="backprop", solver="adam", lr=3e-2, epochs=3,
-                                               batch_size=8, select_best=False, fresh_noise=False))
-    assert r["selected_epoch"] == 3 and r["val_psnr"] is None
-    assert all("val_psnr" not in h for h in r["history"])
+    y0 = task.y_train.clone()
+    r = train(task, TrainConfig(method="backprop", solver="adam", lr=3e-2, epochs=3, batch_size=8,
+                                select="last", fresh_noise=False))
+    assert r["selected_epoch"] == 3
+    assert torch.equal(task.y_train, y0)
+    assert abs(task.evaluate(split="val")["val_psnr"] - r["history"][-1]["val_psnr"]) < 1e-9
 
 
 def test_cosine_schedule_decays_adams_step_over_training(monkeypatch):
-    from lifted_inverse.lifted import LiftedSolver
-    from lifted_inverse.training import imaging
+    from lifted_inverse.training import steps as step_module
 
-    cfg = ImagingTrainConfig(method="bregman", solver="adam", epochs=4, lr_schedule="cosine")
-    assert cfg.scheduled_lr(1e-2, 0, 0.0) == pytest.approx(1e-2)
-    assert cfg.scheduled_lr(1e-2, 2, 0.0) == pytest.approx(5e-3)
-    timed = ImagingTrainConfig(epochs=10**6, time_budget=100.0, lr_schedule="cosine")
-    assert timed.scheduled_lr(1e-2, 1, 75.0) == pytest.approx(1e-2 * 0.5 * (1 - 0.5 ** 0.5))
-    for method, cls, opt in (("bregman", LiftedSolver, "adam"), ("backprop", imaging._BackpropTrainer, "opt")):
-        steps = []
-        original = cls.step
+    for method, cls in (("bregman", step_module.LiftedStep), ("backprop", step_module.BackpropStep)):
+        lrs = []
+        original = cls.set_lr
 
-        def spy(self, *a, _original=original, _opt=opt, _steps=steps):
-            _steps.append(getattr(self, _opt).param_groups[0]["lr"])
-            return _original(self, *a)
-        monkeypatch.setattr(cls, "step", spy)
-        train_imaging(_tiny_task(), ImagingTrainConfig(method=method, solver="adam", lr=1e-2, epochs=4,
-                                                       batch_size=8, lr_schedule="cosine", select_best=False))
+        def spy(self, lr, _original=original, _lrs=lrs):
+            _lrs.append(lr)
+            return _original(self, lr)
+        monkeypatch.setattr(cls, "set_lr", spy)
+        train(_tiny_task(), TrainConfig(method=method, solver="adam", lr=1e-2, epochs=4, batch_size=8,
+                                        lr_schedule="cosine", select="last"))
         # 3 steps per epoch (24 patches, batch 8): lr·½(1 + cos(π·step/12))
         expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * i / 12)) for i in range(12)]
-        assert steps == pytest.approx(expected, rel=1e-9), method
-    with pytest.raises(ValueError, match="lr_schedule"):
-        ImagingTrainConfig(method="bregman", solver="isgm", lr_schedule="cosine").validate()
-    with pytest.raises(ValueError, match="lr_schedule"):
-        ImagingTrainConfig(lr_schedule="linear").validate()
-
-
-def test_task_lifted_defaults_apply_and_the_caller_overrides_them():
-    """``task.defaults['lifted']`` sets lifted options (the PNN task: two state steps);
-    ``ImagingTrainConfig.lifted`` wins; metrics record the configuration that ran."""
+        assert lrs == pytest.approx(expected, rel=1e-9), method
+    # the optimiser really uses the scheduled step
     task = _tiny_task()
-    task.defaults["lifted"] = {"state_steps": 2, "loss_weight": 0.5}
-    r = train_imaging(task, ImagingTrainConfig(method="bregman", solver="adam", lr=1e-2, epochs=1,
-                                               batch_size=8, lifted={"loss_weight": 0.7}))
-    ran = r["config"]["lifted"]
-    assert ran["state_steps"] == 2 and ran["loss_weight"] == 0.7
-    from lifted_inverse.training.imaging import make_imaging_task
-    assert make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2).defaults["lifted"] == {"state_steps": 2}
-    assert make_imaging_task("unrolled-deblur", n_train=4, layers=2, features=2,
-                             test_size=32).defaults["lifted"] == {"state_lr": 1.9}
-    assert make_imaging_task("unrolled-ct", n_train=4, layers=2, features=2,
-                             test_size=32).defaults["lifted"] == {"rho": 3.0}
+    from lifted_inverse.training.trainer import Trainer, resolve_for
+    trainer = Trainer(task, resolve_for(task, TrainConfig(method="bregman", solver="adam", lr=1e-2, epochs=1,
+                                                           lr_schedule="cosine")))
+    trainer.step.set_lr(2.5e-3)
+    assert trainer.step.solver.adam.param_groups[0]["lr"] == 2.5e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(_tiny_task(), TrainConfig(method="bregman", solver="isgm", lr_schedule="cosine"))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(_tiny_task(), TrainConfig(lr_schedule="linear"))
+
+
+def test_task_presets_apply_and_the_caller_overrides_them():
+    """The imaging presets (engine < all-imaging < the task's own < caller) reach the solver;
+    metrics record what ran and where each value came from."""
+    task = _tiny_task()
+    task.presets["lifted"] = {**task.presets["lifted"], "state_steps": 2, "rho": 0.5}
+    r = train(task, TrainConfig(method="bregman", solver="adam", lr=1e-2, epochs=1, batch_size=8, rho=0.7))
+    ran = r["config"]
+    assert ran["state_steps"] == 2 and ran["rho"] == 0.7 and ran["state_order"] == "backward"
+    assert ran["sources"]["state_steps"] == "task" and ran["sources"]["rho"] == "user"
+    lifted = lambda name: make_imaging_task(name, n_train=4, layers=2, features=2, test_size=32).presets["lifted"]
+    assert lifted("pnn-denoise")["state_steps"] == 2
+    assert lifted("unrolled-deblur")["state_lr"] == 1.9
+    assert lifted("unrolled-ct")["rho"] == 3.0
 
 
 def _train_on(device, name, method):
     """A tiny ``name`` task built on ``device`` (float64), trained two epochs by ``method``."""
-    from lifted_inverse.training.imaging import make_imaging_task
     task = make_imaging_task(name, n_train=6, patch=16, layers=2, features=2, test_size=32,
                              dtype=torch.float64, device=device)
     assert task.x_train.device.type == torch.device(device).type
     assert all(p.device.type == torch.device(device).type for p in task.net.parameters())
-    r = train_imaging(task, ImagingTrainConfig(method=method, solver="adam", lr=1e-2, epochs=2, batch_size=4,
-                                               val_every_seconds=0.0))
+    r = train(task, TrainConfig(method=method, solver="adam", lr=1e-2, epochs=2, batch_size=4))
     return r
 
 
@@ -129,6 +129,5 @@ def test_imaging_task_device_is_checked_and_recorded():
     assert r["device"] == "cpu"
     _assert_same_training(r, _train_on(torch.device("cpu"), "pnn-denoise", "bregman"))
     if not torch.cuda.is_available():
-        from lifted_inverse.training.imaging import make_imaging_task
         with pytest.raises(ValueError, match="device: 'cuda'.*not available"):
             make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2, device="cuda")

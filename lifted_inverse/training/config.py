@@ -41,6 +41,9 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "bcd": 1.0, "nesterov": 1.0, "heavyball
 LIFTED_ONLY = ("state_steps", "state_init", "state_order", "state_lr", "lam", "rho", "tau",
                "inner_sweeps", "momentum", "power_iterations", "batched_layers")
 SELECTIONS = ("best-val", "last")
+#: options only ISGM reads: its proximal parameter τ ((1/2τ)‖θ − θ^k‖², τ = inf drops the term)
+#: and its inner sweeps per mini-batch
+ISGM_ONLY = ("tau", "inner_sweeps")
 
 
 @dataclass
@@ -128,10 +131,12 @@ def validate(cfg: TrainConfig) -> None:
         _check_positive_int("batch_size", cfg.batch_size, allow_zero=True)
     if cfg.seed is not None:
         _check_positive_int("seed", cfg.seed, allow_zero=True)
-    for name in ("time_budget", "lr", "lam", "rho", "tau"):
+    for name in ("time_budget", "lr", "lam", "rho"):
         v = getattr(cfg, name)
         if v is not None:
             _check_positive(name, v)
+    if cfg.tau is not None and (isinstance(cfg.tau, bool) or not cfg.tau > 0):
+        raise ValueError(f"tau: must be positive (inf: no proximal term), got {cfg.tau!r}")
     if cfg.reg_strength is not None and not (cfg.reg_strength >= 0 and math.isfinite(cfg.reg_strength)):
         raise ValueError(f"reg_strength: must be >= 0 and finite, got {cfg.reg_strength!r}")
     if cfg.state_init is not None and cfg.state_init not in STATE_INITS:
@@ -171,6 +176,12 @@ def resolve(cfg: TrainConfig, presets: dict | None = None, task_name: str = "tas
         for name in LIFTED_ONLY:
             if name in user:
                 raise ValueError(f"{name}: applies to lifted training only, not --method backprop")
+    else:
+        for name in ISGM_ONLY:
+            if name in user and solver != "isgm":
+                raise ValueError(f"{name}: applies to --solver isgm only, not {solver!r}")
+        if "momentum" in user and solver not in ("nesterov", "heavyball"):
+            raise ValueError(f"momentum: applies to --solver nesterov and heavyball only, not {solver!r}")
         if user.get("regularizer") == "l1":
             raise ValueError("regularizer: l1 is available for lifted training only (backprop: l2 "
                              "as weight decay)")

@@ -17,19 +17,17 @@ same network → test PSNR/SSIM, history of test PSNR against wall-clock, checkp
   random-ellipse phantoms (seed 0) and the non-test photographs; test: 4 held-out ellipse
   phantoms (seed 10⁶), Shepp–Logan, camera, coins, moon. Baseline: FBP (ramp), TV also reported.
 
-The training measurements are drawn once (seeded) so lifted and backprop training see the same
-pairs. ``train_imaging`` returns a metrics dict and writes ``metrics.json``, ``checkpoint.pt``,
-``reconstructions.png`` and ``psnr_vs_time.png``.
+The training measurements are drawn seeded (and redrawn per epoch, seeded by the epoch: noise
+augmentation) so lifted and backprop training see the same pairs; validation images (never
+test images) select the model. An :class:`ImagingTask` is a task of the one trainer
+(:func:`lifted_inverse.training.train`): it implements the same methods as
+:class:`~.tasks.Task`, and its ``presets`` hold the imaging settings of the lifted engine.
 """
 from __future__ import annotations
 
-import copy
-import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -43,9 +41,7 @@ from ..datasets import (
     shepp_logan,
     split_images,
 )
-from ..io import atomic_path, atomic_write_text
-from ..lifted import LiftedObjective, LiftedSolver, StateStore, lift
-from ..lifted.solvers import BACKTRACKING_SOLVERS as LIFTED_SOLVERS
+from ..lifted import lift
 from ..metrics import psnr, ssim
 from ..networks.pnn import PNN
 from ..networks.unrolled import UnrolledProximalNet
@@ -58,14 +54,32 @@ IMAGING_TASKS = ("pnn-denoise", "unrolled-deblur", "unrolled-ct")
 DENOISE_LEVELS = (0.05, 0.1, 0.2)
 
 
+#: lifted-engine settings of every imaging task (over the engine defaults; a task's own presets
+#: and the caller win): one backward Gauss–Seidel sweep over the states per batch (the output's
+#: residual reaches the first layer within one sweep), each mini-batch's states from the forward
+#: pass, τ_k refreshed by two warm-started power iterations, ISGM without its proximal term
+#: (τ = ∞; the backtracked W-steps alone are descent steps), and per-solver steps
+IMAGING_PRESETS = {
+    "all": {"epochs": 10, "batch_size": 32},
+    "lifted": {"state_order": "backward", "state_init": "forward", "inner_sweeps": 1,
+               "tau": math.inf, "power_iterations": 2},
+    "backprop": {"lr": 1e-3},
+    ("bregman", "adam"): {"lr": 3e-3},
+    ("bregman", "isgm"): {"lr": 1e-2},
+    # full-batch BCD keeps per-sample states, so the measurements stay fixed
+    ("bregman", "bcd"): {"lr": 1e-2, "state_init": "store", "batch_size": 0, "fresh_noise": False},
+}
+
+
 @dataclass
 class ImagingTask:
-    """Data, network and scoring of one imaging task.
+    """Data, network and scoring of one imaging task (the trainer's task interface).
 
     ``operator(shape) -> A`` builds the forward operator for images of ``shape = (C, H, W)``
     (None for the PNN, which takes the noisy image itself). ``x_train`` (N, C, P, P) clean,
-    ``y_train`` their measurements; ``test_x``/``test_y`` lists of whole test images (C, H, W)
-    and measurements; ``baseline(y, A) -> x`` the classical reconstruction.
+    ``y_train`` their measurements; ``test_x``/``test_y`` and ``val_x``/``val_y`` lists of whole
+    images (C, H, W) and their measurements; ``baseline(y, A) -> x`` the classical
+    reconstruction. The network is ``net`` (``model`` for the trainer).
     """
 
     name: str
@@ -79,30 +93,120 @@ class ImagingTask:
     noise: dict
     baseline_name: str
     baseline: Callable
-    defaults: dict = field(default_factory=dict)
+    presets: dict = field(default_factory=dict)
     val_x: list = field(default_factory=list)
     val_y: list = field(default_factory=list)
     _operators: dict = field(default_factory=dict, repr=False)
 
+    metric = "psnr"
+
+    # ---- the trainer's interface ------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.net
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_x)
+
+    @property
+    def train_operator(self) -> LinearOperator | None:
+        return self.operator(tuple(self.x_train.shape[1:]))
+
+    def train_batch(self, ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(measurements, clean images)`` of the training samples ``ids`` (all when None)."""
+        if ids is None:
+            return self.y_train, self.x_train
+        return self.y_train.index_select(0, ids), self.x_train.index_select(0, ids)
+
+    def lifted_network(self, model: torch.nn.Module):
+        """The lifted view of ``model`` with the training operator as its fixed linear map."""
+        return lift(model, input_shape=tuple(self.y_train.shape[1:]), operator=self.train_operator)
+
+    def backprop_loss(self, model, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``½‖N(y) − x†‖²`` per sample, batch mean: the loss the lifted output layer carries."""
+        out = self.apply(inputs, self.train_operator, model)
+        return 0.5 * (out - target).flatten(1).pow(2).sum(1).mean()
+
+    def after_update(self, model) -> None:
+        """The step sizes τ_k = step_factor/‖L_k‖² follow the new weights."""
+        model.prox.refresh_steps()
+
+    def new_epoch(self, epoch: int, seed: int) -> None:
+        """Fresh noise for the training measurements from the second epoch on, seeded by
+        ``(seed, epoch)`` so a resumed run draws the same."""
+        if epoch > 0:
+            self.y_train = self.measure_train(seed=10**6 * (seed + 1) + 10**4 * epoch)
+
+    def describe(self) -> dict:
+        return {"task": self.name, "input_shape": list(self.y_train.shape[1:]),
+                "image_shape": list(self.x_train.shape[1:]), "operator": dict(self.operator_spec),
+                "noise": dict(self.noise), "network": dict(self.net.config), "n_train": self.n_train}
+
+    def report(self, model) -> dict:
+        """Baseline (and, for denoising, the noisy input) on the test images, beside the network."""
+        base = self.evaluate(self.baseline, "test")
+        out = {"baseline": self.baseline_name, "baseline_psnr": base["test_psnr"],
+               "baseline_ssim": base["test_ssim"], "baseline_psnr_per_image": base["test_psnr_per_image"],
+               "baseline_alpha": getattr(self.baseline, "alpha", None)}
+        if self.operator_spec["name"] == "denoise":
+            out["noisy_psnr"] = self.evaluate(lambda y, A: y, "test")["test_psnr"]
+        return out
+
+    def write_figures(self, model, label: str, out) -> None:
+        """``reconstructions.png``: the first test image, its measurement, the baseline and the
+        network."""
+        from pathlib import Path
+
+        from ..plotting import plot_reconstructions
+
+        x, y = self.test_x[0], self.test_y[0]
+        A = self.operator(tuple(x.shape))
+        with torch.no_grad():
+            recs = {self.baseline_name: self.baseline(y[None], A)[0].cpu(),
+                    label: self.apply(y[None], A, model)[0].cpu()}
+        plot_reconstructions(x.cpu(), y.cpu(), recs, Path(out) / "reconstructions.png", data_range=1.0,
+                             title=f"{self.name}: {self.test_names[0]} (held out)")
+
+    # ---- data, operator, scoring ------------------------------------------------------------
     def operator(self, shape) -> LinearOperator | None:
         """The operator for images of ``shape``, built once per shape (its power-iterated norm,
         sparse matrix or FFT kernel are cached on the instance and reused by every batch)."""
         return cached_operator(self._operators, self.operator_spec, shape)
 
     def measure_train(self, seed: int) -> torch.Tensor:
-        """Fresh measurements ``A x_i + e_i`` of the training images, noise seeded by ``seed`` (a new
-        draw per epoch is the usual noise augmentation of denoiser training)."""
-        return _measure_batched(self.x_train, self.operator(tuple(self.x_train.shape[1:])), self.noise, seed)
+        """Fresh measurements ``A x_i + e_i`` of the training images, noise seeded by ``seed``."""
+        return _measure_batched(self.x_train, self.train_operator, self.noise, seed)
 
-    def apply(self, y: torch.Tensor, A: LinearOperator | None) -> torch.Tensor:
-        """The network on a batch of measurements."""
-        return self.net(y) if A is None else self.net(y, A)
+    def apply(self, y: torch.Tensor, A: LinearOperator | None, model=None) -> torch.Tensor:
+        """The network (``model``, default ``net``) on a batch of measurements."""
+        model = self.net if model is None else model
+        return model(y) if A is None else model(y, A)
 
     @torch.no_grad()
-    def evaluate(self, recon: Callable | None = None, split: str = "test") -> dict:
-        """Mean PSNR/SSIM (data range 1) of the network (or of ``recon(y, A)``) on the held-out
-        ``'test'`` images or the ``'val'`` images (model selection; never seen in training)."""
-        recon = recon or self.apply
+    def evaluate(self, recon=None, split: str = "test") -> dict:
+        """Mean PSNR/SSIM (data range 1) on the held-out ``'test'`` images or the ``'val'`` images
+        (model selection; never seen in training) of the network ``recon`` (an ``nn.Module``), of
+        a reconstruction function ``recon(y, A)``, or of ``net`` (None)."""
+        if recon is None or isinstance(recon, torch.nn.Module):
+            module = self.net if recon is None else recon
+            was = module.training
+            module.eval()
+            try:
+                return self._scores(lambda y, A: self.apply(y, A, module), split)
+            finally:
+                module.train(was)
+        return self._scores(recon, split)
+
+    def _scores(self, recon, split: str) -> dict:
         if split not in ("test", "val"):
             raise ValueError(f"split: expected 'test' or 'val', got {split!r}")
         if split == "val":
@@ -151,6 +255,9 @@ def _training_images(data: str | None, size=None) -> list:
     train, _ = split_images(NATURAL_IMAGES, DEFAULT_TEST_IMAGES + VALIDATION_IMAGES)
     images = [builtin_image(n, size) for n in train]
     if data:
+        from pathlib import Path
+        if not Path(data).is_dir():
+            raise ValueError(f"data: no such folder {data!r} (the imaging tasks read a folder of images)")
         folder = ImageFolder(data, size=size, gray=True)
         images += [folder[i] for i in range(len(folder))]
     return images
@@ -176,16 +283,32 @@ def _tune_alpha(solve, x, y, A, grid) -> float:
     return best_alpha
 
 
-def _tv_baseline(x_tune, y_tune, A_tune, sigma_abs):
-    from ..reconstruction import tv_pdhg
+class TVBaseline:
+    """TV-PDHG reconstruction ``(y, A) -> x`` with α chosen from ``σ·{0.3, 0.5, 0.8, 1.2, 1.8}``
+    by mean PSNR on training pairs; the choice is made on first use (a run that never reports
+    the baseline, e.g. ``train --dry-run``, does not pay for it)."""
 
+    def __init__(self, x_tune, y_tune, A_tune, sigma_abs: float):
+        self._tune = (x_tune, y_tune, A_tune)
+        self.grid = [sigma_abs * c for c in (0.3, 0.5, 0.8, 1.2, 1.8)]
+        self._alpha: float | None = None
+
+    @staticmethod
     def solve(y, A, alpha):
+        from ..reconstruction import tv_pdhg
+
         A = A if A is not None else Identity(tuple(y.shape[1:]))
         return tv_pdhg(A, y, alpha, nonneg=True, max_iter=200, tol=1e-5).x
 
-    grid = [sigma_abs * c for c in (0.3, 0.5, 0.8, 1.2, 1.8)]
-    alpha = _tune_alpha(solve, x_tune, y_tune, A_tune, grid)
-    return (lambda y, A: solve(y, A, alpha)), alpha
+    @property
+    def alpha(self) -> float:
+        if self._alpha is None:
+            x, y, A = self._tune
+            self._alpha = _tune_alpha(self.solve, x, y, A, self.grid)
+        return self._alpha
+
+    def __call__(self, y, A):
+        return self.solve(y, A, self.alpha)
 
 
 def make_imaging_task(name: str, *, noise: float | None = None, data: str | None = None,
@@ -205,7 +328,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         spec = {"name": "ct", "angles": 60, "detectors": "full"}
         level = 0.01 if noise is None else float(noise)
         noise_d = {"sigma": level, "relative": True}
-        n = n_train or 64
+        n = (64 if n_train is None else n_train)
         photos = _training_images(data, size)
         n_ell = max(n - len(photos), n // 2)
         x_train = torch.cat([random_ellipses(n_ell, size, seed=seed), torch.stack(photos)])[:max(n, 1)]
@@ -214,8 +337,8 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
             [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
         val_x = list(random_ellipses(2, size, seed=2 * 10**6)) + [builtin_image(VALIDATION_IMAGES[0], size)]
         # λ = 0.01: the clip level of the dual states sets the strength of the initial
-        # regulariser; 0.1 (the denoisers' value) starts at 26.1 dB, below FBP, 0.01 at 32.9 dB
-        net = UnrolledProximalNet(1, features or 16, layers or 8, lam=0.01, tied=tied, seed=seed,
+        # regulariser; the denoisers' 0.1 starts the network below FBP (docs/results.md)
+        net = UnrolledProximalNet(1, (16 if features is None else features), (8 if layers is None else layers), lam=0.01, tied=tied, seed=seed,
                                   fidelity="ramp")
         baseline_name = "fbp"
     else:
@@ -224,16 +347,15 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
             spec = {"name": "denoise"}
             level = 0.1 if noise is None else float(noise)
             noise_d = {"sigma": level, "relative": False}
-            # K = 20, F = 24: 420 s, validation-selected: backprop 30.37-30.41 dB, lifted 30.32 (two
-            # state steps, the task's default below; one: 30.23), TV 30.10
-            # (K = 10: 29.93-30.01 and 29.77-29.99, peaking after a few epochs: depth, not data)
-            net = PNN(1, features or 24, layers or 20, lam=0.1, tied=tied, seed=seed)
+            # K = 20 layers, F = 24 features: shallower PNNs peak after a few epochs (the limit is
+            # depth, not data; docs/results.md)
+            net = PNN(1, (24 if features is None else features), (20 if layers is None else layers), lam=0.1, tied=tied, seed=seed)
         else:
             spec = {"name": "blur", "kernel": "gaussian", "boundary": "circular"}
             level = 0.01 if noise is None else float(noise)
             noise_d = {"sigma": level, "relative": False}
-            net = UnrolledProximalNet(1, features or 16, layers or 8, lam=0.1, tied=tied, seed=seed)
-        x_train = _patches(_training_images(data), patch, n_train or 512, seed)
+            net = UnrolledProximalNet(1, (16 if features is None else features), (8 if layers is None else layers), lam=0.1, tied=tied, seed=seed)
+        x_train = _patches(_training_images(data), patch, (512 if n_train is None else n_train), seed)
         test_names = list(DEFAULT_TEST_IMAGES)
         test_x = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
         val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
@@ -253,31 +375,33 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
     val_y = [measure(x[None], operator_for(x.shape), noise_d, 2 * 10**5 + i)[0] for i, x in enumerate(val_x)]
     if baseline_name == "fbp":
         baseline = lambda y, A: A.fbp(y)
-        alpha = None
     else:
         k = min(8, len(x_train))
-        baseline, alpha = _tv_baseline(x_train[:k], y_train[:k], operator_for(x_train.shape[1:]), level)
-    task = ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
-                       baseline_name, baseline, val_x=val_x, val_y=val_y, _operators=operators)
-    # mini-batch of the CLI: CT has few, large training images (batch 8: 35.3 dB in 420 s)
-    task.defaults = {"baseline_alpha": alpha, "batch_size": 8 if name == "unrolled-ct" else 32}
-    if name == "pnn-denoise":   # lifted Adam step: 1e-3 30.23 dB, 1.5e-3 30.18, 3e-3 30.14-30.16 (420 s)
-        task.defaults["lr"] = {("bregman", "adam"): 1e-3}
-        # two prox-gradient steps per state block: 30.32 dB against 30.23 with one (420 s; backprop
-        # 30.41 side by side); smaller state steps lose (state_lr 0.5 / 0.25: 29.97 / 29.84)
-        task.defaults["lifted"] = {"state_steps": 2}
-    if name == "unrolled-ct":   # x-state weight ρ = 3 (420 s, seeds 0 / 1): 35.56 / 35.42 dB against backprop
-        # 35.39 / 35.44 (two runs at a time); ρ = 1: 35.29 (seed 0, session 5) / 34.90; ρ = 0.3: 31.45 (seed 1)
-        task.defaults["lifted"] = {"rho": 3.0}
-    if name == "unrolled-deblur":   # over-relaxed state steps 1.9/ℓ (420 s, seeds 0 / 1): 30.39 / 30.52 dB
-        # against 30.15 / 30.23 with 1/ℓ; backprop side by side 30.33 / 30.42
-        task.defaults["lifted"] = {"state_lr": 1.9}
-    return task
+        baseline = TVBaseline(x_train[:k], y_train[:k], operator_for(x_train.shape[1:]), level)
+    # per task (over IMAGING_PRESETS; the reasons and the comparisons: docs/results.md): CT has few,
+    # large training images (mini-batch 8) and weights its x-state couplings by ρ = 3; the
+    # 20-layer PNN takes two prox-gradient steps per state block and a smaller Adam step;
+    # deblurring over-relaxes its state steps (1.9/ℓ)
+    own = {"pnn-denoise": {"lifted": {"state_steps": 2}, ("bregman", "adam"): {"lr": 1e-3}},
+           "unrolled-ct": {"all": {"batch_size": 8}, "lifted": {"rho": 3.0}},
+           "unrolled-deblur": {"lifted": {"state_lr": 1.9}}}[name]
+    presets = {key: {**IMAGING_PRESETS.get(key, {}), **own.get(key, {})}
+               for key in {*IMAGING_PRESETS, *own}}
+    return ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
+                       baseline_name, baseline, presets=presets, val_x=val_x, val_y=val_y,
+                       _operators=operators)
 
 
 def _factory(name):
     def make(config):
         extra = dict(getattr(config, "extra", {}) or {})
+        unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied"}
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: does not apply to task {name!r}")
+        for key in ("features", "layers", "n_train"):
+            if key in extra and (isinstance(extra[key], bool) or int(extra[key]) != extra[key]
+                                 or extra[key] < 1):
+                raise ValueError(f"{key}: must be a positive integer, got {extra[key]!r}")
         return make_imaging_task(name, noise=config.noise, data=config.data, seed=config.seed,
                                  dtype=config.dtype, device=config.device, **extra)
     return make
@@ -285,283 +409,3 @@ def _factory(name):
 
 for _name in IMAGING_TASKS:
     register_task(_name)(_factory(_name))
-
-
-# ---- training -------------------------------------------------------------------------------
-@dataclass
-class ImagingTrainConfig:
-    """``method``: 'bregman' (lifted; ``lifted``: ``rho``, ``loss_weight`` of the objective and
-    :class:`~lifted_inverse.lifted.LiftedSolver` options over :data:`LIFTED_DEFAULTS`) or 'backprop'
-    (Adam). ``epochs`` and/or ``time_budget`` (seconds of training, evaluation excluded) stop
-    training; ``eval_every``: test evaluation every so many epochs; ``fresh_noise``: a new noise
-    draw of the training measurements every epoch (not for full-batch ``'bcd'``, whose states are
-    tied to its fixed batch); ``select_best``: validate on the task's validation images after the
-    first epoch and then every ``val_every_seconds`` of training time (validation excluded from the
-    clock, like test evaluation) and return the weights with the best validation PSNR.
-    ``lr_schedule``: ``'constant'``, or ``'cosine'``: Adam's step ``lr·½(1 + cos πt)`` at training
-    progress ``t`` ∈ [0, 1] (the larger of the epoch and time-budget fractions)."""
-
-    method: str = "bregman"
-    solver: str = "adam"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float | None = None
-    seed: int = 0
-    time_budget: float | None = None
-    eval_every: int = 1
-    lifted: dict = field(default_factory=dict)
-    fresh_noise: bool = True
-    select_best: bool = True
-    val_every_seconds: float = 20.0
-    lr_schedule: str = "constant"
-
-    def validate(self):
-        if self.method not in ("bregman", "backprop"):
-            raise ValueError(f"method: imaging tasks train by 'bregman' or 'backprop', got {self.method!r}")
-        allowed = LIFTED_SOLVERS if self.method == "bregman" else ("adam",)
-        if self.solver not in allowed:
-            raise ValueError(f"solver: {self.solver!r} not available for {self.method!r}; "
-                             f"expected one of {list(allowed)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch_size, eval_every: expected positive integers")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.lr_schedule != "constant" and self.solver != "adam":
-            raise ValueError(f"lr_schedule: {self.lr_schedule!r} schedules Adam's step; solver {self.solver!r} "
-                             "adapts its own steps")
-
-    def progress(self, epoch: float, seconds: float) -> float:
-        """Training progress in [0, 1]: the larger of the epoch and time-budget fractions."""
-        t = epoch / self.epochs
-        if self.time_budget is not None:
-            t = max(t, seconds / self.time_budget)
-        return min(max(t, 0.0), 1.0)
-
-    def scheduled_lr(self, lr: float, epoch: float, seconds: float) -> float:
-        if self.lr_schedule == "cosine":
-            return lr * 0.5 * (1.0 + math.cos(math.pi * self.progress(epoch, seconds)))
-        return lr
-
-
-LR_SCHEDULES = ("constant", "cosine")
-#: lifted solver options of the imaging tasks: one backward Gauss–Seidel sweep over the states
-#: per batch, for every solver (the output's residual reaches the first layer within one sweep;
-#: ``inner_sweeps`` sets ISGM's inner sweeps or the other solvers' ``sweeps``), ISGM without its
-#: proximal term (η = 0: the backtracked steps alone keep each W-step a descent step), τ_k
-#: refreshed by two warm-started power iterations
-LIFTED_DEFAULTS = {"state_order": "backward", "inner_sweeps": 1, "prox_weight": 0.0, "power_iterations": 2}
-
-
-DEFAULT_LR = {("bregman", "adam"): 3e-3, ("bregman", "isgm"): 1e-2, ("bregman", "bcd"): 1e-2,
-              ("backprop", "adam"): 1e-3}  # backprop 3e-3 → 1e-3: deblur 29.50 → 30.27 dB, PNN 29.97 → 30.01
-
-
-class _BackpropTrainer:
-    def __init__(self, task, lr):
-        self.task = task
-        self.opt = torch.optim.Adam(task.net.parameters(), lr=lr)
-
-    def step(self, y, x, A):
-        out = self.task.apply(y, A)
-        loss = 0.5 * (out - x).flatten(1).pow(2).sum(1).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.task.net.prox.refresh_steps()
-        return float(loss.detach())
-
-
-def train_imaging(task: ImagingTask, config: ImagingTrainConfig, out: str | Path | None = None,
-                  progress: bool = False) -> dict:
-    """Train ``task.net`` in place; returns metrics (``test_psnr``, ``test_ssim``, ``seconds``,
-    ``seconds_per_epoch``, ``history`` of {epoch, seconds, objective, test_psnr}, baseline)."""
-    config.validate()
-    torch.manual_seed(config.seed)
-    lr = config.lr or task.defaults.get("lr", {}).get((config.method, config.solver)) \
-        or DEFAULT_LR[(config.method, config.solver)]
-    n = task.x_train.shape[0]
-    bs = n if config.solver == "bcd" else min(config.batch_size, n)
-    A = task.operator(tuple(task.x_train.shape[1:]))
-    if config.method == "bregman":
-        lifted = {**LIFTED_DEFAULTS, "state_init": "store" if config.solver == "bcd" else "forward",
-                  **task.defaults.get("lifted", {}), **config.lifted}     # the task's, then the caller's
-        objective = LiftedObjective(lift(task.net, input_shape=tuple(task.y_train.shape[1:]), operator=A),
-                                    "bregman", rho=lifted.pop("rho", 1.0), loss_weight=lifted.pop("loss_weight", 1.0))
-        lifted["inner_sweeps" if config.solver == "isgm" else "sweeps"] = lifted.pop("inner_sweeps")
-        trainer = LiftedSolver(objective, config.solver, lr=lr, **lifted)
-        store = StateStore.from_forward(objective, task.y_train) if config.solver == "bcd" else None
-        step, optimizer = (lambda y, x, A: trainer.step(y, x, store)), trainer.adam
-    else:
-        trainer = _BackpropTrainer(task, lr)
-        step, optimizer = trainer.step, trainer.opt
-    gen = torch.Generator().manual_seed(config.seed)
-    first = task.evaluate()
-    history = [{"epoch": 0, "seconds": 0.0, "objective": None, "test_psnr": first["test_psnr"],
-                "test_ssim": first["test_ssim"]}]
-    seconds, epoch = 0.0, 0
-    select = config.select_best and bool(task.val_x)
-    best = {"val_psnr": -math.inf, "epoch": 0, "state": None}
-    last_val = -math.inf
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.epochs, desc=f"{task.name} {config.method}/{config.solver}")
-    while epoch < config.epochs and (config.time_budget is None or seconds < config.time_budget):
-        if epoch > 0 and config.fresh_noise and config.solver != "bcd":
-            task.y_train = task.measure_train(seed=10**6 * (config.seed + 1) + 10**4 * epoch)
-        t0 = time.perf_counter()
-        perm = (torch.randperm(n, generator=gen) if bs < n else torch.arange(n)).to(task.x_train.device)
-        values = []
-        for s in range(0, n, bs):
-            if optimizer is not None and config.lr_schedule != "constant":
-                step_lr = config.scheduled_lr(lr, epoch + s / n, seconds + time.perf_counter() - t0)
-                for group in optimizer.param_groups:
-                    group["lr"] = step_lr
-            ids = perm[s:s + bs]
-            y, x = task.y_train[ids], task.x_train[ids]
-            if config.solver == "bcd":
-                y, x = task.y_train, task.x_train
-            values.append(step(y, x, A))
-            if config.time_budget is not None and seconds + time.perf_counter() - t0 >= config.time_budget:
-                break
-        seconds += time.perf_counter() - t0
-        epoch += 1
-        objective = sum(values) / len(values)
-        if not math.isfinite(objective):
-            raise FloatingPointError(f"training diverged at epoch {epoch}: objective {objective}")
-        record = {"epoch": epoch, "seconds": seconds, "objective": objective}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record.update({k: v for k, v in task.evaluate().items() if k != "test_psnr_per_image"})
-        done = epoch >= config.epochs or (config.time_budget is not None and seconds >= config.time_budget)
-        if select and (epoch == 1 or done or seconds - last_val >= config.val_every_seconds):
-            record.update(task.evaluate(split="val"))
-            last_val = seconds
-            if record["val_psnr"] > best["val_psnr"]:
-                best = {"val_psnr": record["val_psnr"], "epoch": epoch,
-                        "state": copy.deepcopy(task.net.state_dict())}
-        history.append(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(psnr=f"{record.get('test_psnr', float('nan')):.2f}")
-    if bar is not None:
-        bar.close()
-    if best["state"] is not None:
-        task.net.load_state_dict(best["state"])   # the weights with the best validation PSNR
-    final = task.evaluate()
-    base = task.evaluate(task.baseline)
-    noisy = {}
-    if task.operator_spec["name"] == "denoise":
-        noisy = task.evaluate(lambda y, A: y)
-    result = {
-        "task": task.name, "method": config.method, "solver": config.solver,
-        "test_psnr": final["test_psnr"], "test_ssim": final["test_ssim"],
-        "test_psnr_per_image": final["test_psnr_per_image"],
-        "baseline": task.baseline_name, "baseline_psnr": base["test_psnr"],
-        "baseline_ssim": base["test_ssim"], "baseline_psnr_per_image": base["test_psnr_per_image"],
-        "baseline_alpha": task.defaults.get("baseline_alpha"),
-        "noisy_psnr": noisy.get("test_psnr"),
-        "seconds": seconds, "epochs": epoch, "seconds_per_epoch": seconds / max(epoch, 1),
-        "selected_epoch": best["epoch"] if best["state"] is not None else epoch,
-        "val_psnr": best["val_psnr"] if best["state"] is not None else None,
-        "train_objective": [h["objective"] for h in history[1:]],
-        "history": history, "noise": task.noise, "operator": task.operator_spec,
-        "config": {**config.__dict__, "lr": lr,
-                   "lifted": trainer.settings() if config.method == "bregman" else {}},
-        "n_train": int(n), "network": dict(task.net.config), "device": str(task.x_train.device),
-    }
-    if out is not None:
-        write_outputs(task, result, Path(out))
-    return result
-
-
-# ---- outputs ----------------------------------------------------------------------------------
-def plot_psnr_vs_time(histories: dict, path: Path, baseline: float | None = None,
-                      baseline_name: str = "baseline"):
-    """Test PSNR against training wall-clock, one line per run (``{label: history}``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, hist in histories.items():
-        pts = [(h["seconds"], h["test_psnr"]) for h in hist if h.get("test_psnr") is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
-    if baseline is not None:
-        ax.axhline(baseline, color="k", ls="--", lw=1, label=baseline_name)
-    ax.set_xlabel("training wall-clock [s]")
-    ax.set_ylabel("test PSNR [dB]")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
-def write_outputs(task: ImagingTask, result: dict, out: Path, others: dict | None = None) -> None:
-    from ..networks.checkpoint import save_checkpoint
-    from ..plotting import plot_reconstructions
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out / "checkpoint.pt", task.net, task=task.name, operator=task.operator_spec,
-                    description={"noise": task.noise}, config=result["config"], epoch=result["epochs"],
-                    metrics={k: v for k, v in result.items() if isinstance(v, (int, float, str))})
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    x, y = task.test_x[0], task.test_y[0]
-    A = task.operator(tuple(x.shape))
-    with torch.no_grad():
-        recs = {task.baseline_name: task.baseline(y[None], A)[0].cpu(),
-                f"{result['method']}/{result['solver']}": task.apply(y[None], A)[0].cpu()}
-    plot_reconstructions(x.cpu(), y.cpu(), recs, out / "reconstructions.png", data_range=1.0,
-                         title=f"{task.name}: {task.test_names[0]} (held out)")
-    label = f"{result['method']}/{result['solver']}"
-    plot_psnr_vs_time({label: result["history"], **(others or {})}, out / "psnr_vs_time.png",
-                      result["baseline_psnr"], task.baseline_name)
-
-
-# ---- CLI --------------------------------------------------------------------------------------
-def run_cli(args) -> int:
-    """``lifted-inverse train --task {pnn-denoise,unrolled-deblur,unrolled-ct} …`` (called by
-    :mod:`lifted_inverse.cli.train`). With ``--compare`` the other method is trained too on the
-    same data for the same wall-clock, into ``OUT/<method>``, and ``OUT/psnr_vs_time.png``
-    shows both curves."""
-    method = args.method
-    if method not in ("bregman", "backprop"):
-        raise ValueError(f"--method: imaging tasks train by 'bregman' or 'backprop', got {method!r}")
-    solver = args.solver or "adam"
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    extra = {k: v for k, v in (("features", args.features), ("layers", args.layers),
-                               ("n_train", args.n_train)) if v is not None}
-    out = Path(args.out)
-
-    def build():
-        return make_imaging_task(args.task, noise=args.noise, data=args.data, seed=args.seed,
-                                 dtype=dtype, device=getattr(args, "device", "cpu"), **extra)
-
-    def config(m, s):
-        lifted = {k: v for k, v in (("inner_sweeps", args.inner_sweeps), ("state_steps", args.state_steps),
-                                    ("state_lr", getattr(args, "state_lr", None)))
-                  if v is not None} if m == "bregman" else {}
-        return ImagingTrainConfig(method=m, solver=s, epochs=args.epochs,
-                                  batch_size=args.batch_size or task.defaults["batch_size"],
-                                  lr=args.lr, seed=args.seed,
-                                  time_budget=args.time_budget, lifted=lifted,
-                                  lr_schedule=getattr(args, "lr_schedule", "constant"))
-
-    task = build()
-    result = train_imaging(task, config(method, solver), out, progress=args.progress)
-    print(f"{args.task} {method}/{solver}: test PSNR {result['test_psnr']:.2f} dB "
-          f"(SSIM {result['test_ssim']:.4f}), {result['baseline']} {result['baseline_psnr']:.2f} dB, "
-          f"{result['seconds_per_epoch']:.2f} s/epoch, {result['epochs']} epochs -> {out}")
-    if getattr(args, "compare", False):
-        other = "backprop" if method == "bregman" else "bregman"
-        other_task = build()
-        cfg = config(other, "adam")
-        cfg.time_budget = result["seconds"]
-        cfg.epochs = 10**6
-        res2 = train_imaging(other_task, cfg, out / other)
-        print(f"{args.task} {other}/adam (same {result['seconds']:.1f} s): test PSNR "
-              f"{res2['test_psnr']:.2f} dB, {res2['seconds_per_epoch']:.2f} s/epoch")
-        plot_psnr_vs_time({f"{method}/{solver}": result["history"], f"{other}/adam": res2["history"]},
-                          out / "psnr_vs_time.png", result["baseline_psnr"], result["baseline"])
-    return 0

@@ -40,9 +40,10 @@ class LiftedStep:
             batched = bool(uniform_chain(self.net))
         self.batched = batched
         solver_cls = BatchedLiftedSolver if batched else LiftedSolver
+        # τ = inf: ISGM without its proximal term (η = 1/τ = 0)
         self.solver = solver_cls(self.objective, config.solver, lr=config.lr,
                                  state_steps=config.state_steps, momentum=config.momentum,
-                                 tau=config.tau, inner_sweeps=config.inner_sweeps,
+                                 prox_weight=1.0 / config.tau, inner_sweeps=config.inner_sweeps,
                                  power_iterations=config.power_iterations, reduce_fn=config.reduce_fn,
                                  state_init=config.state_init, state_order=config.state_order,
                                  state_lr=config.state_lr)

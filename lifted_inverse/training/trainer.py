@@ -249,7 +249,7 @@ class Trainer:
             **final, **task.report(model),
             "train_objective": [h["objective"] for h in self.history],
             "seconds": self.seconds, "seconds_per_epoch": self.seconds / epochs_run,
-            "threads": torch.get_num_threads(), "history": self.history,
+            "threads": torch.get_num_threads(), "device": str(task.device), "history": self.history,
             "description": task.describe(), "config": cfg.as_json(),
         }
 
