@@ -131,3 +131,32 @@ def test_imaging_task_device_is_checked_and_recorded():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device: 'cuda'.*not available"):
             make_imaging_task("pnn-denoise", n_train=4, layers=2, features=2, device="cuda")
+
+
+@pytest.mark.parametrize("method", ["bregman", "backprop"])
+def test_imaging_run_resumes_exactly_from_its_checkpoint(tmp_path, method):
+    """train --epochs 1 --out A, then --epochs 2 --resume A/checkpoint.pt --out B: B's history has
+    2 epochs, the first is A's, and B equals a 2-epoch run in one go."""
+    from lifted_inverse.cli import main
+    from lifted_inverse.networks.checkpoint import load_checkpoint
+    import json
+
+    base = ["train", "--task", "pnn-denoise", "--method", method, "--n-train", "8", "--layers", "2",
+            "--features", "2", "--batch-size", "4", "--threads", "1"]
+    assert main([*base, "--epochs", "1", "--out", str(tmp_path / "A")]) == 0
+    assert main([*base, "--epochs", "2", "--resume", str(tmp_path / "A" / "checkpoint.pt"),
+                 "--out", str(tmp_path / "B")]) == 0
+    assert main([*base, "--epochs", "2", "--out", str(tmp_path / "C")]) == 0
+    a, b, c = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ABC")
+    assert len(b["history"]) == 2 and b["history"][0] == a["history"][0]
+    assert b["train_objective"] == c["train_objective"]
+    wb, wc = (load_checkpoint(tmp_path / d / "checkpoint.pt").trainer_state["last_model"] for d in "BC")
+    assert all(torch.equal(wb[k], wc[k]) for k in wb)
+    ck = load_checkpoint(tmp_path / "B" / "checkpoint.pt")
+    assert ck.operator == {"name": "denoise"} and ck.task == "pnn-denoise"
+    # another task's checkpoint, or other settings: one line, exit 2
+    assert main(["train", "--task", "unrolled-deblur", "--n-train", "8", "--layers", "2", "--features", "2",
+                 "--epochs", "2", "--resume", str(tmp_path / "A" / "checkpoint.pt"),
+                 "--out", str(tmp_path / "D")]) == 2
+    assert main([*base, "--epochs", "2", "--lr", "0.5", "--resume", str(tmp_path / "A" / "checkpoint.pt"),
+                 "--out", str(tmp_path / "E")]) == 2
