@@ -6,7 +6,7 @@ import torch
 @pytest.fixture
 def one_thread():
     """One intra-op thread: the 2-core CI is shared with other jobs, and oversubscribed threads slow
-    the small iterative loops of the inversion tests up to 10x. Use with
+    the small iterative loops of the inversion tests several times over. Use with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -210,14 +210,12 @@ class BatchedLiftedSolver(LiftedSolver):
     """:class:`LiftedSolver` with layer-parallel kernels for uniform chains (module docstring);
     same arguments, same results. ``batched`` tells whether the network qualifies.
 
-    ``cpu_batch_limit``: on CPU, batches larger than this run the per-layer path (measured on a
-    10×256 MLP, 1 thread, BCD: 2.1–2.4× at B = 8, 2.0× at 16, 1.4× at 64, 1.16× at 128, even at
-    256, 0.94× at 512, where the products are BLAS-bound either way and elementwise passes over
-    the stacks fall out of cache); None: always stack. ``cpu_min_body``: on CPU, the solvers
-    that keep the gradient form (all but single-process BCD, which fuses its W-step) run the
-    per-layer path for bodies of fewer layers (Adam blocks, 64-256×(m+1)-10: 0.88–0.94× at
-    m = 1, 2, even at m = 3, ahead from m = 5). No limit applies on GPUs, where launch overhead
-    dominates.
+    ``cpu_batch_limit``: on CPU, batches larger than this run the per-layer path (there the
+    products are BLAS-bound either way and the elementwise passes over the stacks fall out of
+    cache); None: always stack. ``cpu_min_body``: on CPU, the solvers that keep the gradient form
+    (all but single-process BCD, which fuses its W-step) run the per-layer path for bodies of
+    fewer layers, where stacking has too little to batch. No limit applies on GPUs, where launch
+    overhead dominates. Measurements: docs/scaling.md and docs/results.md.
     """
 
     def __init__(self, objective, *args, cpu_batch_limit: int | None = 128, cpu_min_body: int = 3,
@@ -294,7 +292,7 @@ class BatchedLiftedSolver(LiftedSolver):
 
     def _buffer(self, key, shape: tuple, like: torch.Tensor) -> torch.Tensor:
         """A tensor kept between sweeps for outputs of the same shape (a fresh megabyte-sized
-        output per sweep costs its page faults again on CPU: measured 4× the ``bmm`` itself)."""
+        output per sweep pays its page faults again on CPU)."""
         buf = self._stacked.get(key)
         if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
             buf = self._stacked[key] = like.new_empty(shape)
@@ -618,7 +616,8 @@ class BatchedLiftedSolver(LiftedSolver):
         lam = None
         for _ in range(20 if first else self.power_iterations):
             v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-            # Σ_i x̃_i x̃_iᵀ v as (vᵀ X̃ᵀ) X̃: row-vector products (bmm with one column is ~4× slower)
+            # Σ_i x̃_i x̃_iᵀ v as (vᵀ X̃ᵀ) X̃: row-vector products (bmm with one column is much
+            # slower on CPU)
             out = self._reduce_rows(torch.bmm(torch.bmm(v.unsqueeze(1), x.transpose(1, 2)), x).squeeze(1), layers)
             lam = (v * out).sum(dim=1)
             v = out

@@ -3,13 +3,13 @@ exact adjoint ``L* u`` (F → C), with autograd rules that never run a transpose
 with few output channels.
 
 Why: on CPU, torch's kernels for ``conv_transpose2d`` from F = 16–24 channels to C = 1 (and the
-input gradient of ``conv2d``, the same operation) run 4–5× slower than the forward convolution
-(float32, 1 thread, 32×24×40×40: 8.2 ms vs 1.8 ms). Here ``L* u`` is computed as one matrix
+input gradient of ``conv2d``, the same operation) are several times slower than the forward
+convolution (timings: docs/results.md). Here ``L* u`` is computed as one matrix
 product and a col2im sum,
 
     V = Wᵀ u  (W = w reshaped to F × Ck², per pixel),   L* u = fold(V)  (overlapping k×k patches),
 
-which is the transposed convolution term for term (2.1 ms). Gradients:
+which is the transposed convolution term for term. Gradients:
 ``∂⟨g, L x⟩/∂x = L* g``, ``∂⟨g, L* u⟩/∂u = L g``, and the weight gradients of both are torch's
 weight-only convolution backward. On other devices torch's own kernels are used.
 Scope: stride 1, dilation 1, one group, odd kernels, zero padding ``k // 2`` (output size = input size).

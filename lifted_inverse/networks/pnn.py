@@ -30,7 +30,7 @@ from .conv_pair import analysis, synthesis, weight_gradient
 def subtract_scaled(u: torch.Tensor, tau: torch.Tensor, r: torch.Tensor,
                     host_scalar: bool | None = None) -> torch.Tensor:
     """``u − τ r`` for a 0-d tensor ``τ``: on CPU ``sub(alpha=float(τ))`` (one pass; ``addcmul``
-    with a 0-d tensor takes twice as long), elsewhere ``addcmul`` (reading ``τ`` on the host
+    with a 0-d tensor is slower), elsewhere ``addcmul`` (reading ``τ`` on the host
     would synchronise the device once per layer). ``host_scalar`` forces either form."""
     if host_scalar is None:
         host_scalar = u.device.type == "cpu"

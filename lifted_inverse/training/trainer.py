@@ -24,7 +24,7 @@ The result (also ``metrics.json``'s content) has ``history`` (one record per epo
 resolved config with the source of each value).
 
 Denormal floats are flushed to zero while training: Adam's second moments of tiny gradients
-otherwise fall into the subnormal range, where x86 CPUs are up to 100× slower.
+otherwise fall into the subnormal range, where x86 CPUs are much slower.
 """
 from __future__ import annotations
 
