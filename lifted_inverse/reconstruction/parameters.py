@@ -5,8 +5,8 @@ the Gaussian measurement noise and ``s_A = ||A||_F / sqrt(n)`` the root-mean-squ
 of ``A`` (how strongly one pixel is seen by the data; 1 for denoising). At a minimiser,
 ``A^*(A x - y)`` balances ``alpha`` times a (sub)gradient of the regulariser, and the back-projected
 noise ``A^* e`` has per-pixel standard deviation ``sigma s_A``; so ``alpha`` must scale with it.
-The constants ``c_method`` were calibrated once on random-ellipse phantoms (seed 123, not the test
-images) for CT and denoising, see ``benchmarks/`` notes in the report.
+The constants ``c_method`` were fitted on random-ellipse phantoms (seed 123) for CT and denoising,
+never on test images (docs/results.md).
 """
 from __future__ import annotations
 
