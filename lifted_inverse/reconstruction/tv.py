@@ -63,7 +63,8 @@ def tv_pdhg(
     ``sigma~ = 0.99 / (sqrt(2) balance)``, i.e. ``tau = tau~``, ``sigma_A = sigma~/||A||^2``,
     ``sigma_g = sigma~/8``; ``tau`` overrides ``tau~`` (sigma~ follows so that tau~ sigma~ = 0.99/2).
     ``balance`` (primal/dual step ratio) defaults to 0.03: images in [0, 1] are small next to
-    the balanced duals, so the primal step must be small (docs/results.md). For A = Identity, K = grad only and ``tau = balance 0.99/sqrt(8)``
+    the balanced duals, so the primal step must be small (docs/results.md). For A = Identity,
+    K = grad only and ``tau = balance 0.99/sqrt(8)``
     (default balance 1), ``sigma_g = 0.99/(8 tau)``.
     Stops when every sample's relative change ``||x_{k+1} - x_k|| / ||x_{k+1}||`` is <= ``tol``.
 
