@@ -28,7 +28,7 @@ Architectures (:func:`architecture` / :func:`build`):
 * networks configured by a ``config`` dict: ``{"type": "pnn", **PNN.config}``,
   ``{"type": "unrolled", **UnrolledProximalNet.config}``.
 
-Files of the three earlier writers load too (:data:`LEGACY_FORMATS`): lifted training checkpoints
+Files in the three legacy formats load too (:data:`LEGACY_FORMATS`): lifted training checkpoints
 (weights, trainer state and config as written; no architecture, so no ``model``),
 ``nn.Sequential`` inversion checkpoints (including ``Residual(body)`` blocks) and PNN / unrolled
 checkpoints.
@@ -54,7 +54,7 @@ from .unrolled import UnrolledProximalNet
 
 FORMAT = "lifted_inverse.checkpoint"
 VERSION = 1
-#: format tags of files written by earlier writers, read by :func:`load_checkpoint`
+#: format tags of the legacy files that :func:`load_checkpoint` still reads
 LEGACY_FORMATS = {"lifted": "lifted-inverse-checkpoint/1", "sequential": "lifted_inverse.sequential",
                   "unrolled": "lifted_inverse.unrolled/1"}
 
@@ -151,7 +151,7 @@ def build(spec: dict) -> nn.Module:
 
 
 def _residual_keys(model: nn.Module, state_dict: dict) -> dict:
-    """``state_dict`` of a former sequential file with the keys of its ``Residual(body)`` blocks
+    """``state_dict`` of a legacy sequential file with the keys of its ``Residual(body)`` blocks
     renamed for ``model``.
 
     ``<p>.body.0.*`` → ``<p>.inner.*`` and ``<p>.body.2.*`` → ``<p>.outer.*`` where ``model`` has
@@ -183,7 +183,7 @@ class Checkpoint:
 
     ``model``: the network built from the spec's architecture with the stored weights (eval mode,
     the weights' dtype and device), None when the file stores no architecture; ``state_dict``:
-    the stored weights; ``spec``: the JSON part (see the module docstring; files of earlier
+    the stored weights; ``spec``: the JSON part (see the module docstring; files in legacy
     formats get the same keys); ``trainer_state``: what an exact resume needs (None if absent);
     ``format``: the format tag the file was written in (:data:`FORMAT` or a legacy one).
     """
