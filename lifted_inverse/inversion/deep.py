@@ -11,38 +11,23 @@ callbacks and the :class:`~.result.InversionResult`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..lifted.inverse import LiftedInversion
 from ..lifted.model import LiftedNetwork
-from .regularizers import Bounds, Regularizer
-from .result import Callback, InversionResult, IterationLog, relative_change
-from .single_layer import checked_problem, invert_single_layer, lifted_network
+from .regularizers import Regularizer
+from .result import InversionResult, relative_change
+from .single_layer import invert_single_layer, lifted_network, prepared
 
 
-def invert_deep(
-    model: nn.Module | LiftedNetwork,
-    f: torch.Tensor,
-    alpha: float,
-    regularizer: str | Regularizer = "tv",
-    *,
-    input_shape: Sequence[int] | None = None,
-    u0: torch.Tensor | None = None,
-    iterations: int = 300,
-    inner_u: int = 5,
-    inner_states: int = 2,
-    rho: float = 1.0,
-    weights: Sequence[float] | Callable[[int], Sequence[float]] | None = None,
-    tol: float = 1e-6,
-    bounds: Bounds = None,
-    callbacks: Iterable[Callback] | None = None,
-    progress: bool = False,
-    time_limit: float | None = None,
-    accelerate: bool = False,
-) -> InversionResult:
+def invert_deep(model: nn.Module | LiftedNetwork, f: torch.Tensor, alpha: float,
+                regularizer: str | Regularizer = "tv", *, iterations: int = 300, inner_u: int = 5,
+                inner_states: int = 2, rho: float = 1.0,
+                weights: Sequence[float] | Callable[[int], Sequence[float]] | None = None,
+                accelerate: bool = False, **options) -> InversionResult:
     """Minimise the lifted energy ``E`` (module docstring) by block-coordinate sweeps.
 
     ``model``: an ``nn.Module`` with ``input_shape``, or its :class:`LiftedNetwork`.
@@ -52,14 +37,15 @@ def invert_deep(
     Bregman penalties, one per entry of ``net.blocks`` (large inner weights move the lifted
     minimiser towards exact network consistency), or a callable ``sweep ↦ weights`` for a
     continuation schedule (see :func:`continuation`). ``accelerate=True``: inertial sweeps with
-    restart (:meth:`LiftedInversion.iterate`). ``history['objective']`` is ``E`` after each sweep,
-    ``history['change']`` the relative change of all blocks (the ``tol`` test); ``state`` holds the
-    hidden lifted states ``x`` (state order) and the regulariser's state (TV dual ``p``).
+    restart (:meth:`LiftedInversion.iterate`). ``options``: ``input_shape``, ``u0``, ``tol``,
+    ``bounds``, ``callbacks``, ``progress``, ``time_limit`` (:func:`~.single_layer.prepared`).
+    ``history['objective']`` is ``E`` after each sweep, ``history['change']`` the relative change
+    of all blocks (the ``tol`` test); ``state`` holds the hidden lifted states ``x`` (state order)
+    and the regulariser's state (TV dual ``p``).
     """
-    net = lifted_network(model, input_shape)
-    reg, alpha, bounds, u0 = checked_problem(net, f, alpha, regularizer, bounds, u0)
+    net, reg, alpha, bounds, u0, log = prepared(model, f, alpha, regularizer, iterations,
+                                                "lifted inversion (deep)", **options)
     schedule = weights if callable(weights) else None
-    log = IterationLog(iterations, tol, callbacks, progress, time_limit, "lifted inversion (deep)")
     with torch.no_grad():
         problem = LiftedInversion(net, f, reg, alpha, u0, rho=rho,
                                   weights=schedule(0) if schedule else weights, bounds=bounds,

@@ -120,22 +120,27 @@ def as_single_layer(model: nn.Module | LiftedNetwork, input_shape: Sequence[int]
     return net
 
 
-def invert_single_layer(
-    model: nn.Module | LiftedNetwork,
-    f: torch.Tensor,
-    alpha: float,
-    regularizer: str | Regularizer = "tv",
-    *,
-    input_shape: Sequence[int] | None = None,
-    u0: torch.Tensor | None = None,
-    iterations: int = 1000,
-    tol: float = 1e-6,
-    bounds: Bounds = None,
-    callbacks: Iterable[Callback] | None = None,
-    progress: bool = False,
-    time_limit: float | None = None,
-    state: dict | None = None,
-) -> InversionResult:
+def prepared(model, f: torch.Tensor, alpha, regularizer, iterations: int, title: str, *,
+             one_layer: bool = False, input_shape: Sequence[int] | None = None,
+             u0: torch.Tensor | None = None, tol: float = 1e-6, bounds: Bounds = None,
+             callbacks: Iterable[Callback] | None = None, progress: bool = False,
+             time_limit: float | None = None):
+    """What both inversions start from: ``(net, J, α, bounds, u0, log)``, checked.
+
+    The keyword options are those :func:`invert_single_layer` and
+    :func:`~.deep.invert_deep` share: ``input_shape`` (of ``u``, to lift an ``nn.Module``),
+    ``u0`` (start, default 0), ``tol`` (stop when ``‖u_{k+1} − u_k‖ ≤ tol ‖u_k‖``), ``bounds``
+    (box ``(lo, hi)``), ``callbacks`` (``cb(record) -> True`` stops), ``progress`` (tqdm),
+    ``time_limit`` (seconds). ``log`` is the :class:`~.result.IterationLog` of the run.
+    """
+    net = as_single_layer(model, input_shape) if one_layer else lifted_network(model, input_shape)
+    reg, alpha, bounds, u0 = checked_problem(net, f, alpha, regularizer, bounds, u0)
+    return net, reg, alpha, bounds, u0, IterationLog(iterations, tol, callbacks, progress, time_limit, title)
+
+
+def invert_single_layer(model: nn.Module | LiftedNetwork, f: torch.Tensor, alpha: float,
+                        regularizer: str | Regularizer = "tv", *, iterations: int = 1000,
+                        state: dict | None = None, **options) -> InversionResult:
     """``u_α ≈ argmin_u B_Ψ(f, Wu + b) + αJ(u)`` for ``f`` of shape ``(B, *out_shape)``.
 
     ``model``: a one-layer ``nn.Sequential`` (``[Flatten,] Linear|Conv2d, activation``) or its
@@ -143,17 +148,16 @@ def invert_single_layer(
     is the lifted inversion objective (:class:`~lifted_inverse.lifted.inverse.LiftedInversion`)
     with no hidden state, i.e. FISTA / primal–dual on ``u`` alone with step ``1/‖W‖²``. ``u0``
     (default 0) and ``state`` (a previous result's ``state``) warm-start the solver. Stops after
-    ``iterations``, when ``‖u_{k+1} − u_k‖ ≤ tol ‖u_k‖``, after ``time_limit`` seconds, or when a
-    callback returns ``True``. ``history['objective']`` is ``Σ_batch B_Ψ(f, Wy + b) + αJ(y)`` at the
-    point ``y`` where the gradient is taken.
+    ``iterations``, by ``tol``, ``time_limit`` or a callback (``options``: see :func:`prepared`).
+    ``history['objective']`` is ``Σ_batch B_Ψ(f, Wy + b) + αJ(y)`` at the point ``y`` where the
+    gradient is taken.
     """
-    net = as_single_layer(model, input_shape)
-    reg, alpha, bounds, u0 = checked_problem(net, f, alpha, regularizer, bounds, u0)
+    net, reg, alpha, bounds, u0, log = prepared(model, f, alpha, regularizer, iterations,
+                                                "lifted inversion (1 layer)", one_layer=True, **options)
     problem = LiftedInversion(net, f, reg, alpha, u0, bounds=bounds)
     block = problem.block
     if state and "p" in state:
         block.state["p"] = state["p"].clone()
-    log = IterationLog(iterations, tol, callbacks, progress, time_limit, "lifted inversion (1 layer)")
     with torch.no_grad():
         for _ in range(iterations):
             y = block.point()
