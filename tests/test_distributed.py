@@ -17,8 +17,8 @@ import distributed_worker as dw
 import pytest
 import torch
 
-from lifted_inverse.networks.checkpoint import load_checkpoint
 from lifted_inverse.lifted.distributed import AllReduce, Shard, communication_summary, gather_rows
+from lifted_inverse.networks.checkpoint import load_checkpoint
 from lifted_inverse.training import train
 
 TOL = 1e-5

@@ -137,9 +137,10 @@ def test_imaging_task_device_is_checked_and_recorded():
 def test_imaging_run_resumes_exactly_from_its_checkpoint(tmp_path, method):
     """train --epochs 1 --out A, then --epochs 2 --resume A/checkpoint.pt --out B: B's history has
     2 epochs, the first is A's, and B equals a 2-epoch run in one go."""
+    import json
+
     from lifted_inverse.cli import main
     from lifted_inverse.networks.checkpoint import load_checkpoint
-    import json
 
     base = ["train", "--task", "pnn-denoise", "--method", method, "--n-train", "8", "--layers", "2",
             "--features", "2", "--batch-size", "4", "--threads", "1"]

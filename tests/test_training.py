@@ -8,7 +8,15 @@ import torch
 
 from lifted_inverse.datasets.mnist import write_idx
 from lifted_inverse.networks.checkpoint import load_checkpoint
-from lifted_inverse.training import ENGINE_DEFAULTS, TaskConfig, TrainConfig, make_task, register_task, resolve, train
+from lifted_inverse.training import (
+    ENGINE_DEFAULTS,
+    TaskConfig,
+    TrainConfig,
+    make_task,
+    register_task,
+    resolve,
+    train,
+)
 from lifted_inverse.training.tasks import TASKS, Task
 
 

@@ -19,8 +19,8 @@ import torch
 
 from ..io import atomic_write_text
 from ..training import TaskConfig, TrainConfig, available_tasks, make_step, make_task, train
-from ..training.trainer import resolve_for
 from ..training.plots import plot_convergence
+from ..training.trainer import resolve_for
 
 __all__ = ["TaskConfig", "TrainConfig", "available_tasks", "init_distributed", "plan_training",
            "run_training", "set_threads"]

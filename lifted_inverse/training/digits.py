@@ -47,7 +47,7 @@ def _no_files(name: str, config: TaskConfig, noise: bool = False) -> None:
         raise ValueError(f"noise: task {name!r} is a classifier of clean digits; --noise does not apply")
     unknown = set(config.extra) - {"width", "blocks"}
     if unknown:
-        raise ValueError(f"{sorted(unknown)[0]}: does not apply to task {name!r}")
+        raise ValueError(f"{min(unknown)}: does not apply to task {name!r}")
 
 
 def _classification(name: str, config: TaskConfig, model_fn) -> Task:
@@ -69,7 +69,7 @@ def _classification(name: str, config: TaskConfig, model_fn) -> Task:
 def digits_mlp(config: TaskConfig) -> Task:
     _no_files("digits-mlp", config)
     if config.extra:
-        raise ValueError(f"{sorted(config.extra)[0]}: does not apply to task 'digits-mlp'")
+        raise ValueError(f"{min(config.extra)}: does not apply to task 'digits-mlp'")
     return _classification("digits-mlp", config, lambda: mlp((64, 256, 256, 10)))
 
 
@@ -85,7 +85,7 @@ def digits_resnet(config: TaskConfig) -> Task:
 def digits_autoencoder(config: TaskConfig) -> Task:
     _no_files("digits-autoencoder", config, noise=True)
     if config.extra:
-        raise ValueError(f"{sorted(config.extra)[0]}: does not apply to task 'digits-autoencoder'")
+        raise ValueError(f"{min(config.extra)}: does not apply to task 'digits-autoencoder'")
     noise = 0.2 if config.noise is None else float(config.noise)
     if not noise >= 0:
         raise ValueError(f"noise: must be >= 0, got {noise}")

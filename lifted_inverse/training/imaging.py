@@ -397,7 +397,7 @@ def _factory(name):
         extra = dict(getattr(config, "extra", {}) or {})
         unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied"}
         if unknown:
-            raise ValueError(f"{sorted(unknown)[0]}: does not apply to task {name!r}")
+            raise ValueError(f"{min(unknown)}: does not apply to task {name!r}")
         for key in ("features", "layers", "n_train"):
             if key in extra and (isinstance(extra[key], bool) or int(extra[key]) != extra[key]
                                  or extra[key] < 1):

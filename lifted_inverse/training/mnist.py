@@ -28,7 +28,7 @@ def mnist_mlp(config: TaskConfig) -> Task:
     if config.noise is not None:
         raise ValueError("noise: task 'mnist-mlp' is a classifier of clean digits; --noise does not apply")
     if set(config.extra) - {"limit"}:
-        raise ValueError(f"{sorted(set(config.extra) - {'limit'})[0]}: does not apply to task 'mnist-mlp'")
+        raise ValueError(f"{min(set(config.extra) - {'limit'})}: does not apply to task 'mnist-mlp'")
     n_val = max(1, len(xtr) // 10)
     xva, yva = xtr[len(xtr) - n_val:], ytr[len(ytr) - n_val:]
     xtr, ytr = xtr[:len(xtr) - n_val], ytr[:len(ytr) - n_val]
