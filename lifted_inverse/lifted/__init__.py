@@ -7,6 +7,9 @@
 * :mod:`.unrolled`     lifted layers of unrolled proximal algorithms (PNN dual layers, data step
                        with a fixed operator A, image layers), built by a model's ``lifted_network``
 * :mod:`.objective`    ``LiftedObjective`` (per-layer penalties, λ, ρ, homotopy), ``WeightRegularizer``
+* :mod:`.inverse`      ``LiftedInversion``: the same objective with the input free (+ αJ), the output
+                       fixed to the data and the weights frozen (inversion of a trained network)
+* :mod:`.distributed`  data parallel over ``torch.distributed`` (the solvers' ``reduce_fn`` hook)
 * :mod:`.solvers`      ``LiftedSolver`` (bcd, nesterov, heavyball, adam, isgm; W-blocks grouped by
                        shared parameter, backtracked steps for layers not affine in their weights),
                        ``StateStore``
@@ -31,6 +34,7 @@ from .activations import (
     make_activation,
 )
 from .batched import BatchedLiftedSolver, uniform_chain
+from .inverse import LiftedInversion
 from .layers import ResidualBlock
 from .model import (
     AffineLayer,
@@ -69,6 +73,7 @@ __all__ = [
     "Identity",
     "ImageLayer",
     "LeakyReLU",
+    "LiftedInversion",
     "LiftedLayer",
     "LiftedNetwork",
     "LiftedObjective",
