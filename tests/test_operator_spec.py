@@ -92,15 +92,17 @@ def test_ct_is_built_the_same_by_the_cli_and_the_imaging_task():
     from lifted_inverse.jobs.reconstruct import build_operator as cli_operator
     from lifted_inverse.training.imaging import build_operator as task_operator
 
-    # the spec the unrolled-ct task and its checkpoints carry
-    task_spec = {"name": "ct", "angles": 60, "detectors": "full"}
+    # the spec the unrolled-ct task and its checkpoints carry, and the one of earlier checkpoints
+    task_spec = {"name": "ct", "n_angles": 60}
+    legacy = {"name": "ct", "angles": 60, "detectors": "full"}
     shape = (1, 32, 32)
     cli, task = cli_operator("ct", shape, 60), task_operator(task_spec, shape)
-    assert spec_of(cli) == spec_of(task) == resolve_spec(task_spec, shape)
+    assert spec_of(cli) == spec_of(task) == resolve_spec(task_spec, shape) == resolve_spec(legacy, shape)
     assert cli.out_shape == (1, 60, 46)
     _same_matrix(cli, task)
     # a detector count named by a checkpoint is kept
-    assert task_operator({**task_spec, "detectors": 40}, shape).out_shape == (1, 60, 40)
+    assert task_operator({**task_spec, "n_detectors": 40}, shape).out_shape == (1, 60, 40)
+    assert task_operator({**legacy, "detectors": 40}, shape).out_shape == (1, 60, 40)
     assert task_operator({"name": "denoise"}, shape) is None
 
 

@@ -325,7 +325,7 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         raise ValueError(f"noise: expected a finite level >= 0, got {noise}")
     if name == "unrolled-ct":
         size = test_size or 128
-        spec = {"name": "ct", "angles": 60, "detectors": "full"}
+        spec = {"name": "ct", "n_angles": 60}     # detectors: the diagonal (registry default)
         level = 0.01 if noise is None else float(noise)
         noise_d = {"sigma": level, "relative": True}
         n = (64 if n_train is None else n_train)
