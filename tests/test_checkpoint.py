@@ -1,6 +1,6 @@
 """The one checkpoint format (``lifted_inverse.networks.checkpoint``): every network the project
-builds round-trips, the spec is JSON, files are written atomically, errors are one line, files of
-the earlier writers still load, and a crafted pickle is refused by every loader without running."""
+builds round-trips, the spec is JSON, files are written atomically, errors are one line, files in
+the legacy formats still load, and a crafted pickle is refused by every loader without running."""
 from __future__ import annotations
 
 import json
@@ -158,7 +158,7 @@ def test_errors_are_one_line_naming_the_argument(tmp_path):
         assert str(info.value).startswith("--checkpoint: ") and "\n" not in str(info.value)
 
 
-# ---- files of the earlier writers ------------------------------------------------------------
+# ---- files in the legacy formats ------------------------------------------------------------
 def test_reads_former_lifted_training_checkpoints(tmp_path):
     """``lifted/checkpoint.py``: trainer state and config, no architecture (resumable only)."""
     net = mlp((4, 3, 2))
@@ -227,8 +227,8 @@ def test_reads_former_unrolled_checkpoints(tmp_path, kind):
 
 
 def test_reconstruct_applies_unrolled_checkpoints_and_names_the_others(tmp_path, capsys):
-    """``reconstruct --method unrolled --checkpoint``: a PNN / unrolled network of the new format
-    or of imaging's former one runs; a Sequential network is one line and exit 2."""
+    """``reconstruct --method unrolled --checkpoint``: a PNN / unrolled network in the checkpoint format
+    or in imaging's legacy one runs; a Sequential network is one line and exit 2."""
     net = UnrolledProximalNet(features=2, layers=2, seed=3)
     save_checkpoint(tmp_path / "new.pt", net, task="unrolled-deblur", operator={"name": "blur"})
     torch.save({"format": LEGACY_FORMATS["unrolled"], "kind": "unrolled", "network": dict(net.config),

@@ -92,7 +92,7 @@ def test_ct_is_built_the_same_by_the_cli_and_the_imaging_task():
     from lifted_inverse.jobs.reconstruct import build_operator as cli_operator
     from lifted_inverse.training.imaging import build_operator as task_operator
 
-    # the spec the unrolled-ct task and its checkpoints carry, and the one of earlier checkpoints
+    # the spec the unrolled-ct task and its checkpoints carry, and the one of legacy checkpoints
     task_spec = {"name": "ct", "n_angles": 60}
     legacy = {"name": "ct", "angles": 60, "detectors": "full"}
     shape = (1, 32, 32)

@@ -128,7 +128,7 @@ def build(spec: dict) -> nn.Module:
         return nn.Sequential(*[build(s) for s in spec.get("layers", [])])
     if kind == "ResidualBlock":
         return ResidualBlock(build(spec["inner"]), build(spec["activation"]), build(spec["outer"]))
-    if kind == "Residual":  # sequential files written before residual blocks were unified
+    if kind == "Residual":  # legacy sequential files: Residual(body) blocks
         body = build(spec["body"])
         return ResidualBlock(body[0], body[1], body[2])
     if kind == "ProximalActivation":
