@@ -127,15 +127,13 @@ def _load_unrolled(path, operator: str) -> tuple:
 
 def _operator(cfg: dict, shape, loaded: tuple | None) -> LinearOperator:
     """The operator of ``cfg``; for ``--method unrolled`` on CT the scanner the network was
-    trained for (its detector count, from the checkpoint) with ``angles`` angles."""
+    trained for (its detector count, from the checkpoint's CT spec) with ``angles`` angles."""
     if loaded is not None and cfg["operator"] == "ct":
         from ..operators.registry import operator_from_spec, resolve_spec
 
-        spec = loaded[1]["operator"]
-        if spec and spec.get("name") == "ct":
-            geometry = resolve_spec(spec, shape)
-            geometry.pop("angles", None)  # the given angle count, uniform in the trained range
-            return operator_from_spec({**geometry, "n_angles": cfg["angles"]}, shape)
+        geometry = resolve_spec(loaded[1]["operator"], shape)
+        geometry.pop("angles", None)  # the given angle count, uniform in the trained range
+        return operator_from_spec({**geometry, "n_angles": cfg["angles"]}, shape)
     return build_operator(cfg["operator"], shape, cfg.get("angles"))
 
 
