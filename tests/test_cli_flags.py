@@ -11,6 +11,8 @@ import pytest
 
 from lifted_inverse.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # dry runs of small nets: threads only contend
+
 #: flag -> (value, config field). Every config-level option of ``train``.
 CONFIG_FLAGS = {
     "--epochs": ("3", "epochs"), "--time-budget": ("5", "time_budget"),
@@ -183,10 +185,17 @@ def pnn_checkpoints(tmp_path_factory):
     from lifted_inverse.networks import save_checkpoint
     from lifted_inverse.networks.pnn import PNN
 
+    import torch
+
     root = tmp_path_factory.mktemp("ck")
-    return {op: str(save_checkpoint(root / f"{op}.pt", PNN(features=2, layers=1), task="pnn-denoise",
-                                    operator={"name": op}))
-            for op in RECONSTRUCT_OPERATORS}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {op: str(save_checkpoint(root / f"{op}.pt", PNN(features=2, layers=1), task="pnn-denoise",
+                                        operator={"name": op}))
+                for op in RECONSTRUCT_OPERATORS}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_reconstruct_flag_table_covers_every_flag():
