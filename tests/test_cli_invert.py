@@ -48,6 +48,7 @@ def test_invert_checkpoint_with_discrepancy_principle(tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(metrics) and metrics["input_shape"] == [1, 12, 12]
+    assert metrics["config"]["alpha"] == "discrepancy" and metrics["config"]["size"] == 12
     if metrics["discrepancy_satisfied"]:
         assert metrics["residuals"][-1] <= 1.5 * metrics["noise_norm"]
         assert all(r > 1.5 * metrics["noise_norm"] for r in metrics["residuals"][:-1])

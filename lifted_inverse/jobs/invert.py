@@ -287,7 +287,8 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
         "adam_psnr": ap, "adam_ssim": as_, "adam_seconds": adam.seconds, "adam_lr": cfg["adam_lr"],
         "adam_iterations": adam.iterations,
         "device": str(device),
-        "config": config_record(options, {**cfg, "size": input_shape[-1], "alpha": alpha}),
+        "config": config_record(options, {**cfg, "size": input_shape[-1],
+                                          "alpha": cfg["alpha"] if cfg["alpha"] == "discrepancy" else alpha}),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
