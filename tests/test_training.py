@@ -199,3 +199,23 @@ def test_unset_fields_take_the_tasks_presets_then_the_engine_defaults():
     # an option backprop does not read is an error, not ignored
     with pytest.raises(ValueError, match="lam: applies to lifted training only"):
         resolve(TrainConfig(method="backprop", lam=0.3))
+
+
+def test_layer_change_and_per_epoch_updates_are_recorded_per_weight_layer(tmp_path):
+    """``layer_change`` is ‖W_end − W_init‖/‖W_init‖ of every weight layer of the returned model,
+    ``layer_update`` the per-epoch ‖ΔW‖; both survive a resume (the initial weights are kept)."""
+    task = make_task("digits-mlp", TaskConfig(seed=2))
+    init = [p.detach().clone() for p in task.model.parameters() if p.ndim >= 2]
+    res = train(task, TrainConfig(method="backprop", epochs=3, select="last"))
+    now = [p.detach() for p in task.model.parameters() if p.ndim >= 2]
+    assert len(res["layer_change"]) == len(init) == 3
+    for c, w, w0 in zip(res["layer_change"], now, init):
+        assert c == pytest.approx(float((w - w0).norm() / w0.norm()), rel=1e-6) and c > 0
+    assert all(len(h["layer_update"]) == 3 and min(h["layer_update"]) > 0 for h in res["history"])
+    # resumed: the same changes as the straight run
+    ck = str(tmp_path / "ck.pt")
+    train(make_task("digits-mlp", TaskConfig(seed=2)), TrainConfig(method="backprop", epochs=1, select="last"),
+          checkpoint=ck)
+    resumed = train(make_task("digits-mlp", TaskConfig(seed=2)), TrainConfig(method="backprop", epochs=3, select="last"),
+                    resume=ck)
+    assert resumed["layer_change"] == pytest.approx(res["layer_change"], rel=1e-6)

@@ -18,10 +18,13 @@ resolves the config (:func:`.config.resolve`: engine < task presets < caller), b
   tqdm bar.
 
 The result (also ``metrics.json``'s content) has ``history`` (one record per epoch: ``epoch``,
-``objective``, ``seconds`` (cumulative training time), ``epoch_seconds``, ``val_<metric>`` and
+``objective``, ``seconds`` (cumulative training time), ``epoch_seconds``, ``layer_update`` (per
+weight layer in forward order, ``‖W_after − W_before‖_F`` over the epoch), ``val_<metric>`` and
 ``test_<metric>`` when evaluated), ``train_objective``, ``selected_epoch``, ``val_<metric>`` and
-``test_<metric>`` of the returned model, ``seconds``, ``seconds_per_epoch`` and ``config`` (the
-resolved config with the source of each value).
+``test_<metric>`` of the returned model, ``layer_change`` (per weight layer,
+``‖W_end − W_init‖_F / ‖W_init‖_F`` of the returned model: whether every layer learned),
+``seconds``, ``seconds_per_epoch`` and ``config`` (the resolved config with the source of each
+value).
 
 Denormal floats are flushed to zero while training: Adam's second moments of tiny gradients
 otherwise fall into the subnormal range, where x86 CPUs are much slower.
@@ -60,6 +63,13 @@ def make_step(task, config: TrainConfig):
     return LiftedStep(task, config)
 
 
+def weight_layers(model) -> list:
+    """The weight tensors of ``model`` (parameters with two or more dimensions: dense and
+    convolution weights, not biases), in registration order, which for the project's networks
+    is forward order."""
+    return [p for p in model.parameters() if p.ndim >= 2]
+
+
 def _progress(total, initial: int, enabled: bool, desc: str):
     if not enabled:
         return None
@@ -87,12 +97,14 @@ class Trainer:
         self.epoch = 0
         self.best = {"epoch": 0, "metric": -math.inf, "state": None}
         self.last_checkpoint_epoch = None
+        self.initial_weights = [w.detach().clone() for w in weight_layers(task.model)]
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _trainer_state(self, step_state: dict) -> dict:
         model_state = {k: v.detach().clone() for k, v in self.task.model.state_dict().items()}
         return {"step": step_state, "rng": self.generator.get_state(), "history": self.history,
                 "seconds": self.seconds, "epoch": self.epoch, "last_model": model_state,
+                "initial_weights": self.initial_weights,
                 "best": {"epoch": self.best["epoch"], "metric": self.best["metric"],
                          "state": self.best["state"]}}
 
@@ -137,6 +149,7 @@ class Trainer:
         self.seconds = float(st["seconds"])
         self.epoch = int(st["epoch"])
         self.best = dict(st["best"])
+        self.initial_weights = list(st["initial_weights"])
 
     # ---- the loop -------------------------------------------------------------------------
     def _selection_summary(self) -> dict:
@@ -165,6 +178,7 @@ class Trainer:
         self.step.set_epoch(self.epoch)
         n = task.n_train
         bs = n if not cfg.batch_size else min(int(cfg.batch_size), n)
+        before = [w.detach().clone() for w in weight_layers(task.model)]
         t0 = time.perf_counter()
         values, weights = [], []
         if bs >= n:
@@ -187,7 +201,10 @@ class Trainer:
         objective = sum(v * w for v, w in zip(values, weights)) / sum(weights)
         if not math.isfinite(objective):
             raise FloatingPointError(f"training diverged at epoch {self.epoch}: objective {objective}")
-        record = {"epoch": self.epoch, "objective": objective, "seconds": self.seconds, "epoch_seconds": dt}
+        update = [float(torch.linalg.vector_norm(w.detach() - b))
+                  for w, b in zip(weight_layers(task.model), before)]
+        record = {"epoch": self.epoch, "objective": objective, "seconds": self.seconds, "epoch_seconds": dt,
+                  "layer_update": update}
         if self.epoch % cfg.eval_every == 0 or self._done():
             record.update(self._evaluate_and_select())
         return record
@@ -243,11 +260,13 @@ class Trainer:
             final.update(task.evaluate(model, "val"))
         final.update(task.evaluate(model, "test"))
         epochs_run = max(len(self.history), 1)
+        change = [float(torch.linalg.vector_norm(w.detach() - w0) / torch.linalg.vector_norm(w0).clamp_min(1e-30))
+                  for w, w0 in zip(weight_layers(model), self.initial_weights)]
         return {
             "task": task.name, "method": cfg.method, "solver": cfg.solver,
             "epochs": len(self.history), "selected_epoch": selected, "seed": cfg.seed,
             **final, **task.report(model),
-            "train_objective": [h["objective"] for h in self.history],
+            "train_objective": [h["objective"] for h in self.history], "layer_change": change,
             "seconds": self.seconds, "seconds_per_epoch": self.seconds / epochs_run,
             "threads": torch.get_num_threads(), "device": str(task.device), "history": self.history,
             "description": task.describe(), "config": cfg.as_json(),
