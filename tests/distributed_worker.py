@@ -45,7 +45,7 @@ def make_config(run: str, **kw):
     solver, options = VARIANTS.get(run, (run, {}))
     lr = 1e-2 if solver == "adam" else None
     return TrainConfig(method="bregman", solver=solver, epochs=EPOCHS, batch_size=BATCH, lr=lr,
-                       seed=0, inner_sweeps=2, **options, **kw)
+                       seed=0, **({"inner_sweeps": 2} if solver == "isgm" else {}), **options, **kw)
 
 
 def main(out_dir: str, resume_from: str | None = None) -> None:
