@@ -27,8 +27,10 @@ CONFIG_FLAGS = {
     "--checkpoint-every": ("2", "checkpoint_every"), "--eval-every": ("2", "eval_every"),
 }
 #: flag -> (value, description key) for options the task reads
-TASK_FLAGS = {"--noise": ("0.1", "noise"), "--data": ("somewhere", None), "--features": ("3", "network"),
-              "--layers": ("3", "network"), "--n-train": ("5", "n_train")}
+TASK_FLAGS = {"--noise": ("0.05", "noise"), "--data": ("somewhere", None), "--features": ("3", "network"),
+              "--layers": ("3", "network"), "--n-train": ("5", "n_train"),
+              "--hidden-layers": ("3", "widths"), "--width": ("32", "widths"),
+              "--activation": ("tanh", "activation"), "--blocks": ("2", "blocks")}
 LIFTED_ONLY = {"--state-steps", "--state-init", "--state-order", "--state-lr", "--lam", "--rho", "--tau",
                "--inner-sweeps", "--momentum", "--power-iterations", "--batched-layers",
                "--no-batched-layers"}
@@ -64,6 +66,10 @@ def expected_error(family: str, method: str, flag: str) -> bool:
             return True
         if flag == "--noise" and family == "classifier":
             return True
+    if flag in ("--hidden-layers", "--width", "--activation") and family != "classifier":
+        return True
+    if flag == "--blocks":          # digits-resnet only
+        return True
     return False
 
 
@@ -101,6 +107,9 @@ def test_every_flag_applies_or_is_refused(capsys, family, method):
         assert rc == 2 and err.count("\n") == 1 and "--solver" in err, err
         return
     base = ["--task", task, *extra, *METHODS[method]]
+    rc, out, err = _run(capsys, base)
+    assert rc == 0, err
+    base_description = json.loads(out)["description"]
     for flag, (value, field) in {**CONFIG_FLAGS, **{k: (v[0], None) for k, v in TASK_FLAGS.items()}}.items():
         argv = base + [flag] + ([] if value is None else [value])
         rc, out, err = _run(capsys, argv)
@@ -118,6 +127,7 @@ def test_every_flag_applies_or_is_refused(capsys, family, method):
         else:
             key = TASK_FLAGS[flag][1]
             assert key in plan["description"], (flag, plan["description"])
+            assert plan["description"][key] != base_description.get(key), (flag, plan["description"])
 
 
 def test_dry_run_reports_the_default_sources(capsys):

@@ -16,7 +16,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: CLI flags whose value goes to the task factory (TaskConfig.extra) rather than the trainer
-TASK_EXTRAS = ("features", "layers", "n_train")
+TASK_EXTRAS = ("features", "layers", "n_train", "hidden_layers", "width", "activation", "blocks")
 
 
 def register(subparsers) -> None:
@@ -75,6 +75,12 @@ def register(subparsers) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel lifted training, one process per rank: launch with "
                    "`torchrun --nproc-per-node N -m lifted_inverse train --distributed ...`")
+    net = p.add_argument_group("network (MLP tasks: digits-mlp, mnist-mlp; digits-resnet: width, blocks)")
+    net.add_argument("--hidden-layers", type=int, default=None, help="hidden layers of the MLP (default 2)")
+    net.add_argument("--width", type=int, default=None, help="hidden width (MLP 256, ResNet 128)")
+    net.add_argument("--activation", default=None,
+                     help="hidden activation: relu, leaky-relu, tanh, sigmoid, soft-threshold, clip, identity")
+    net.add_argument("--blocks", type=int, default=None, help="residual blocks of digits-resnet (default 8)")
     img = p.add_argument_group("network size (imaging tasks)")
     img.add_argument("--features", type=int, default=None, help="channels F of L_k")
     img.add_argument("--layers", type=int, default=None, help="unrolled layers K")

@@ -1,6 +1,8 @@
 """Tasks on scikit-learn's 8×8 digits (1797 images, built in; nothing downloaded).
 
-* ``digits-mlp``: 64-256-256-10 ReLU MLP, standardised inputs, softmax output.
+* ``digits-mlp``: 64-256-256-10 ReLU MLP, standardised inputs, softmax output;
+  ``config.extra`` may set ``hidden_layers`` (2), ``width`` (256) and the hidden ``activation``
+  (a proximal activation by name: relu, leaky-relu, tanh, sigmoid, soft-threshold, clip, identity).
 * ``digits-resnet``: ``Linear(64, w)``, ReLU, 8 residual blocks ``w → w → w``, ``Linear(w, 10)``
   (``w = 128``; ``config.extra`` may set ``width`` and ``blocks``).
 * ``digits-autoencoder``: sparse denoising autoencoder 64-128-32-128-64 with a soft-threshold
@@ -40,14 +42,36 @@ def load_digits_tensors(dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor
     return torch.tensor(d.data, dtype=dtype), torch.tensor(d.target, dtype=torch.long)
 
 
-def _no_files(name: str, config: TaskConfig, noise: bool = False) -> None:
+#: hidden activations an MLP task accepts (the output layer is always the softmax)
+HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "soft_threshold", "clip", "identity")
+
+
+def _no_files(name: str, config: TaskConfig, noise: bool = False, options: tuple = ()) -> None:
     if config.data is not None:
         raise ValueError(f"data: task {name!r} uses the built-in digits and reads no data files")
     if not noise and config.noise is not None:
         raise ValueError(f"noise: task {name!r} is a classifier of clean digits; --noise does not apply")
-    unknown = set(config.extra) - {"width", "blocks"}
+    unknown = set(config.extra) - set(options)
     if unknown:
         raise ValueError(f"{min(unknown)}: does not apply to task {name!r}")
+
+
+def _positive(extra: dict, key: str, default: int) -> int:
+    v = extra.get(key, default)
+    if isinstance(v, bool) or int(v) != v or v < 1:
+        raise ValueError(f"{key}: must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def mlp_architecture(extra: dict, n_in: int, n_out: int, hidden_layers: int = 2, width: int = 256):
+    """``(widths, activation)`` of an MLP task from its options ``hidden_layers``, ``width`` and
+    ``activation`` (dashes or underscores)."""
+    depth = _positive(extra, "hidden_layers", hidden_layers)
+    w = _positive(extra, "width", width)
+    act = str(extra.get("activation", "relu")).replace("-", "_")
+    if act not in HIDDEN_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {', '.join(HIDDEN_ACTIVATIONS)}, got {act!r}")
+    return (n_in, *[w] * depth, n_out), act
 
 
 def _classification(name: str, config: TaskConfig, model_fn) -> Task:
@@ -67,25 +91,26 @@ def _classification(name: str, config: TaskConfig, model_fn) -> Task:
 
 @register_task("digits-mlp")
 def digits_mlp(config: TaskConfig) -> Task:
-    _no_files("digits-mlp", config)
-    if config.extra:
-        raise ValueError(f"{min(config.extra)}: does not apply to task 'digits-mlp'")
-    return _classification("digits-mlp", config, lambda: mlp((64, 256, 256, 10)))
+    _no_files("digits-mlp", config, options=("hidden_layers", "width", "activation"))
+    widths, act = mlp_architecture(config.extra, 64, 10)
+    task = _classification("digits-mlp", config, lambda: mlp(widths, act))
+    task.info = {"widths": list(widths), "activation": act}
+    return task
 
 
 @register_task("digits-resnet")
 def digits_resnet(config: TaskConfig) -> Task:
-    _no_files("digits-resnet", config)
-    blocks = int(config.extra.get("blocks", 8))
-    width = int(config.extra.get("width", 128))
-    return _classification("digits-resnet", config, lambda: resnet_mlp(64, width, 10, blocks=blocks))
+    _no_files("digits-resnet", config, options=("width", "blocks"))
+    blocks = _positive(config.extra, "blocks", 8)
+    width = _positive(config.extra, "width", 128)
+    task = _classification("digits-resnet", config, lambda: resnet_mlp(64, width, 10, blocks=blocks))
+    task.info = {"width": width, "blocks": blocks}
+    return task
 
 
 @register_task("digits-autoencoder")
 def digits_autoencoder(config: TaskConfig) -> Task:
     _no_files("digits-autoencoder", config, noise=True)
-    if config.extra:
-        raise ValueError(f"{min(config.extra)}: does not apply to task 'digits-autoencoder'")
     noise = 0.2 if config.noise is None else float(config.noise)
     if not noise >= 0:
         raise ValueError(f"noise: must be >= 0, got {noise}")

@@ -2,7 +2,7 @@
 
 Reads ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` with
 :class:`lifted_inverse.datasets.mnist.MnistIdx` (nothing is downloaded). Model
-``784-256-256-10`` ReLU, inputs standardised with the training mean/std (global), softmax output.
+``784-256-256-10`` ReLU (``hidden_layers``, ``width``, ``activation`` as for digits-mlp), inputs standardised with the training mean/std (global), softmax output.
 ``config.extra['limit']`` caps the number of training samples. The last 10 % of the IDX training
 file (after ``limit``) is the validation set; ``t10k`` is the test set.
 """
@@ -13,6 +13,7 @@ import torch
 from ..datasets.mnist import MnistIdx
 from ..lifted.activations import Softmax
 from ..networks import mlp
+from .digits import mlp_architecture
 from .tasks import Task, TaskConfig, register_task
 
 
@@ -27,8 +28,9 @@ def mnist_mlp(config: TaskConfig) -> Task:
         xtr, ytr = xtr[:int(limit)], ytr[:int(limit)]
     if config.noise is not None:
         raise ValueError("noise: task 'mnist-mlp' is a classifier of clean digits; --noise does not apply")
-    if set(config.extra) - {"limit"}:
-        raise ValueError(f"{min(set(config.extra) - {'limit'})}: does not apply to task 'mnist-mlp'")
+    if set(config.extra) - {"limit", "hidden_layers", "width", "activation"}:
+        raise ValueError(f"{min(set(config.extra) - {'limit', 'hidden_layers', 'width', 'activation'})}: "
+                         "does not apply to task 'mnist-mlp'")
     n_val = max(1, len(xtr) // 10)
     xva, yva = xtr[len(xtr) - n_val:], ytr[len(ytr) - n_val:]
     xtr, ytr = xtr[:len(xtr) - n_val], ytr[:len(ytr) - n_val]
@@ -37,7 +39,8 @@ def mnist_mlp(config: TaskConfig) -> Task:
     xtr, xva, xte = (((v - mean) / std).to(config.dtype) for v in (xtr, xva, xte))
     n_in = xtr.shape[1]
     torch.manual_seed(config.seed)
-    model = mlp((n_in, 256, 256, 10)).to(dtype=config.dtype)
+    widths, act = mlp_architecture(config.extra, n_in, 10)
+    model = mlp(widths, act).to(dtype=config.dtype)
     onehot = torch.nn.functional.one_hot(ytr, 10).to(config.dtype)
     dev = config.device
     return Task("mnist-mlp", model.to(dev), xtr.to(dev), onehot.to(dev), xte.to(dev), yte.to(dev),
