@@ -16,8 +16,11 @@ from lifted_inverse.networks.checkpoint import load_checkpoint
 def _start(out):
     cmd = [sys.executable, "-m", "lifted_inverse", "train", "--task", "digits-mlp", "--method", "backprop",
            "--epochs", "100000", "--batch-size", "8", "--threads", "1", "--out", str(out)]
+    # a shell's background jobs inherit SIGINT ignored, and Python then keeps ignoring it: start the
+    # run with the default disposition, as a terminal's Ctrl-C finds it
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_epochs(out, proc, epochs: int, timeout: float = 120.0) -> None:
