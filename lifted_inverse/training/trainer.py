@@ -268,7 +268,8 @@ class Trainer:
             **final, **task.report(model),
             "train_objective": [h["objective"] for h in self.history], "layer_change": change,
             "seconds": self.seconds, "seconds_per_epoch": self.seconds / epochs_run,
-            "threads": torch.get_num_threads(), "device": str(task.device), "history": self.history,
+            "threads": torch.get_num_threads(), "device": str(task.device),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "history": self.history,
             "description": task.describe(), "config": cfg.as_json(),
         }
 
