@@ -10,6 +10,7 @@ for every weight layer ``W`` (:func:`~lifted_inverse.training.trainer.weight_lay
 * ``G = ∇_W task.backprop_loss`` (autograd) at ``W_before`` on the same batch, and
   ``cos(ΔW, −G) = ⟨ΔW, −G⟩ / (‖ΔW‖ ‖G‖)`` (1: the lifted step moves along backprop's steepest
   descent; 0: orthogonal to it; NaN: a zero vector);
+* ``moved``: in how many of the steps ``ΔW ≠ 0``;
 * ``G_lift``, the lifted W-block gradient ``(1/|S|) Σ_i (∂z_l/∂θ)ᵀ ∇_z P_l`` the solver computed
   on that step (before Adam's or any other preconditioning), with ``‖G_lift‖/‖G‖`` and
   ``cos(G_lift, G)``. The library does not expose it, so this script wraps the solver's
@@ -163,7 +164,8 @@ def signal(task, config: TrainConfig, batches: int = 5) -> dict:
         per = [s[i] for s in steps]
         agg = {"layer": i, "shape": first["shape"], "weight_norm": first["weight_norm"],
                "update_norm": first["update_norm"], "relative_update": first["relative_update"],
-               "grad_norm": first["grad_norm"], "cos_update": first["cos_update"]}
+               "grad_norm": first["grad_norm"], "cos_update": first["cos_update"],
+               "moved": sum(r["update_norm"] > 0 for r in per), "steps": len(per)}
         for key in ("cos_update", "relative_update", "cos_lifted_grad"):
             if key in first:
                 agg[f"{key}_mean"], agg[f"{key}_sd"] = _mean_sd([r[key] for r in per])
@@ -183,7 +185,7 @@ def format_table(name: str, result: dict, batches: int) -> str:
     keys = ("method", "solver", "lr", "batch_size", "state_init", "state_order", "state_steps",
             "state_lr", "lam", "rho", "tau", "inner_sweeps")
     head = f"{name}: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys if cfg.get(k) is not None)
-    cols = (f"{'layer':>5} {'shape':>14} {'|W|':>8} {'|dW|':>9} {'|dW|/|W|':>9} {'|G|':>9} "
+    cols = (f"{'layer':>5} {'shape':>14} {'|W|':>8} {'|dW|':>9} {'|dW|/|W|':>9} {'moved':>5} {'|G|':>9} "
             f"{'cos(dW,-G)':>10} {f'cos over {batches}':>15} {'|Gl|/|G|':>9} {'cos(Gl,G)':>9} "
             f"{f'cos(Gl,G) {batches}':>15}")
     lines = [head, cols]
@@ -191,7 +193,8 @@ def format_table(name: str, result: dict, batches: int) -> str:
         shape = "x".join(map(str, r["shape"]))
         lines.append(
             f"{r['layer']:>5} {shape:>14} {r['weight_norm']:8.3g} {r['update_norm']:9.2e} "
-            f"{r['relative_update']:9.2e} {r['grad_norm']:9.2e} {r['cos_update']:10.3f} "
+            f"{r['relative_update']:9.2e} {str(r['moved']) + '/' + str(r['steps']):>5} "
+            f"{r['grad_norm']:9.2e} {r['cos_update']:10.3f} "
             f"{r['cos_update_mean']:7.3f}±{r['cos_update_sd']:<7.3f} "
             f"{r.get('lifted_grad_ratio', math.nan):9.2e} {r.get('cos_lifted_grad', math.nan):9.3f} "
             f"{r.get('cos_lifted_grad_mean', math.nan):7.3f}±{r.get('cos_lifted_grad_sd', math.nan):<7.3f}")

@@ -57,7 +57,7 @@ def test_single_linear_layer_bcd_moves_along_minus_gradient():
     # the lifted W-block gradient is backprop's
     assert row["cos_lifted_grad"] == pytest.approx(1.0, abs=1e-12)
     assert row["lifted_grad_ratio"] == pytest.approx(1.0, rel=1e-10)
-    assert row["update_norm"] > 0
+    assert row["update_norm"] > 0 and row["moved"] == row["steps"] == 2
     assert row["relative_update"] == pytest.approx(row["update_norm"] / float(w0.norm()), rel=1e-12)
     # the model is left as it was
     assert torch.equal(task.model.weight.detach(), w0)
