@@ -96,7 +96,8 @@ class LiftedGradientProbe:
 
 def trainer_batches(task, config: TrainConfig, count: int) -> list[torch.Tensor | None]:
     """The first ``count`` mini-batches (sample ids) of the trainer's first epoch for ``config``
-    (its seeded permutation; ``[None]``, the whole set, for full-batch training)."""
+    (its seeded permutation, cycled when the epoch has fewer batches; ``None``, the whole set,
+    for full-batch training)."""
     n = task.n_train
     bs = n if not config.batch_size else min(int(config.batch_size), n)
     if bs >= n:
