@@ -344,3 +344,25 @@ def test_cuda_batched_equals_cpu_loop(solver):
 
     ref, gpu = run(LiftedSolver, "cpu"), run(BatchedLiftedSolver, "cuda")
     assert max(float((a - b).abs().max()) for a, b in zip(ref, gpu)) < 1e-9
+
+
+@pytest.mark.parametrize("network", ["relu-bregman", "tanh-fenchel"])
+@pytest.mark.parametrize("state_init", ["store", "forward"])
+@pytest.mark.parametrize("state_tol", [0.0, 1e-3])
+def test_batched_equals_loop_with_several_state_sweeps(network, state_init, state_tol):
+    """The state phase (``state_sweeps``, ``state_tol``) runs on the chain's stacks: the same
+    weights, states, objectives and number of state sweeps as the per-layer loop."""
+    make = NETWORKS[network]
+    options = {"state_order": "top-down", "state_init": state_init, "state_sweeps": "auto",
+               "state_tol": state_tol}
+    p1, s1, v1, ref = _run(LiftedSolver, make, "bcd", **options)
+    p2, s2, v2, bat = _run(BatchedLiftedSolver, make, "bcd", **options)
+    assert bat.batched
+    assert max(float((a - b).abs().max()) for a, b in zip(p1, p2)) < TOL
+    assert max(abs(a - b) for a, b in zip(v1, v2)) < TOL
+    assert max(float((s1[k] - s2[k]).abs().max()) for k in s1) < TOL
+    assert ref.last_state_sweeps == bat.last_state_sweeps
+    assert len(ref.state_values) == len(bat.state_values)
+    assert all(a == b or abs(a - b) < TOL for a, b in zip(ref.state_values, bat.state_values))
+    _, _, v0, _ = _run(LiftedSolver, make, "bcd", state_order="top-down", state_init=state_init)
+    assert max(abs(a - b) for a, b in zip(v0, v1)) > 1e-6     # the extra sweeps changed the run

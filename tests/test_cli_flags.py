@@ -19,7 +19,8 @@ CONFIG_FLAGS = {
     "--batch-size": ("16", "batch_size"), "--lr": ("0.01", "lr"), "--seed": ("4", "seed"),
     "--lr-schedule": ("cosine", "lr_schedule"), "--state-steps": ("2", "state_steps"),
     "--state-init": ("forward", "state_init"), "--state-order": ("top-down", "state_order"),
-    "--state-lr": ("1.5", "state_lr"), "--lam": ("0.5", "lam"), "--rho": ("2", "rho"),
+    "--state-lr": ("1.5", "state_lr"), "--state-sweeps": ("3", "state_sweeps"),
+    "--state-tol": ("0.001", "state_tol"), "--lam": ("0.5", "lam"), "--rho": ("2", "rho"),
     "--tau": ("0.5", "tau"), "--inner-sweeps": ("2", "inner_sweeps"), "--momentum": ("0.5", "momentum"),
     "--power-iterations": ("4", "power_iterations"), "--batched-layers": (None, "batched_layers"),
     "--no-batched-layers": (None, "batched_layers"), "--regularizer": ("l2", "regularizer"),
@@ -31,7 +32,8 @@ TASK_FLAGS = {"--noise": ("0.05", "noise"), "--data": ("somewhere", None), "--fe
               "--layers": ("3", "network"), "--n-train": ("5", "n_train"),
               "--hidden-layers": ("3", "widths"), "--width": ("32", "widths"),
               "--activation": ("tanh", "activation"), "--blocks": ("2", "blocks")}
-LIFTED_ONLY = {"--state-steps", "--state-init", "--state-order", "--state-lr", "--lam", "--rho", "--tau",
+LIFTED_ONLY = {"--state-steps", "--state-init", "--state-order", "--state-lr", "--state-sweeps",
+               "--state-tol", "--lam", "--rho", "--tau",
                "--inner-sweeps", "--momentum", "--power-iterations", "--batched-layers",
                "--no-batched-layers"}
 

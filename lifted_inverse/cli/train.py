@@ -19,6 +19,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TASK_EXTRAS = ("features", "layers", "n_train", "hidden_layers", "width", "activation", "blocks")
 
 
+def _sweeps(text: str) -> int | str:
+    """``--state-sweeps``: ``'auto'`` or an integer (its range is checked with the config)."""
+    return text if text == "auto" else int(text)
+
+
 def register(subparsers) -> None:
     from ..lifted.solvers import SOLVERS, STATE_INITS, STATE_ORDERS
     from ..training.config import BACKPROP_SOLVERS, LR_SCHEDULES, METHODS, SELECTIONS
@@ -44,6 +49,12 @@ def register(subparsers) -> None:
     p.add_argument("--state-order", choices=STATE_ORDERS, default=None,
                    help="colour groups of a state sweep from the input or from the output")
     p.add_argument("--state-lr", type=float, default=None, help="state-block step state_lr/L in (0, 2)")
+    p.add_argument("--state-sweeps", type=_sweeps, default=None,
+                   help="state sweeps per batch before the W-step, at most (an integer, or 'auto': "
+                        "one per hidden state)")
+    p.add_argument("--state-tol", type=float, default=None,
+                   help="stop the state sweeps once the state objective decreases by less than this "
+                        "fraction in a sweep (0: run them all)")
     p.add_argument("--lam", type=float, default=None, help="hidden-layer penalty weight λ")
     p.add_argument("--rho", type=float, default=None, help="weight ρ of residual / x-state couplings")
     p.add_argument("--tau", type=float, default=None, help="ISGM proximal weight τ")
@@ -129,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
     task_config = TaskConfig(seed=args.seed or 0, data=args.data, noise=args.noise, device=args.device,
                              dtype=DTYPES[args.dtype], extra=extra)
     fields = ("method", "solver", "epochs", "time_budget", "batch_size", "lr", "lr_schedule", "seed",
-              "state_steps", "state_init", "state_order", "state_lr", "lam", "rho", "tau",
+              "state_steps", "state_init", "state_order", "state_lr", "state_sweeps", "state_tol",
+              "lam", "rho", "tau",
               "inner_sweeps", "momentum", "power_iterations", "batched_layers", "regularizer",
               "reg_strength", "select", "checkpoint_every", "eval_every")
     config = TrainConfig(**{k: getattr(args, k) for k in fields}, distributed=args.distributed)

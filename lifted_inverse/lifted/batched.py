@@ -427,6 +427,22 @@ class BatchedLiftedSolver(LiftedSolver):
         for colour in ((colour_a, colour_b) if self.state_order == "bottom-up" else (colour_b, colour_a)):
             colour()
 
+    @torch.no_grad()
+    def state_value(self, states: list, cache: dict | None = None) -> float:
+        """The parent's ``F(X)`` from the chain's stacks: the head, body and tail penalties
+        summed over the batched pre-activations."""
+        plan = self.plan(states)
+        if plan is None:
+            return super().state_value(states, cache)
+        sw = self._sweep(plan, states, {} if cache is None else cache)
+        pens = self.objective.penalties
+        pen, act = pens[plan.head.index], plan.head.activation
+        pen_t, act_t = pens[plan.tail.index], plan.tail.activation
+        total = pen.value(act, _flat(sw.A), _flat(sw.producers_a())).sum() \
+            + pen.value(act, _flat(sw.B), _flat(sw.even_z())).sum() \
+            + pen_t.value(act_t, sw.target, plan.tail.pre_activation(sw.tail_input())).sum()
+        return self._reduced_mean(total, sw.x0.shape[0])
+
     # ---- one sweep on a batch ------------------------------------------------------------------
     @torch.no_grad()
     def step(self, x: torch.Tensor, target: torch.Tensor, store: StateStore | None = None,
@@ -440,7 +456,7 @@ class BatchedLiftedSolver(LiftedSolver):
         if plan is not None and self.state_init == "forward" and self.solver != "isgm":
             states = self.batch_states(x, target, {})
             cache = {"chain": _Sweep.from_forward(plan, states, self.body_weights(plan), self.body_biases(plan))}
-            self.update_states(states, cache)
+            self.solve_states(states, cache)
             return self.weight_step(states, cache)
         if plan is None or self.state_init == "forward" or store is None or ids is None:
             return super().step(x, target, store, ids)
@@ -449,7 +465,7 @@ class BatchedLiftedSolver(LiftedSolver):
         batch = stack.index_select(1, ids)
         states = self.batch_states(x, target, {s: batch[i] for i, s in enumerate(chain)})
         cache = {"chain": _Sweep(plan, states, self.body_weights(plan), self.body_biases(plan), stacked=batch)}
-        self.update_states(states, cache)
+        self.solve_states(states, cache)
         value = self.weight_step(states, cache)
         stack.index_copy_(1, ids, batch)
         return value

@@ -17,6 +17,14 @@ current weights (``'forward'``: every hidden penalty starts at zero, nothing is 
    ``x ← prox_{(ω/L) P_p^{nonsmooth}}(x − ωg/L)`` (Bregman: ``prox_{μF}``; ``ω = state_lr`` in
    (0, 2), a descent step of the convex block). Samples are independent, so each step is one
    batched tensor operation per state.
+
+   The **state phase** repeats such sweeps (``solve_states``) before the W-step: at most
+   ``state_sweeps`` of them (``'auto'``: one per free state, the depth in states of the graph,
+   so the output's residual reaches the first layer whatever the order), stopping early once the
+   state objective ``F(X) = (1/|S|) Σ_i Σ_l P_l`` at the fixed weights decreases by less than
+   ``state_tol·|F|`` in a sweep. Every state step is a descent step of a convex block, so
+   ``F`` is non-increasing over the sweeps; with a single sweep the output's residual moves only
+   about two states down a 2-colour chain per sweep, and the lower W-blocks see no gradient.
 2. **W-block** of every layer at once: ``G_l = (1/|S|) Σ_i (∂z_l/∂θ)ᵀ ∇_z P_l`` (closed forms,
    e.g. ``Σ (σ(z) − x^l)(x^{l−1})ᵀ``; no backprop through the network), all gradients and the
    batch statistics passed through ONE ``reduce_fn(list_of_tensors)`` hook (identity by default;
@@ -51,7 +59,8 @@ candidate, so the refresh cannot increase the objective.
 The objective reported by a sweep is the batch mean of ``Σ_l P_l`` at the W-step (before the
 update), i.e. at ``(Θ^k, X^{k+1})``; for full-batch BCD this sequence is non-increasing. With
 several sweeps per batch (``inner_sweeps`` of ISGM, ``sweeps`` of the others), ISGM reports its
-first sweep's value, the other solvers their last.
+first sweep's value, the other solvers their last. A sweep's state phase may hold several state
+sweeps (``state_sweeps``); the value is taken after all of them.
 """
 from __future__ import annotations
 
@@ -149,6 +158,10 @@ class LiftedSolver:
             of the proximal-gradient state block (1: the classical ``1/L``).
         grow, max_backtracks: backtracked W-steps (module docstring): factor on the trial step
             after an accepted step, and rejections before a block gives up for this sweep.
+        state_sweeps: most state sweeps per state phase (module docstring); ``'auto'`` or None:
+            one per free state (``len(net.free_states)``).
+        state_tol: the state phase stops once a sweep decreases the state objective by at most
+            ``state_tol·|F|``; 0 runs every sweep (and does not evaluate ``F``).
     """
 
     def __init__(self, objective: LiftedObjective, solver: str = "bcd", lr: float | None = None,
@@ -157,7 +170,7 @@ class LiftedSolver:
                  eps: float = 1e-8, power_iterations: int = 3, reduce_fn: ReduceFn | None = None,
                  state_init: str = "store", state_order: str = "bottom-up", state_lr: float = 1.0,
                  prox_weight: float | None = None, grow: float = 2.0, max_backtracks: int = 10,
-                 sweeps: int = 1):
+                 sweeps: int = 1, state_sweeps: int | str | None = 1, state_tol: float = 0.0):
         if solver not in SOLVERS:
             raise ValueError(f"solver: unknown {solver!r}; expected one of {list(SOLVERS)}")
         if state_init not in STATE_INITS:
@@ -183,6 +196,13 @@ class LiftedSolver:
             raise ValueError(f"prox_weight: must be a finite number >= 0, got {prox_weight}")
         if not 0 < state_lr < 2:
             raise ValueError(f"state_lr: expected 0 < state_lr < 2 (a step below 2/L), got {state_lr}")
+        if state_sweeps is None or state_sweeps == "auto":
+            state_sweeps = "auto"
+        elif isinstance(state_sweeps, bool) or not isinstance(state_sweeps, (int, float)) \
+                or int(state_sweeps) != state_sweeps or state_sweeps < 1:
+            raise ValueError(f"state_sweeps: must be a positive integer or 'auto', got {state_sweeps!r}")
+        if not (state_tol >= 0 and math.isfinite(state_tol)):
+            raise ValueError(f"state_tol: must be a finite number >= 0, got {state_tol}")
         if not (grow >= 1 and math.isfinite(grow)):
             raise ValueError(f"grow: must be a finite number >= 1, got {grow}")
         self.objective = objective
@@ -202,6 +222,11 @@ class LiftedSolver:
         self.state_init = "forward" if solver == "isgm" else state_init
         self.state_order = state_order
         self.state_lr = float(state_lr)
+        self.state_sweeps = state_sweeps if state_sweeps == "auto" else int(state_sweeps)
+        self.state_tol = float(state_tol)
+        #: state sweeps the last state phase ran, and F before / after each of them (state_tol > 0)
+        self.last_state_sweeps = 0
+        self.state_values: list[float] = []
         self.layers = self.net.layers
         self.params = [list(layer.parameters()) for layer in self.layers]
         # every parameter once (a tensor read by several layers is one W-block variable)
@@ -259,6 +284,8 @@ class LiftedSolver:
         return {**self.objective.settings(), "solver": self.solver, "lr": self.lr,
                 "state_steps": self.state_steps, "state_lr": self.state_lr,
                 "state_init": self.state_init, "state_order": self.state_order,
+                "state_sweeps": self.state_sweeps, "max_state_sweeps": self.max_state_sweeps,
+                "state_tol": self.state_tol,
                 "inner_sweeps": self.inner_sweeps, "sweeps": self.sweeps_per_batch, "momentum": self.momentum,
                 "prox_weight": self.prox_weight, "power_iterations": self.power_iterations,
                 "grow": self.grow, "max_backtracks": self.max_backtracks}
@@ -301,6 +328,53 @@ class LiftedSolver:
         for group in order:
             for s in group:
                 self.update_state(states, s, cache)
+
+    @property
+    def max_state_sweeps(self) -> int:
+        """State sweeps per state phase at most: ``state_sweeps``, or for ``'auto'`` one per free
+        state (each sweep carries the output's residual at least one state further down)."""
+        if self.state_sweeps == "auto":
+            return max(1, len(self.net.free_states))
+        return self.state_sweeps
+
+    @torch.no_grad()
+    def state_value(self, states: list, cache: dict | None = None) -> float:
+        """The state objective ``F(X) = (1/|S|) Σ_i Σ_l P_l`` at the current weights (summed
+        and counted across data-parallel ranks through ``reduce_fn``, so every rank stops the
+        state phase at the same sweep)."""
+        cache = {} if cache is None else cache
+        total = None
+        for layer in self.layers:
+            v = self.objective.layer_value(layer, states, self._z(layer, states, cache)).sum()
+            total = v if total is None else total + v
+        return self._reduced_mean(total, states[0].shape[0])
+
+    def _reduced_mean(self, total: torch.Tensor, count: int) -> float:
+        stats = torch.stack([torch.as_tensor(float(count), dtype=total.dtype, device=total.device), total])
+        count, total = (float(v) for v in self.reduce_fn([stats])[0].tolist())
+        return total / count
+
+    @torch.no_grad()
+    def solve_states(self, states: list, cache: dict | None = None) -> int:
+        """The state phase (module docstring): ``update_states`` up to ``max_state_sweeps``
+        times, stopping once a sweep decreases ``F`` by at most ``state_tol·|F|``. Returns the
+        number of sweeps run; with ``state_tol > 0``, ``state_values`` holds ``F`` before the
+        first sweep and after each."""
+        cache = {} if cache is None else cache
+        track = self.state_tol > 0
+        self.state_values = [self.state_value(states, cache)] if track else []
+        done = 0
+        for _ in range(self.max_state_sweeps):
+            self.update_states(states, cache)
+            done += 1
+            if track:
+                self.state_values.append(self.state_value(states, cache))
+                before, after = self.state_values[-2:]
+                # from outside a penalty's domain (F = inf) the first sweeps always count
+                if math.isfinite(before) and before - after <= self.state_tol * abs(before):
+                    break
+        self.last_state_sweeps = done
+        return done
 
     @torch.no_grad()
     def state_gradient(self, states: list, s: int, cache: dict | None = None) -> tuple[torch.Tensor, float]:
@@ -609,7 +683,7 @@ class LiftedSolver:
             hidden = {s: fwd[s] for s in self.net.free_states}
         states = self.batch_states(x, target, hidden)
         for _ in range(self.sweeps_per_batch):
-            self.update_states(states, cache)
+            self.solve_states(states, cache)
             value = self.weight_step(states, cache)
             cache.clear()      # the weights moved: every pre-activation is stale
         if from_store:
@@ -623,7 +697,7 @@ class LiftedSolver:
         anchor = [p.clone() for p in self.flat_params] if self.prox_weight > 0 else None
         first = None
         for _ in range(self.inner_sweeps):
-            self.update_states(states, cache)
+            self.solve_states(states, cache)
             v = self.weight_step(states, cache, anchor=anchor)
             cache.clear()
             first = v if first is None else first

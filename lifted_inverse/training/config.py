@@ -30,6 +30,7 @@ LR_SCHEDULES = ("constant", "cosine")
 ENGINE_DEFAULTS: dict = {
     "method": "bregman", "solver": "adam", "epochs": 20, "batch_size": 64, "seed": 0,
     "state_steps": 1, "state_init": "store", "state_order": "bottom-up", "state_lr": 1.0,
+    "state_sweeps": 1, "state_tol": 0.0,
     "lam": 1.0, "rho": 1.0, "tau": 1.0, "inner_sweeps": 3, "momentum": 0.9,
     "power_iterations": 3, "reg_strength": 1e-4, "checkpoint_every": 1, "eval_every": 1,
     "select": "best-val", "lr_schedule": "constant", "fresh_noise": True,
@@ -38,7 +39,8 @@ ENGINE_DEFAULTS: dict = {
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "bcd": 1.0, "nesterov": 1.0, "heavyball": 1.0, "isgm": 1.0}
 
 #: options that only lifted training reads (an error with backprop)
-LIFTED_ONLY = ("state_steps", "state_init", "state_order", "state_lr", "lam", "rho", "tau",
+LIFTED_ONLY = ("state_steps", "state_init", "state_order", "state_lr", "state_sweeps", "state_tol",
+               "lam", "rho", "tau",
                "inner_sweeps", "momentum", "power_iterations", "batched_layers")
 SELECTIONS = ("best-val", "last")
 #: options only ISGM reads: its proximal parameter τ ((1/2τ)‖θ − θ^k‖², τ = inf drops the term)
@@ -69,6 +71,10 @@ class TrainConfig:
     state_init: str | None = None
     state_order: str | None = None
     state_lr: float | None = None
+    #: state sweeps per state phase at most (an int or 'auto': one per free state), and the
+    #: relative decrease of the state objective below which the phase stops (0: never early)
+    state_sweeps: int | str | None = None
+    state_tol: float | None = None
     lam: float | None = None
     rho: float | None = None
     tau: float | None = None
@@ -145,6 +151,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"state_order: expected one of {list(STATE_ORDERS)}, got {cfg.state_order!r}")
     if cfg.state_lr is not None and not 0 < cfg.state_lr < 2:
         raise ValueError(f"state_lr: expected a number in (0, 2) (a descent step), got {cfg.state_lr!r}")
+    if cfg.state_sweeps is not None and cfg.state_sweeps != "auto":
+        _check_positive_int("state_sweeps", cfg.state_sweeps)
+    if cfg.state_tol is not None and (isinstance(cfg.state_tol, bool) or not isinstance(cfg.state_tol, (int, float))
+                                      or not (cfg.state_tol >= 0 and math.isfinite(cfg.state_tol))):
+        raise ValueError(f"state_tol: must be a finite number >= 0, got {cfg.state_tol!r}")
     if cfg.momentum is not None and not 0 <= cfg.momentum < 1:
         raise ValueError(f"momentum: must lie in [0, 1), got {cfg.momentum!r}")
     if cfg.regularizer is not None and cfg.regularizer not in ("l1", "l2"):

@@ -57,12 +57,13 @@ DENOISE_LEVELS = (0.05, 0.1, 0.2)
 #: lifted-engine settings of every imaging task (over the engine defaults; a task's own presets
 #: and the caller win): one backward Gauss–Seidel sweep over the states per batch (the output's
 #: residual reaches the first layer within one sweep), each mini-batch's states from the forward
-#: pass, τ_k refreshed by two warm-started power iterations, ISGM without its proximal term
-#: (τ = ∞; the backtracked W-steps alone are descent steps), and per-solver steps
+#: pass, τ_k refreshed by two warm-started power iterations, ISGM with its proximal term
+#: (1/2τ)‖θ − θ^k‖², τ = 1 (the largest weight 1/τ of those compared on validation that did not
+#: lower the validation PSNR: docs/results.md), and per-solver steps
 IMAGING_PRESETS = {
     "all": {"epochs": 10, "batch_size": 32},
     "lifted": {"state_order": "backward", "state_init": "forward", "inner_sweeps": 1,
-               "tau": math.inf, "power_iterations": 2},
+               "tau": 1.0, "power_iterations": 2},
     "backprop": {"lr": 1e-3},
     ("bregman", "adam"): {"lr": 3e-3},
     ("bregman", "isgm"): {"lr": 1e-2},

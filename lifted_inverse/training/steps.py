@@ -46,7 +46,8 @@ class LiftedStep:
                                  prox_weight=1.0 / config.tau, inner_sweeps=config.inner_sweeps,
                                  power_iterations=config.power_iterations, reduce_fn=config.reduce_fn,
                                  state_init=config.state_init, state_order=config.state_order,
-                                 state_lr=config.state_lr)
+                                 state_lr=config.state_lr, state_sweeps=config.state_sweeps,
+                                 state_tol=config.state_tol)
         self.store = None if self.solver.state_init == "forward" else self.initial_store()
 
     def initial_store(self) -> StateStore:
