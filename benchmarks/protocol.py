@@ -67,7 +67,7 @@ def split_method(method: str) -> tuple[str, str]:
 
 def search_space(method: str) -> dict[str, tuple]:
     """The grid of ``method``: its exact entry, else ``'<method>/*'``, else ``'lifted/*'``."""
-    name, solver = split_method(method)
+    name, _ = split_method(method)
     for key in (method, f"{name}/*", None if name == "backprop" else "lifted/*"):
         if key in SEARCH_SPACES:
             return SEARCH_SPACES[key]
@@ -191,22 +191,23 @@ def markdown(result: dict) -> str:
     n = len(result["seeds"])
     length = (f"{result['time_budget']:g} s per run" if result["time_budget"] is not None
               else f"{result['epochs']} epochs")
-    lines = [f"| method | chosen on validation ({result['budget']} configurations, "
-             f"{len(result['tuning_seeds'])} tuning seeds) | best mean val {metric} ({unit}) | "
-             f"test {metric} ({unit}), mean ± sd, {n} seeds | s/epoch (median) |",
-             "|---|---|---|---|---|"]
+    header = (f"| method | chosen on validation ({result['budget']} configurations, "
+              f"{len(result['tuning_seeds'])} tuning seeds) | best mean val {metric} ({unit}) | "
+              f"test {metric} ({unit}), mean ± sd, {n} seeds | s/epoch (median) |")
+    lines = [header, "|---|---|---|---|---|"]
     for m, r in result["methods"].items():
         chosen = ", ".join(f"{k} {v:g}" for k, v in sorted(r["chosen"].items()) if k != "lr_factor")
         chosen = f"lr {r['lr']:.3g}" + (f", {chosen}" if chosen else "")
         lines.append(f"| `{m}` | {chosen} | {_fmt(r['val_mean'], metric)} | "
                      f"**{_fmt(r['test_mean'], metric)} ± {_fmt(r['test_sd'], metric)}** | "
                      f"{r['seconds_per_epoch']:.3g} |")
-    lines += ["", f"| paired difference ({length}) | per seed ({unit}) | mean ({unit}) | "
-                  f"95 % t-interval ({unit}) | verdict |", "|---|---|---|---|---|"]
+    header = (f"| paired difference ({length}) | per seed ({unit}) | mean ({unit}) | "
+              f"95 % t-interval ({unit}) | verdict |")
+    lines += ["", header, "|---|---|---|---|---|"]
     for m, p in result["paired"].items():
-        per = ", ".join(f"{_fmt(d, metric)}" for d in p["diffs"])
-        verdict = ("no difference" if not p["differs"] else
-                   f"{'`' + m + '`' if p['mean'] > 0 else '`' + result['baseline'] + '`'} better")
+        per = ", ".join(_fmt(d, metric) for d in p["diffs"])
+        winner = m if p["mean"] > 0 else result["baseline"]
+        verdict = f"`{winner}` better" if p["differs"] else "no difference"
         lines.append(f"| `{m}` − `{result['baseline']}` | {per} | {_fmt(p['mean'], metric)} | "
                      f"[{_fmt(p['low'], metric)}, {_fmt(p['high'], metric)}] | {verdict} |")
     return "\n".join(lines)

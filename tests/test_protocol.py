@@ -61,7 +61,7 @@ def test_configurations_are_distinct_seeded_and_bounded():
 
 def test_selection_reads_validation_only(monkeypatch):
     """Garbage test metrics (a different value on every call) leave the choice unchanged."""
-    kw = dict(budget=3, tuning_seeds=1, epochs=2, extra=TINY)
+    kw = {"budget": 3, "tuning_seeds": 1, "epochs": 2, "extra": TINY}
     clean = protocol.tune("digits-mlp", "backprop/adam", **kw)
     _recording_train(monkeypatch, test_value=lambda i: (-1) ** i * 1e3 * i)
     garbage = protocol.tune("digits-mlp", "backprop/adam", **kw)
