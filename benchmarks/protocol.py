@@ -192,7 +192,7 @@ def markdown(result: dict) -> str:
     length = (f"{result['time_budget']:g} s per run" if result["time_budget"] is not None
               else f"{result['epochs']} epochs")
     header = (f"| method | chosen on validation ({result['budget']} configurations, "
-              f"{len(result['tuning_seeds'])} tuning seeds) | best mean val {metric} ({unit}) | "
+              f"{len(result['tuning_seeds'])} tuning seeds) | val {metric} ({unit}), mean over tuning seeds | "
               f"test {metric} ({unit}), mean ± sd, {n} seeds | s/epoch (median) |")
     lines = [header, "|---|---|---|---|---|"]
     for m, r in result["methods"].items():
