@@ -14,6 +14,7 @@ from torch import nn
 from lifted_inverse.cli import main
 from lifted_inverse.lifted.activations import Clip, SoftThreshold
 from lifted_inverse.lifted.layers import ResidualBlock
+from lifted_inverse.lifted.model import lift
 from lifted_inverse.networks import (
     architecture,
     build,
@@ -209,6 +210,18 @@ def test_reads_the_former_residual_format(tmp_path):
         h = nn.functional.softshrink(h, 0.1)
         expected = expected + nn.functional.conv2d(h, w[f"{i}.body.2.weight"], w[f"{i}.body.2.bias"], padding=1)
     assert torch.allclose(_apply(ck.model, x), expected, atol=1e-6)
+    assert len(lift(ck.model, ck.input_shape).blocks) == 2      # the loaded blocks lift as residuals
+
+
+def test_residual_blocks_are_stored_with_their_activation(tmp_path):
+    """A ResidualBlock's activation is stored as the proximal activation it is (name, parameters)."""
+    net = NETWORKS["proximal_activations"][0]()
+    save_checkpoint(tmp_path / "net.pt", net, input_shape=(6,))
+    spec = load_checkpoint(tmp_path / "net.pt").architecture["layers"]
+    assert spec[0]["type"] == "ResidualBlock"
+    assert spec[0]["activation"] == {"type": "ProximalActivation", "name": "leaky_relu",
+                                     "negative_slope": pytest.approx(0.3)}
+    assert spec[3] == {"type": "ProximalActivation", "name": "clip", "lam": 0.5}
 
 
 @pytest.mark.parametrize("kind", ["pnn", "unrolled"])

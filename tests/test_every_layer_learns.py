@@ -7,7 +7,6 @@ method (lifted Bregman with Adam blocks). Where it does not hold (ISGM on the 20
 docs/results.md, "Solving the state phase") there is no test claiming it.
 """
 import pytest
-import torch
 
 from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 
@@ -21,12 +20,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

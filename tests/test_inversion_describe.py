@@ -14,9 +14,8 @@ from torch import nn
 
 from lifted_inverse.inversion.regularizers import make_regularizer
 from lifted_inverse.lifted import AffineLayer, ResidualBlock, SkipLayer, lift
-from lifted_inverse.lifted.activations import Clip, Identity, ReLU, SoftThreshold
+from lifted_inverse.lifted.activations import Identity, ReLU
 from lifted_inverse.lifted.inverse import LiftedInversion
-from lifted_inverse.networks import load_checkpoint, save_checkpoint
 
 DT = torch.float64
 TOL = 1e-6
@@ -155,52 +154,3 @@ def test_errors_name_the_layer():
         lift(nn.Sequential(nn.Linear(4, 4)), (0,))
     with pytest.raises(TypeError, match="model"):
         lift("not a model", (4,))
-
-
-# ---- checkpoints of residual blocks -----------------------------------------------------------
-def test_checkpoint_stores_residual_blocks_with_their_activation(tmp_path):
-    torch.manual_seed(7)
-    model = nn.Sequential(
-        ResidualBlock(nn.Linear(6, 4), nn.LeakyReLU(0.3), nn.Linear(4, 6)),
-        ResidualBlock(nn.Linear(6, 5), SoftThreshold(0.2), nn.Linear(5, 6, bias=False)),
-        nn.Linear(6, 3), Clip(0.5),
-    )
-    path = tmp_path / "net.pt"
-    save_checkpoint(path, model, input_shape=(6,))
-    spec = load_checkpoint(path).architecture["layers"]
-    assert spec[0]["type"] == "ResidualBlock"
-    assert spec[0]["activation"] == {"type": "ProximalActivation", "name": "leaky_relu",
-                                     "negative_slope": pytest.approx(0.3)}
-    assert spec[3] == {"type": "ProximalActivation", "name": "clip", "lam": 0.5}
-    ck = load_checkpoint(path)
-    loaded, shape = ck.model, tuple(ck.input_shape)
-    x = torch.randn(4, 6)
-    assert shape == (6,) and torch.equal(loaded(x), model(x))
-    assert isinstance(loaded[1].activation, SoftThreshold)
-    assert float(loaded[1].activation.alpha) == pytest.approx(0.2)
-
-
-def test_checkpoint_reads_the_former_residual_format(tmp_path):
-    """Files written with ``{"type": "Residual", "body": ...}`` and ``body.0.*`` keys still load."""
-    torch.manual_seed(8)
-    conv = lambda a, b: {"type": "Conv2d", "in_channels": a, "out_channels": b, "kernel_size": [3, 3],
-                         "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1,
-                         "bias": True}
-    body = {"type": "Sequential", "layers": [conv(1, 3), {"type": "Softshrink", "lambd": 0.1}, conv(3, 1)]}
-    w = {f"{i}.body.{j}.{p}": torch.randn(s) for i in range(2)
-         for j, shapes in ((0, {"weight": (3, 1, 3, 3), "bias": (3,)}), (2, {"weight": (1, 3, 3, 3), "bias": (1,)}))
-         for p, s in shapes.items()}
-    torch.save({"format": "lifted_inverse.sequential", "version": 1, "input_shape": [1, 6, 6],
-                "architecture": {"type": "Sequential", "layers": [{"type": "Residual", "body": body}] * 2},
-                "state_dict": w}, tmp_path / "old.pt")
-    ck = load_checkpoint(tmp_path / "old.pt")
-    model, shape = ck.model, tuple(ck.input_shape)
-    assert shape == (1, 6, 6) and all(isinstance(b, ResidualBlock) for b in model)
-    x = torch.randn(2, 1, 6, 6)
-    expected = x
-    for i in range(2):
-        h = nn.functional.conv2d(expected, w[f"{i}.body.0.weight"], w[f"{i}.body.0.bias"], padding=1)
-        h = nn.functional.softshrink(h, 0.1)
-        expected = expected + nn.functional.conv2d(h, w[f"{i}.body.2.weight"], w[f"{i}.body.2.bias"], padding=1)
-    assert torch.allclose(model(x), expected, atol=1e-6)
-    assert len(lift(model, shape).blocks) == 2

@@ -11,14 +11,7 @@ from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
 from lifted_inverse.networks import mlp
 from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscription when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(n=120, d=6, classes=3, seed=0, dtype=torch.float64):

@@ -13,12 +13,7 @@ from lifted_inverse.networks import mlp
 DEEP = (6, 12, 12, 12, 12, 12, 12, 12, 12, 3)      # 8 hidden layers: 8 free states
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(n=60, d=6, classes=3, seed=0):

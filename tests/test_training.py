@@ -19,13 +19,7 @@ from lifted_inverse.training import (
 )
 from lifted_inverse.training.tasks import TASKS, Task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_digits_mlp_lifted_bregman_reaches_95_percent():
