@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,6 @@ def _check_out(out: Path, resume: str | None) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    import os
     if not os.access(probe, os.W_OK):
         raise ValueError(f"out: cannot write into {probe}")
     ck = out / "checkpoint.pt"
@@ -42,9 +42,10 @@ def _check_out(out: Path, resume: str | None) -> None:
 
 
 def _json_safe(value):
-    """Non-finite floats as None (strict JSON); tensors never reach metrics."""
+    """Non-finite floats as the strings 'inf', '-inf', 'nan' (strict JSON keeps the value readable,
+    e.g. ``tau = inf``: ISGM without its proximal term); tensors never reach metrics."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return str(value)
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
