@@ -7,6 +7,8 @@ from lifted_inverse.operators import (
     OPERATOR_CASES,
     OPERATOR_NAMES,
     Blur,
+    Gradient,
+    Identity,
     Mask,
     Radon,
     SubsampledFourier,
@@ -121,7 +123,7 @@ def test_bad_parameters_raise_naming_argument():
         (lambda: Blur((1, 8, 8), torch.ones(9, 9), "circular"), "kernel"),
         (lambda: Blur((1, 8, 8), "gauss"), "kernel"),
         (lambda: Blur((1, 8, 8), "box", boundary="reflect"), "boundary"),
-        (lambda: Blur((8, 8), "box"), "image_shape"),
+        (lambda: Blur((1, 2, 8, 8), "box"), "image_shape"),
         (lambda: Mask((1, 4, 4), torch.full((4, 4), 0.5)), "mask"),
         (lambda: Mask((1, 4, 4), torch.ones(3, 3)), "mask"),
         (lambda: SubsampledFourier((1, 4, 4), torch.zeros(4, 4)), "mask"),
@@ -163,3 +165,44 @@ def test_cuda_matches_cpu(factory):
     y = _rand(A.out_shape, seed=13)
     assert torch.allclose(A(x.cuda()).cpu(), A(x), atol=1e-10)
     assert torch.allclose(A.adjoint(y.cuda()).cpu(), A.adjoint(y), atol=1e-10)
+
+
+# ---- the zero-boundary blur's FFT path; shapes given as an int or a tuple ----------------------
+
+@pytest.mark.parametrize("kernel_shape, image_shape", [((9, 9), (2, 16, 16)), ((4, 7), (1, 9, 13)),
+                                                       ((1, 1), (1, 5, 5)), ((11, 3), (1, 6, 8)),
+                                                       ((2, 2), (1, 1, 1))])
+def test_zero_blur_is_zero_padded_convolution(kernel_shape, image_shape):
+    """The FFT over the padded grid equals the direct convolution (``conv2d`` of the zero-padded
+    image with the flipped kernel), kernels larger than the image included."""
+    import torch.nn.functional as F
+
+    kh, kw = kernel_shape
+    k = torch.randn(kernel_shape, generator=torch.Generator().manual_seed(kh * 31 + kw), dtype=torch.float64)
+    x = _rand(image_shape, batch=2, seed=12)
+    c, h, w = image_shape
+    ch, cw = kh // 2, kw // 2
+    xp = F.pad(x.reshape(2 * c, 1, h, w), (kw - 1 - cw, cw, kh - 1 - ch, ch))
+    expected = F.conv2d(xp, torch.flip(k, (0, 1))[None, None]).reshape(x.shape)
+    A = Blur(image_shape, k, "zero")
+    assert torch.allclose(A(x), expected, rtol=1e-12, atol=1e-12)
+    assert A.adjoint_test() <= 1e-12
+
+
+def test_fast_fft_size():
+    from lifted_inverse.operators.blur import fast_fft_size
+
+    assert [fast_fft_size(n) for n in (1, 2, 7, 132, 136, 257)] == [2, 2, 8, 144, 144, 270]
+
+
+@pytest.mark.parametrize("build", [
+    lambda s: Blur(s, "box", "zero"), lambda s: Blur(s, "gaussian"),
+    lambda s: Mask(s, torch.ones(16, 16)), lambda s: SubsampledFourier(s, torch.ones(16, 16)),
+    lambda s: Identity(s), lambda s: Gradient(s),
+], ids=["blur-zero", "blur-circular", "mask", "fourier", "denoise", "gradient"])
+def test_constructors_take_an_int_or_a_shape(build):
+    for given in (16, (16, 16), [1, 16, 16], (1, 16, 16), torch.Size([16, 16])):
+        assert build(given).in_shape == (1, 16, 16)
+    for bad in ("16", 16.0, (16.0, 16), (1, 1, 16, 16), (16,), None, True, (0, 16), -3, (True, 16)):
+        with pytest.raises(ValueError, match=r"^(image_shape|shape): expected"):
+            build(bad)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,29 @@ def check_image_shape(shape, name: str = "image_shape") -> Shape:
         raise ValueError(f"{name}: expected (C, H, W), got {shape!r}") from None
     if len(out) != 3 or min(out) < 1:
         raise ValueError(f"{name}: expected (C, H, W) with positive sizes, got {shape!r}")
+    return out
+
+
+def as_image_shape(shape, name: str = "image_shape") -> Shape:
+    """The ``(C, H, W)`` an operator constructor is given: an int ``n`` is ``(1, n, n)``, a pair
+    ``(H, W)`` is ``(1, H, W)``, a triple is kept. ``ValueError`` naming ``name`` for anything
+    else (other types, other lengths, non-positive sizes)."""
+    def _size(s) -> int:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise ValueError(f"{name}: expected an int, (H, W) or (C, H, W) of positive ints, got {shape!r}")
+        return int(s)
+
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        out = (1, int(shape), int(shape))
+    elif isinstance(shape, (tuple, list)) and len(shape) in (2, 3):
+        out = tuple(_size(s) for s in shape)
+        out = (1, *out) if len(out) == 2 else out
+    else:
+        raise ValueError(f"{name}: expected an int, (H, W) or (C, H, W) of positive ints, got {shape!r}")
+    if min(out) < 1:
+        raise ValueError(f"{name}: expected positive sizes, got {shape!r}")
     return out
 
 
@@ -282,9 +306,11 @@ class Scaled(LinearOperator):
 
 
 class Identity(LinearOperator):
-    """``I x = x`` (the denoising forward model)."""
+    """``I x = x`` (the denoising forward model) on images of ``shape``: ``(C, H, W)``, ``(H, W)``
+    (one channel) or an int ``n`` (``(1, n, n)``)."""
 
-    def __init__(self, shape: Sequence[int]):
+    def __init__(self, shape: int | Sequence[int]):
+        shape = as_image_shape(shape, "shape")
         super().__init__(shape, shape)
 
     def _forward(self, x):

@@ -5,9 +5,15 @@ Convention, for a kernel ``k`` of shape ``(kh, kw)`` with centre ``(ch, cw) = (k
     (k * x)[c, i, j] = Σ_{m, n} k[m, n] x[c, i + ch - m, j + cw - n]
 
 per channel, with the index taken modulo ``(H, W)`` (``'circular'``) or ``x`` extended by zeros
-(``'zero'``). The output has the input's shape. Adjoints: circular = multiplication by the
-conjugate FFT multiplier (a circular correlation); zero = correlation with ``k`` on the
-zero-padded data (the exact transpose of the zero-boundary convolution).
+(``'zero'``). The output has the input's shape. Both boundaries are computed by FFT:
+
+* circular: ``A x = F⁻¹(K̂ · F x)`` on the ``(H, W)`` grid, ``K̂`` the DFT of ``k`` placed with its
+  centre at the origin; ``A^* y = F⁻¹(conj(K̂) · F y)`` (a circular correlation).
+* zero: ``A = R C_P Z``, where ``Z`` embeds ``x`` in a ``P x Q`` grid of zeros (top-left corner),
+  ``C_P`` is the circular convolution on that grid and ``R = Z^T`` keeps the top-left ``H x W``
+  block. With ``P >= max(H + max(ch, kh-1-ch), kh)`` (likewise ``Q``) no wrapped-around term
+  reaches the kept block, so ``A`` is exactly the zero-boundary convolution, and
+  ``A^* = R C_P^* Z`` is its exact transpose. ``P, Q`` are the next even 5-smooth sizes (fast FFTs).
 """
 from __future__ import annotations
 
@@ -16,11 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import LinearOperator, check_image_shape
+from .base import LinearOperator, as_image_shape
 
-__all__ = ["Blur", "box_kernel", "gaussian_kernel", "make_kernel", "motion_kernel"]
+__all__ = ["Blur", "box_kernel", "fast_fft_size", "gaussian_kernel", "make_kernel", "motion_kernel"]
 
 BOUNDARIES = ("circular", "zero")
 KERNEL_NAMES = ("gaussian", "box", "motion")
@@ -82,6 +87,19 @@ def motion_kernel(length: float = 9, angle_deg: float = 0.0, dtype=torch.float64
     return torch.as_tensor(k / k.sum(), dtype=dtype)
 
 
+def fast_fft_size(n: int) -> int:
+    """The smallest even ``m >= n`` whose only prime factors are 2, 3 and 5 (a fast FFT length)."""
+    m = max(2, int(n) + (int(n) % 2))
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 2
+
+
 def make_kernel(name: str) -> torch.Tensor:
     """Default kernels by name: ``'gaussian'`` (9x9, σ=1.5), ``'box'`` (5x5), ``'motion'`` (9, 0°)."""
     if name == "gaussian":
@@ -98,14 +116,14 @@ class Blur(LinearOperator):
 
     Parameters
     ----------
-    image_shape: ``(C, H, W)``.
+    image_shape: ``(C, H, W)``, ``(H, W)`` (one channel) or an int ``n`` (``(1, n, n)``).
     kernel: a 2-D tensor/array, or a name in ``KERNEL_NAMES`` (default parameters, see
         :func:`make_kernel`).
-    boundary: ``'circular'`` (FFT; the kernel must fit in the image) or ``'zero'``.
+    boundary: ``'circular'`` (the kernel must fit in the image) or ``'zero'``.
     """
 
-    def __init__(self, image_shape: Sequence[int], kernel="gaussian", boundary: str = "circular"):
-        shape = check_image_shape(image_shape)
+    def __init__(self, image_shape: int | Sequence[int], kernel="gaussian", boundary: str = "circular"):
+        shape = as_image_shape(image_shape)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary: expected one of {BOUNDARIES}, got {boundary!r}")
         if isinstance(kernel, str):
@@ -120,21 +138,29 @@ class Blur(LinearOperator):
             if not bool(torch.isfinite(k).all()):
                 raise ValueError("kernel: contains NaN or Inf values")
         _, h, w = shape
-        if boundary == "circular" and (k.shape[0] > h or k.shape[1] > w):
+        kh, kw = k.shape
+        if boundary == "circular" and (kh > h or kw > w):
             raise ValueError(f"kernel: shape {tuple(k.shape)} larger than the image {(h, w)} "
                              "(circular boundary)")
         super().__init__(shape, shape)
         self.boundary = boundary
         self.register_buffer("kernel", k.clone())
+        if boundary == "circular":
+            self.grid = (h, w)
+        else:
+            ch, cw = kh // 2, kw // 2
+            self.grid = (fast_fft_size(max(h + max(ch, kh - 1 - ch), kh)),
+                         fast_fft_size(max(w + max(cw, kw - 1 - cw), kw)))
         self._multipliers: dict[tuple, torch.Tensor] = {}
 
     def _multiplier(self, dtype, device) -> torch.Tensor:
-        """``rfft2`` of the kernel placed with its centre at the origin, shape ``(H, W//2+1)``."""
+        """``rfft2`` of the kernel on the FFT grid ``(P, Q)`` with its centre at the origin, shape
+        ``(P, Q//2+1)``."""
         key = (dtype, str(device))
         if key not in self._multipliers:
-            _, h, w = self.in_shape
+            p, q = self.grid
             kh, kw = self.kernel.shape
-            big = torch.zeros((h, w), dtype=torch.float64, device=self.kernel.device)
+            big = torch.zeros((p, q), dtype=torch.float64, device=self.kernel.device)
             big[:kh, :kw] = self.kernel
             big = torch.roll(big, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
             self._multipliers[key] = torch.fft.rfft2(big.to(dtype)).to(device)
@@ -144,30 +170,21 @@ class Blur(LinearOperator):
         self._multipliers = {}
         return super()._apply(fn, recurse)
 
-    def _circular(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+    def _convolve(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        """``R C_P Z x`` (``conj``: ``R C_P^* Z x``); ``Z``, ``R`` are the identity on the circular
+        grid. ``rfft2(x, s=grid)`` zero-pads at the end of each axis, which is ``Z``."""
         mult = self._multiplier(x.dtype, x.device)
         if conj:
             mult = mult.conj()
         h, w = self.in_shape[1:]
-        return torch.fft.irfft2(torch.fft.rfft2(x) * mult, s=(h, w))
-
-    def _zero(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        b, c, h, w = x.shape
-        kh, kw = self.kernel.shape
-        ch, cw = kh // 2, kw // 2
-        k = self.kernel.to(dtype=x.dtype, device=x.device)
-        if adjoint:  # correlation with k: pad (ch, kh-1-ch) rows, (cw, kw-1-cw) columns
-            weight, pad = k, (cw, kw - 1 - cw, ch, kh - 1 - ch)
-        else:  # convolution = correlation with the flipped kernel
-            weight, pad = torch.flip(k, (0, 1)), (kw - 1 - cw, cw, kh - 1 - ch, ch)
-        xp = F.pad(x.reshape(b * c, 1, h, w), pad)
-        return F.conv2d(xp, weight[None, None]).reshape(b, c, h, w)
+        out = torch.fft.irfft2(torch.fft.rfft2(x, s=self.grid) * mult, s=self.grid)
+        return out if self.grid == (h, w) else out[..., :h, :w]
 
     def _forward(self, x):
-        return self._circular(x, False) if self.boundary == "circular" else self._zero(x, False)
+        return self._convolve(x, False)
 
     def _adjoint(self, y):
-        return self._circular(y, True) if self.boundary == "circular" else self._zero(y, True)
+        return self._convolve(y, True)
 
     def extra_repr(self) -> str:
         return f"image_shape={self.in_shape}, kernel={tuple(self.kernel.shape)}, boundary={self.boundary!r}"

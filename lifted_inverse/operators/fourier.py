@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import LinearOperator, check_image_shape
+from .base import LinearOperator, as_image_shape
 from .mask import binary_mask
 
 __all__ = ["MASK_KINDS", "SubsampledFourier", "sampling_mask"]
@@ -22,10 +22,11 @@ class SubsampledFourier(LinearOperator):
     ``(H//2, W//2)`` as in ``fftshift``) is 1, and the complex values are stacked as
     (real, imaginary) in the last axis. For real ``x`` and the real inner product,
     ``A^* y = Re(F^H P^T y)``; ``||A|| <= 1`` (``= 1`` whenever the DC coefficient is kept).
+    ``image_shape``: ``(C, H, W)``, ``(H, W)`` (one channel) or an int ``n`` (``(1, n, n)``).
     """
 
-    def __init__(self, image_shape: Sequence[int], mask):
-        shape = check_image_shape(image_shape)
+    def __init__(self, image_shape: int | Sequence[int], mask):
+        shape = as_image_shape(image_shape)
         m = binary_mask(mask)
         if tuple(m.shape) != shape[1:]:
             raise ValueError(f"mask: expected shape {shape[1:]}, got {tuple(m.shape)}")

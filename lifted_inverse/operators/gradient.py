@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import LinearOperator
+from .base import LinearOperator, as_image_shape
 
 
 class Gradient(LinearOperator):
@@ -16,12 +16,11 @@ class Gradient(LinearOperator):
     The adjoint is ``∇^* = -div``; ``||∇|| <= sqrt(8)``.
     Isotropic TV ``TV(x) = Σ_{c,i,j} ||(∇x)[c, :, i, j]||_2`` is
     :class:`lifted_inverse.reconstruction.functionals.TotalVariation`.
+    ``shape``: ``(C, H, W)``, ``(H, W)`` (one channel) or an int ``n`` (``(1, n, n)``).
     """
 
-    def __init__(self, shape: Sequence[int]):
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 3:
-            raise ValueError(f"shape: expected (C, H, W), got {shape}")
+    def __init__(self, shape: int | Sequence[int]):
+        shape = as_image_shape(shape, "shape")
         c, h, w = shape
         super().__init__(shape, (c, 2, h, w))
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .base import LinearOperator, check_image_shape
+from .base import LinearOperator, as_image_shape
 
 __all__ = ["Mask", "binary_mask", "random_mask"]
 
@@ -27,11 +27,12 @@ class Mask(LinearOperator):
     """``(A x)[c, i, j] = m[c, i, j] x[c, i, j]`` with a 0/1 mask ``m`` broadcast to ``(C, H, W)``.
 
     Self-adjoint (``A^* = A``), ``||A|| = 1`` unless the mask is all zero. Missing pixels are
-    stored as zeros, so the output has the input's shape.
+    stored as zeros, so the output has the input's shape. ``image_shape``: ``(C, H, W)``,
+    ``(H, W)`` (one channel) or an int ``n`` (``(1, n, n)``).
     """
 
-    def __init__(self, image_shape: Sequence[int], mask):
-        shape = check_image_shape(image_shape)
+    def __init__(self, image_shape: int | Sequence[int], mask):
+        shape = as_image_shape(image_shape)
         m = binary_mask(mask)
         try:
             m = torch.broadcast_to(m, shape).clone()
