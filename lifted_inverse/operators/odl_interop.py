@@ -50,16 +50,36 @@ def _torch_shape(space_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class _ODLApply(torch.autograd.Function):
-    """``out_b = scale · T(x_b)`` per sample; backward applies the wrapped adjoint map."""
+    """``out_b = scale · T(x_b)`` per sample (``T`` or, with ``adjoint``, the wrapped adjoint).
+
+    The map is linear, so its VJP (``backward``) is the other map and its JVP is the map itself;
+    under ``torch.func.vmap`` the mapped axis is folded into the batch axis, which the wrapper
+    loops over anyway."""
 
     @staticmethod
-    def forward(ctx, x, wrapper, adjoint: bool):
-        ctx.wrapper, ctx.adjoint = wrapper, adjoint
+    def forward(x, wrapper, adjoint: bool):
         return wrapper._numpy_apply(x, adjoint)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.wrapper, ctx.adjoint = inputs
 
     @staticmethod
     def backward(ctx, grad):
         return _ODLApply.apply(grad, ctx.wrapper, not ctx.adjoint), None, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent, wrapper_tangent, adjoint_tangent):
+        return _ODLApply.apply(x_tangent, ctx.wrapper, ctx.adjoint)
+
+    @staticmethod
+    def vmap(info, in_dims, x, wrapper, adjoint: bool):
+        if in_dims[0] is None:
+            return _ODLApply.apply(x, wrapper, adjoint), None
+        x = x.movedim(in_dims[0], 0)
+        n, b = x.shape[:2]
+        out = _ODLApply.apply(x.reshape(n * b, *x.shape[2:]), wrapper, adjoint)
+        return out.reshape(n, b, *out.shape[1:]), 0
 
 
 class ODLOperator(LinearOperator):
