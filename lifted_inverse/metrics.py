@@ -2,6 +2,11 @@
 
 Shapes: ``(B, C, H, W)`` gives one value per sample, shape ``(B,)``; a single image ``(C, H, W)``
 or ``(H, W)`` gives a 0-d tensor. ``reduction="mean"`` averages over the batch.
+
+Two conventions of the field for the data range ``R``: fixed, ``R = 1`` for images in [0, 1]
+(``psnr``, ``ssim`` in the jobs' metrics), and per image ``R_b = max(ref_b) - min(ref_b)`` (the
+convention of dival and LION, :func:`gt_range`; ``psnr_gt_range``, ``ssim_gt_range``).
+:func:`quality` gives all four per sample.
 """
 from __future__ import annotations
 
@@ -18,14 +23,27 @@ def _prepare(x: torch.Tensor, ref: torch.Tensor, data_range: float) -> tuple[tor
         raise ValueError(f"x: shape {tuple(x.shape)} differs from ref shape {tuple(ref.shape)}")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"x: expected (H, W), (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
-    if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0 \
+    single = x.ndim < 4
+    if isinstance(data_range, torch.Tensor):
+        batch = 1 if single else x.shape[0]
+        if data_range.shape not in ((), (batch,)) or not bool(torch.isfinite(data_range).all()) \
+                or not bool((data_range > 0).all()):
+            raise ValueError(f"data_range: expected positive finite values, a scalar or shape ({batch},), "
+                             f"got {data_range.tolist()}")
+    elif isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0 \
             or not math.isfinite(data_range):
         raise ValueError(f"data_range: expected a positive finite number, got {data_range!r}")
-    single = x.ndim < 4
     while x.ndim < 4:
         x, ref = x.unsqueeze(0), ref.unsqueeze(0)
     dtype = torch.promote_types(torch.promote_types(x.dtype, ref.dtype), torch.float32)
     return x.to(dtype), ref.to(dtype), single
+
+
+def _range(data_range, like: torch.Tensor):
+    """A float as is; a tensor as (B,) or () in ``like``'s dtype and device."""
+    if isinstance(data_range, torch.Tensor):
+        return data_range.to(dtype=like.dtype, device=like.device).reshape(-1)
+    return data_range
 
 
 def _reduce(values: torch.Tensor, single: bool, reduction: str) -> torch.Tensor:
@@ -36,14 +54,16 @@ def _reduce(values: torch.Tensor, single: bool, reduction: str) -> torch.Tensor:
     return values[0] if single else values
 
 
-def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float, reduction: str = "none") -> torch.Tensor:
+def psnr(x: torch.Tensor, ref: torch.Tensor, data_range: float | torch.Tensor,
+         reduction: str = "none") -> torch.Tensor:
     """Peak signal-to-noise ratio ``10 log10(R^2 / mean((x - ref)^2))`` in dB, per sample.
 
-    ``R = data_range`` (e.g. 1.0 for images in [0, 1]). Identical images give ``inf``.
+    ``R = data_range``: a number (e.g. 1.0 for images in [0, 1]) or one per sample, shape (B,)
+    (e.g. :func:`gt_range`). Identical images give ``inf``.
     """
     x, ref, single = _prepare(x, ref, data_range)
     mse = ((x - ref) ** 2).flatten(1).mean(dim=1)
-    values = 10.0 * torch.log10(data_range ** 2 / mse)
+    values = 10.0 * torch.log10(_range(data_range, mse) ** 2 / mse)
     return _reduce(values, single, reduction)
 
 
@@ -55,7 +75,7 @@ def _gaussian_window(sigma: float, truncate: float, dtype, device) -> torch.Tens
     return w / w.sum()
 
 
-def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float, reduction: str = "none",
+def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float | torch.Tensor, reduction: str = "none",
          sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) with an 11x11 Gaussian window (sigma 1.5).
 
@@ -64,7 +84,8 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float, reduction: str =
     ``C1 = (k1 R)^2``, ``C2 = (k2 R)^2``; the result is the mean of ``S`` over the pixels whose
     window lies inside the image, and over channels. Equals
     ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=R)`` (tested to 1e-4). Needs H, W >= 11.
+    use_sample_covariance=False, data_range=R)`` (tested to 1e-4). ``R``: a number or one per
+    sample, shape (B,). Needs H, W >= 11.
     """
     x, ref, single = _prepare(x, ref, data_range)
     b, c, h, w = x.shape
@@ -82,6 +103,29 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float, reduction: str =
     sxx = filt(x * x) - mx * mx
     syy = filt(ref * ref) - my * my
     sxy = filt(x * ref) - mx * my
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    r = _range(data_range, x)
+    if isinstance(r, torch.Tensor):
+        r = r.reshape(-1, 1, 1, 1)
+    c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return _reduce(s.flatten(1).mean(dim=1), single, reduction)
+
+
+def gt_range(ref: torch.Tensor) -> torch.Tensor:
+    """Per-image data range ``max(ref_b) - min(ref_b)`` of a batch ``(B, ...)``, shape (B,)."""
+    flat = ref.flatten(1)
+    return flat.amax(dim=1) - flat.amin(dim=1)
+
+
+def quality(x: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PSNR and SSIM of a batch ``x`` against ``ref`` (both ``(B, C, H, W)``) in both conventions
+    of the module docstring, each of shape (B,): ``psnr``, ``ssim`` (``R = 1``) and
+    ``psnr_gt_range``, ``ssim_gt_range`` (``R_b = max(ref_b) - min(ref_b)``; ``ValueError`` for a
+    constant reference image)."""
+    if x.ndim != 4:
+        raise ValueError(f"x: expected (B, C, H, W), got shape {tuple(x.shape)}")
+    r = gt_range(ref.to(torch.promote_types(ref.dtype, torch.float32)))
+    if not bool((r > 0).all()):
+        raise ValueError("ground_truth: a constant image has no data range max - min")
+    return {"psnr": psnr(x, ref, 1.0), "ssim": ssim(x, ref, 1.0),
+            "psnr_gt_range": psnr(x, ref, r), "ssim_gt_range": ssim(x, ref, r)}

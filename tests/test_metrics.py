@@ -79,3 +79,28 @@ def test_plot_reconstructions_writes_png(tmp_path):
     assert len(fig2.axes) == 4
     with pytest.raises(ValueError, match="reconstructions"):
         plot_reconstructions(x, y, {"bad": y[:, :10]}, None, data_range=1.0)
+
+
+def test_gt_range_convention_matches_skimage_per_sample():
+    """psnr_gt_range / ssim_gt_range: R_b = max - min of each reference (dival / LION)."""
+    pairs = [_pair(size=32, seed=s) for s in (0, 1)]
+    ref = torch.stack([0.2 + 0.5 * p[1] for p in pairs])  # range 0.5 (times the image's own range)
+    x = torch.stack([0.2 + 0.5 * p[0] for p in pairs])
+    from lifted_inverse.metrics import gt_range, quality
+
+    q = quality(x, ref)
+    assert set(q) == {"psnr", "ssim", "psnr_gt_range", "ssim_gt_range"}
+    for b in range(2):
+        r = float(ref[b].max() - ref[b].min())
+        assert float(gt_range(ref)[b]) == pytest.approx(r)
+        xb, rb = x[b, 0].numpy(), ref[b, 0].numpy()
+        assert float(q["psnr_gt_range"][b]) == pytest.approx(peak_signal_noise_ratio(rb, xb, data_range=r), abs=1e-8)
+        assert float(q["psnr"][b]) == pytest.approx(peak_signal_noise_ratio(rb, xb, data_range=1.0), abs=1e-8)
+        sk = structural_similarity(rb, xb, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                   data_range=r)
+        assert float(q["ssim_gt_range"][b]) == pytest.approx(sk, abs=1e-4)
+    assert bool((q["psnr_gt_range"] < q["psnr"]).all())  # range < 1 lowers the PSNR
+    with pytest.raises(ValueError, match="ground_truth"):
+        quality(x, torch.ones_like(ref))
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(x, ref, torch.tensor([1.0, -1.0]))
