@@ -6,7 +6,14 @@ few epochs of mini-batch block sweeps in float64 (``TrainConfig(distributed=True
 saves the final weights, the objective history and the communication log summary to
 ``OUT_DIR/result_P.pt``; checkpoints go to ``OUT_DIR/ckpt_<solver>_P.pt``. With a second
 argument (a BCD checkpoint written after ``EPOCHS`` epochs by a run on another number of
-ranks) it also resumes that run for one more epoch. Not collected by pytest (no ``test_`` prefix).
+ranks) it also resumes that run for one more epoch.
+
+``distributed_worker.py --more OUT_DIR`` (:func:`main_more`): a small PNN trained data-parallel
+(lifted BCD and Adam backprop), the synthetic task by data-parallel backprop, layer-parallel
+sweeps (:class:`~lifted_inverse.lifted.layer_parallel.LayerParallelSolver`) of an MLP, a PNN and
+an unrolled deblurring network on fixed batches, and layer-parallel training through the trainer
+(straight, and two epochs plus a resumed third); rank 0 saves ``OUT_DIR/more_P.pt``.
+Not collected by pytest (no ``test_`` prefix).
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ def make_config(run: str, **kw):
 
     solver, options = VARIANTS.get(run, (run, {}))
     lr = 1e-2 if solver == "adam" else None
-    return TrainConfig(method="bregman", solver=solver, epochs=EPOCHS, batch_size=BATCH, lr=lr,
+    return TrainConfig(method=kw.pop("method", "bregman"), solver=solver, epochs=EPOCHS, batch_size=BATCH, lr=lr,
                        seed=0, **({"inner_sweeps": 2} if solver == "isgm" else {}), **options, **kw)
 
 
@@ -65,7 +72,7 @@ def main(out_dir: str, resume_from: str | None = None) -> None:
         ckpt = out / f"ckpt_{solver}_{info.world_size}.pt"
         trainers = []
         result = train(task, make_config(solver, distributed=True), checkpoint=str(ckpt),
-                       callbacks=[lambda record, trainer: trainers.append(trainer) and None])
+                       callbacks=[lambda record, trainer, seen=trainers: seen.append(trainer) and None])
         step = trainers[-1].step
         params = [p.detach().clone() for p in task.model.parameters()]
         summary = communication_summary(step.comm.log, list(step.solver.flat_params))
@@ -85,5 +92,112 @@ def main(out_dir: str, resume_from: str | None = None) -> None:
     torch.distributed.destroy_process_group()
 
 
+#: imaging runs: a 4-layer PNN with 4 features on twelve 16×16 patches, float64
+IMAGING = {"n_train": 12, "features": 4, "layers": 4, "patch": 16, "test_size": 32, "dtype": torch.float64}
+#: layer-parallel sweeps: batches of LP_BATCH of LP_SAMPLES samples, LP_SWEEPS sweeps
+LP_SAMPLES, LP_BATCH, LP_SWEEPS = 12, 6, 6
+
+
+def make_imaging_task(name: str = "pnn-denoise"):
+    """A small imaging task (``IMAGING``) without the baseline report (TV tuning is slow and
+    not what these tests compare)."""
+    from lifted_inverse.training.imaging import make_imaging_task as make
+
+    task = make(name, **IMAGING)
+    task.report = lambda model: {}
+    return task
+
+
+def imaging_config(method: str, **kw):
+    from lifted_inverse.training import TrainConfig
+
+    solver = "adam" if method == "backprop" else "bcd"
+    return TrainConfig(method=method, solver=solver, epochs=2, batch_size=5, seed=0, **kw)
+
+
+def lp_objective(kind: str):
+    """``(objective, x, target)`` of a layer-parallel case: ``'mlp'`` (12-16×5-3, softmax),
+    ``'pnn-denoise'`` or ``'unrolled-deblur'`` (``IMAGING`` sizes), float64."""
+    from lifted_inverse.lifted import LiftedObjective, Softmax, lift
+    from lifted_inverse.networks import mlp
+
+    if kind == "mlp":
+        torch.manual_seed(0)
+        model = mlp((12, 16, 16, 16, 16, 16, 3)).to(torch.float64)
+        gen = torch.Generator().manual_seed(7)
+        x = torch.randn(LP_SAMPLES, 12, generator=gen, dtype=torch.float64)
+        t = torch.nn.functional.one_hot(torch.randint(0, 3, (LP_SAMPLES,), generator=gen), 3).double()
+        return LiftedObjective(lift(model, output_activation=Softmax()), "bregman"), x, t
+    task = make_imaging_task(kind)
+    return LiftedObjective(task.lifted_network(task.model), "bregman"), task.y_train, task.x_train
+
+
+def lp_batches() -> list:
+    gen = torch.Generator().manual_seed(11)
+    return [torch.randperm(LP_SAMPLES, generator=gen)[:LP_BATCH] for _ in range(LP_SWEEPS)]
+
+
+#: layer-parallel cases: (network, solver, options)
+LP_CASES = {"mlp-bcd": ("mlp", "bcd", {}), "mlp-adam": ("mlp", "adam", {"lr": 1e-2}),
+            "pnn-bcd": ("pnn-denoise", "bcd", {"lr": 1e-2, "state_steps": 2}),
+            "deblur-bcd": ("unrolled-deblur", "bcd", {"lr": 1e-2, "state_order": "backward"})}
+
+
+def run_layer_parallel(case: str, solver_cls, **kw) -> dict:
+    """Sweeps of ``LP_CASES[case]`` on ``lp_batches()`` by ``solver_cls`` (the distributed or the
+    one-process staged solver); the weights, objectives and the states by sample id."""
+    kind, solver, options = LP_CASES[case]
+    objective, x, t = lp_objective(kind)
+    lp = solver_cls(objective, solver, **options, **kw)
+    lp.init_store(x)
+    values = [lp.step(x[ids], t[ids], ids) for ids in lp_batches()]
+    return {"values": values, "objective": objective, "solver": lp}
+
+
+def main_more(out_dir: str) -> None:
+    from lifted_inverse.lifted.distributed import init_from_env
+    from lifted_inverse.lifted.layer_parallel import LayerParallelSolver
+    from lifted_inverse.training import train
+
+    info = init_from_env("cpu")
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    results = {}
+    for method in ("bregman", "backprop"):       # data parallel on an imaging task
+        task = make_imaging_task()
+        res = train(task, imaging_config(method, distributed=True))
+        results[f"pnn-{method}"] = {"params": [p.detach().clone() for p in task.model.parameters()],
+                                    "objective": res["train_objective"]}
+    task = make_synthetic_task()
+    res = train(task, make_config("adam", distributed=True, method="backprop"))
+    results["synthetic-backprop"] = {"params": [p.detach().clone() for p in task.model.parameters()],
+                                     "objective": res["train_objective"]}
+    for case in LP_CASES:                          # layer-parallel sweeps
+        run = run_layer_parallel(case, LayerParallelSolver)
+        lp = run["solver"]
+        lp.sync_model()
+        sent = torch.tensor([lp.link.bytes_sent], dtype=torch.int64)
+        torch.distributed.all_reduce(sent)
+        results[f"lp-{case}"] = {
+            "values": run["values"], "states": lp.gather_states(), "bytes": int(sent),
+            "params": [p.detach().clone() for p in run["objective"].net.model.parameters()]}
+    for epochs, resume in ((3, None), (2, None), (3, out / "lp_2.pt")):   # through the trainer
+        task = make_synthetic_task()
+        cfg = make_config("bcd", layer_parallel=True)
+        cfg.epochs = epochs
+        res = train(task, cfg, checkpoint=str(out / f"lp_{epochs}.pt") if resume is None else None,
+                    resume=None if resume is None else str(resume))
+        results[f"trainer-lp-{epochs}{'-resumed' if resume else ''}"] = {
+            "params": [p.detach().clone() for p in task.model.parameters()],
+            "objective": res["train_objective"]}
+    if info.is_main:
+        torch.save(results, out / f"more_{info.world_size}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--more":
+        main_more(sys.argv[2])
+    else:
+        main(*sys.argv[1:3])

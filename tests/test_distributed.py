@@ -1,9 +1,15 @@
-"""Data-parallel lifted training over 2 gloo processes equals the 1-process run (float64).
+"""Training over 2 gloo processes equals the 1-process run (float64).
 
-One ``torchrun``-equivalent launch (``python -m torch.distributed.run --nproc-per-node 2``) of
-``tests/distributed_worker.py`` trains every solver for a few mini-batch epochs and resumes a
-1-process checkpoint on 2 ranks; this process computes the 1-process references and resumes the
-2-process checkpoint on 1 rank.
+Two ``torchrun``-equivalent launches (``python -m torch.distributed.run --nproc-per-node 2``) of
+``tests/distributed_worker.py``:
+
+* data-parallel lifted training of every solver for a few mini-batch epochs, and the resume of
+  a 1-process checkpoint on 2 ranks (this process computes the 1-process references and resumes
+  the 2-process checkpoint on 1 rank);
+* ``--more``: data parallel on an imaging task (lifted BCD, Adam backprop with DDP), backprop
+  DDP on the synthetic task, and layer-parallel sweeps of an MLP, a PNN and an unrolled
+  deblurring network against the one-process :class:`StagedSolver` running the same order, plus
+  layer-parallel training through the trainer with a resumed checkpoint.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import pytest
 import torch
 
 from lifted_inverse.lifted.distributed import AllReduce, Shard, communication_summary, gather_rows
+from lifted_inverse.lifted.layer_parallel import StagedSolver, stage_bounds
+from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
 from lifted_inverse.networks.checkpoint import load_checkpoint
 from lifted_inverse.training import train
 
@@ -48,17 +56,22 @@ def runs(tmp_path_factory):
         res = train(task, dw.make_config(solver), checkpoint=str(out / f"ckpt_{solver}_1.pt"))
         ref[solver] = {"params": [p.detach().clone() for p in task.model.parameters()],
                        "objective": res["train_objective"]}
+    _launch(str(out), str(out / "ckpt_bcd_1.pt"))
+    two = torch.load(out / "result_2.pt", weights_only=True)
+    return out, ref, two
+
+
+def _launch(*args: str) -> None:
+    """Run ``distributed_worker.py args`` on 2 gloo ranks (one thread each)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     for _attempt in range(2):   # a second try on a fresh port: the probed free port can be taken
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               str(Path(__file__).parent / "distributed_worker.py"), str(out), str(out / "ckpt_bcd_1.pt")]
+               str(Path(__file__).parent / "distributed_worker.py"), *args]
         proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
         if proc.returncode == 0:
             break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    two = torch.load(out / "result_2.pt", weights_only=True)
-    return out, ref, two
 
 
 @pytest.mark.parametrize("solver", dw.SOLVERS)
@@ -136,3 +149,96 @@ def test_single_process_hook_is_identity_and_logged():
     assert summary["lipschitz_bytes"] == 12 and summary["expected_gradient_bytes"] == 40
     full = gather_rows(torch.arange(6.0).view(3, 2), Shard.of(3, 0, 1))
     assert torch.equal(full, torch.arange(6.0).view(3, 2))
+
+
+# ---- imaging, backprop and layer parallel (the ``--more`` launch) ------------------------------
+@pytest.fixture(scope="module")
+def more(tmp_path_factory):
+    out = tmp_path_factory.mktemp("more")
+    _launch("--more", str(out))
+    return torch.load(out / "more_2.pt", weights_only=True)
+
+
+def _params(task):
+    return [p.detach() for p in task.model.parameters()]
+
+
+@pytest.mark.parametrize("method", ["bregman", "backprop"])
+def test_imaging_data_parallel_equals_one_process(more, method):
+    task = dw.make_imaging_task()
+    fresh = [p.clone() for p in _params(task)]
+    res = train(task, dw.imaging_config(method))
+    two = more[f"pnn-{method}"]
+    assert _max_err(_params(task), two["params"]) < TOL
+    assert max(abs(a - b) for a, b in zip(res["train_objective"], two["objective"])) < TOL
+    assert _max_err(fresh, _params(task)) > 1e-4        # the weights moved
+
+
+def test_backprop_ddp_equals_one_process(more):
+    task = dw.make_synthetic_task()
+    res = train(task, dw.make_config("adam", method="backprop"))
+    two = more["synthetic-backprop"]
+    assert _max_err(_params(task), two["params"]) < TOL
+    assert max(abs(a - b) for a, b in zip(res["train_objective"], two["objective"])) < TOL
+
+
+LP_TOL = 1e-6
+
+
+@pytest.mark.parametrize("case", list(dw.LP_CASES))
+def test_layer_parallel_equals_one_process_same_order(more, case):
+    one = dw.run_layer_parallel(case, StagedSolver, stages=2)
+    two = more[f"lp-{case}"]
+    assert max(abs(a - b) for a, b in zip(one["values"], two["values"])) < LP_TOL
+    params = [p.detach() for p in one["objective"].net.model.parameters()]
+    assert _max_err(params, two["params"]) < LP_TOL
+    states = {s: v for st in one["solver"].stages for s, v in st.store.states.items()}
+    assert set(states) == set(two["states"])
+    assert max(float((states[s] - two["states"][s]).abs().max()) for s in states) < LP_TOL
+    fresh, _, _ = dw.lp_objective(dw.LP_CASES[case][0])
+    assert _max_err([p.detach() for p in fresh.net.model.parameters()], params) > 1e-4
+
+
+@pytest.mark.parametrize("case", ["mlp-bcd", "deblur-bcd"])
+def test_layer_parallel_sends_only_boundary_states(more, case):
+    """Per sweep: the boundary states forward, their gradient terms (same size) and one Lipschitz
+    number per state backward; nothing else travels between the stages."""
+    staged = dw.run_layer_parallel(case, StagedSolver, stages=2)["solver"]
+    first, second = staged.stages
+    assert first.sends == second.receives and first.sends
+    shapes = first.view.state_shapes
+    per_sweep = 2 * dw.LP_BATCH * sum(torch.Size(shapes[s]).numel() for s in first.sends) + len(first.sends)
+    assert more[f"lp-{case}"]["bytes"] == dw.LP_SWEEPS * per_sweep * 8
+
+
+def test_layer_parallel_trainer_resumes_exactly(more):
+    straight, resumed = more["trainer-lp-3"], more["trainer-lp-3-resumed"]
+    assert _max_err(straight["params"], resumed["params"]) < 1e-10
+    assert straight["objective"] == pytest.approx(resumed["objective"], abs=1e-10)
+    assert straight["objective"][-1] < straight["objective"][0]
+    fresh = _params(dw.make_synthetic_task())
+    assert _max_err(fresh, straight["params"]) > 1e-3
+
+
+def test_one_stage_is_the_lifted_solver():
+    objective, x, t = dw.lp_objective("mlp")
+    reference, x2, t2 = dw.lp_objective("mlp")
+    staged = StagedSolver(objective, "nesterov", stages=1)
+    staged.init_store(x)
+    solver = LiftedSolver(reference, "nesterov")
+    store = StateStore.from_forward(reference, x2)
+    for ids in dw.lp_batches():
+        assert staged.step(x[ids], t[ids], ids) == solver.step(x2[ids], t2[ids], store, ids)
+    assert _max_err([p.detach() for p in objective.net.model.parameters()],
+                    [p.detach() for p in reference.net.model.parameters()]) == 0
+
+
+def test_stage_bounds_keep_shared_weights_together():
+    objective, _, _ = dw.lp_objective("mlp")
+    assert stage_bounds(objective.net, 2) == [(0, 3), (3, 6)]
+    assert stage_bounds(objective.net, 6) == [(i, i + 1) for i in range(6)]
+    with pytest.raises(ValueError, match="layer_parallel"):
+        stage_bounds(objective.net, 7)
+    pnn, _, _ = dw.lp_objective("pnn-denoise")     # 4 dual layers; the image layer shares L_4
+    assert stage_bounds(pnn.net, 2) == [(0, 2), (2, 5)]
+    assert stage_bounds(pnn.net, 4)[-1] == (3, 5)

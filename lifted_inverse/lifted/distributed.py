@@ -102,12 +102,15 @@ class AllReduce:
     the original shapes. ``log`` records one entry per call: the list of per-tensor element counts
     and the element size, so callers can account the bytes (:func:`communication_summary`).
     With ``world_size == 1`` (or no process group) nothing is sent and the tensors are returned
-    as they are, but the call is still logged.
+    as they are, but the call is still logged. While ``absent`` is set this rank contributes
+    zeros (it runs a sweep on a stand-in sample only to join the collectives of a batch that
+    holds none of its samples).
     """
 
     def __init__(self, group=None, record: bool = True):
         self.group = group
         self.record = record
+        self.absent = False
         self.log: list[tuple[list[int], int]] = []
 
     def reset(self) -> None:
@@ -131,6 +134,8 @@ class AllReduce:
         _, world = rank_and_world(self.group)
         if world == 1:
             return tensors
+        if self.absent:
+            tensors = [torch.zeros_like(t) for t in tensors]
         out: list[torch.Tensor | None] = [None] * len(tensors)
         by_dtype: dict[torch.dtype, list[int]] = {}
         for i, t in enumerate(tensors):

@@ -443,8 +443,8 @@ class LiftedSolver:
             lams = [sum(float((a * b).sum()) for a, b in zip(v, o)) for v, o in zip(vecs, out)]
             vecs = out
         self._wvec = vecs
-        return [pens[i].lipschitz_z(layer.activation) * max(lam, 0.0) / count
-                for i, (layer, lam) in enumerate(zip(self.layers, lams))]
+        return [pens[layer.index].lipschitz_z(layer.activation) * max(lam, 0.0) / count
+                for layer, lam in zip(self.layers, lams)]
 
     @torch.no_grad()
     def _gradients(self, states: list, cache: dict) -> tuple[list[list[torch.Tensor]], float, float]:

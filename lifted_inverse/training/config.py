@@ -90,6 +90,8 @@ class TrainConfig:
     select: str | None = None
     fresh_noise: bool | None = None
     distributed: bool = False
+    #: layer-parallel lifted training: one stage of layers per rank (lifted.layer_parallel)
+    layer_parallel: bool = False
     #: where each resolved value came from: 'engine', 'task' or 'user' (filled by resolve)
     sources: dict = field(default_factory=dict)
     reduce_fn: Callable | None = field(default=None, repr=False)
@@ -97,7 +99,7 @@ class TrainConfig:
     def user_fields(self) -> dict:
         """The fields the caller set (not None), bookkeeping excluded."""
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("sources", "reduce_fn", "distributed") and getattr(self, f.name) is not None}
+                if f.name not in ("sources", "reduce_fn", "distributed", "layer_parallel") and getattr(self, f.name) is not None}
 
     def as_json(self) -> dict:
         d = asdict(self)

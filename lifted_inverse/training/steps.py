@@ -23,15 +23,31 @@ from ..lifted.solvers import LiftedSolver, StateStore
 from .config import TrainConfig
 
 
+def lifted_objective(net, config: TrainConfig) -> LiftedObjective:
+    """The lifted objective of ``net`` by the (resolved) ``config``: method, λ, ρ, regulariser."""
+    reg = WeightRegularizer(config.regularizer, config.reg_strength) if config.regularizer else None
+    return LiftedObjective(net, config.method, lam=config.lam, rho=config.rho, regularizer=reg)
+
+
+def solver_options(config: TrainConfig) -> dict:
+    """The keyword arguments of :class:`~lifted_inverse.lifted.solvers.LiftedSolver` that a
+    (resolved) ``config`` sets, the solver's name excepted."""
+    # τ = inf: ISGM without its proximal term (η = 1/τ = 0)
+    return {"lr": config.lr, "state_steps": config.state_steps, "momentum": config.momentum,
+            "prox_weight": 1.0 / config.tau, "inner_sweeps": config.inner_sweeps,
+            "power_iterations": config.power_iterations, "reduce_fn": config.reduce_fn,
+            "state_init": config.state_init, "state_order": config.state_order,
+            "state_lr": config.state_lr, "state_sweeps": config.state_sweeps,
+            "state_tol": config.state_tol}
+
+
 class LiftedStep:
     """One lifted sweep per mini-batch (see the module docstring)."""
 
     def __init__(self, task, config: TrainConfig):
         self.task, self.config = task, config
         self.net = task.lifted_network(task.model)
-        reg = WeightRegularizer(config.regularizer, config.reg_strength) if config.regularizer else None
-        self.objective = LiftedObjective(self.net, config.method, lam=config.lam, rho=config.rho,
-                                         regularizer=reg)
+        self.objective = lifted_objective(self.net, config)
         batched = config.batched_layers
         if batched and not uniform_chain(self.net):
             raise ValueError(f"batched_layers: task {task.name!r} is not a uniform chain of dense "
@@ -40,14 +56,7 @@ class LiftedStep:
             batched = bool(uniform_chain(self.net))
         self.batched = batched
         solver_cls = BatchedLiftedSolver if batched else LiftedSolver
-        # τ = inf: ISGM without its proximal term (η = 1/τ = 0)
-        self.solver = solver_cls(self.objective, config.solver, lr=config.lr,
-                                 state_steps=config.state_steps, momentum=config.momentum,
-                                 prox_weight=1.0 / config.tau, inner_sweeps=config.inner_sweeps,
-                                 power_iterations=config.power_iterations, reduce_fn=config.reduce_fn,
-                                 state_init=config.state_init, state_order=config.state_order,
-                                 state_lr=config.state_lr, state_sweeps=config.state_sweeps,
-                                 state_tol=config.state_tol)
+        self.solver = solver_cls(self.objective, config.solver, **solver_options(config))
         self.store = None if self.solver.state_init == "forward" else self.initial_store()
 
     def initial_store(self) -> StateStore:

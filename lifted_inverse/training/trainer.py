@@ -2,8 +2,8 @@
 
 ``train(task, TrainConfig(...), checkpoint=PATH, resume=PATH, callbacks=(), progress=False)``
 resolves the config (:func:`.config.resolve`: engine < task presets < caller), builds the step
-(:class:`.steps.LiftedStep` or :class:`.steps.BackpropStep`; the data-parallel lifted step under
-``distributed=True``) and runs :class:`Trainer`:
+(:class:`.steps.LiftedStep` or :class:`.steps.BackpropStep`; under torchrun the data-parallel
+steps with ``distributed=True``, the layer-parallel step with ``layer_parallel=True``) and runs :class:`Trainer`:
 
 * epochs and/or a time budget (training seconds, evaluation excluded; whichever ends first);
   each epoch visits a seeded permutation of the training samples in mini-batches;
@@ -52,10 +52,13 @@ RESUME_KEYS = ("method", "solver", "batch_size", "lr", "lr_schedule", "seed", "s
 
 def make_step(task, config: TrainConfig):
     """The step object of ``config.method`` (config resolved)."""
+    if config.layer_parallel:
+        from .distributed import LayerParallelStep
+        return LayerParallelStep(task, config)
     if config.method == "backprop":
         if config.distributed:
-            raise ValueError("distributed: data-parallel training is implemented for the lifted "
-                             "methods only, not --method backprop")
+            from .distributed import DataParallelBackpropStep
+            return DataParallelBackpropStep(task, config)
         return BackpropStep(task, config)
     if config.distributed:
         from .distributed import DataParallelLiftedStep
@@ -195,6 +198,9 @@ class Trainer:
             weights.append(n if ids is None else len(ids))
             if cfg.time_budget is not None and self.seconds + time.perf_counter() - t0 >= cfg.time_budget:
                 break
+        sync = getattr(self.step, "sync_model", None)
+        if sync is not None:    # layer-parallel: each rank has updated only its stage's weights
+            sync()
         dt = time.perf_counter() - t0
         self.seconds += dt
         self.epoch += 1
