@@ -61,9 +61,19 @@ import torch.nn.functional as F
 
 from ..io import atomic_path
 from .base import LinearOperator, check_batch
+from .fan_beam import FanSampling, fan_entries_estimate, fan_fbp, fan_rows
+from .geometry import (
+    FanBeamGeometry,
+    ParallelBeamGeometry,
+    diagonal_detectors,
+    parse_image_size,
+    uniform_angles,
+)
+from .linear_function import apply_linear
 from .sinogram_filter import FBP_FILTERS, SinogramFilter, fbp_filter
 
-__all__ = ["FBP_FILTERS", "RADON_MODELS", "Radon", "fbp", "fbp_filter"]
+__all__ = ["FBP_FILTERS", "RADON_MODELS", "FanBeamGeometry", "ParallelBeamGeometry", "Radon",
+           "diagonal_detectors", "fbp", "fbp_filter"]
 
 RADON_MODELS = ("joseph", "bilinear")
 _METHODS = ("auto", "sparse", "matrix_free")
@@ -76,6 +86,9 @@ _ONE = 1 << _FRAC_BITS
 _CHUNK_ENTRIES = 1 << 21
 # Elements of the (B, angles*T, D) sample tensor per bilinear matrix-free chunk.
 _CHUNK_ELEMENTS = 1 << 23
+# Smallest float32 batch that the CPU gather-sum hands to embedding_bag (measured crossover with
+# the CSR kernels, benchmarks/bench_radon.py --batch-sweep).
+_EMBEDDING_BAG_MIN_BATCH = 8
 
 # geometry key -> (R, R^T) as float64 CPU CSR; (geometry key, dtype, device) -> converted copies
 _MATRIX_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -92,13 +105,18 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape) -> tor
 # geometry
 # --------------------------------------------------------------------------------------------
 class _Geometry:
-    """Immutable description of the sampling: image shape, angles, detector count, model."""
+    """A parallel-beam geometry as the projector samples it, in pixel units: detector bin ``d`` at
+    ``s_d = (d - D//2) ρ + o`` (``ρ = Δu/p``, ``o`` the offset over ``p``), values scaled by the
+    pixel size ``p`` (line integrals in length units)."""
 
-    def __init__(self, shape: tuple[int, int], angles: np.ndarray, n_det: int, model: str):
-        self.h, self.w = shape
-        self.angles = angles
-        self.n_det = n_det
+    def __init__(self, geometry: ParallelBeamGeometry, model: str):
+        self.h, self.w = geometry.image_shape
+        self.angles = angles = geometry.angles
+        self.n_det = geometry.n_detectors
         self.model = model
+        self.pixel = geometry.pixel_size
+        self.rho = geometry.detector_spacing / geometry.pixel_size
+        self.offset = geometry.detector_offset / geometry.pixel_size
         self.cr, self.cc = self.h // 2, self.w // 2
         # bilinear: farthest pixel centre from the rotation centre, +1 for the bilinear footprint
         reach = math.hypot(max(self.cr, self.h - 1 - self.cr), max(self.cc, self.w - 1 - self.cc))
@@ -108,22 +126,26 @@ class _Geometry:
         cos, sin = np.cos(angles), np.sin(angles)
         self.row_major = np.abs(cos) >= np.abs(sin)
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.base = np.where(self.row_major, float(self.cc), float(self.cr))
+            unit = np.where(self.row_major, 1.0 / cos, -1.0 / sin)   # ∂u/∂s
+            self.base = np.where(self.row_major, float(self.cc), float(self.cr)) + self.offset * unit
             self.centre = np.where(self.row_major, float(self.cr), float(self.cc))
             self.slope = np.where(self.row_major, sin / cos, cos / sin)
-            self.alpha = np.where(self.row_major, 1.0 / cos, -1.0 / sin)
-        self.weight = np.abs(self.alpha)
+            self.alpha = self.rho * unit
+        self.weight = self.pixel * np.abs(unit)
         # fixed point (2^-_FRAC_BITS): u_q(l, d) = line_q[l] + (d - D//2) alpha_q, exact in int64
         self.alpha_q = np.rint(self.alpha * _ONE).astype(np.int64)
-        digest = hashlib.sha1(np.ascontiguousarray(angles, dtype=np.float64).tobytes()).hexdigest()
-        self.key = (self.h, self.w, self.n_det, model, digest)
+        # R^T rows hold at most two rays per (pixel, angle) only while bins are >= 1 pixel apart
+        # along each line (|alpha| >= 1); otherwise the matrix-free adjoint scatters instead
+        self.two_rays = bool(np.all(np.abs(self.alpha_q) >= _ONE))
+        self.key = ("parallel", model, *geometry.key())
 
     def sample_points(self, angles: torch.Tensor, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Bilinear model: (row, col) of every sample, each of shape ``(len(angles), T, D)``."""
         th = angles.to(device=device, dtype=torch.float64)
         cos, sin = torch.cos(th)[:, None, None], torch.sin(th)[:, None, None]
         t = torch.arange(-self.k, self.k + 1, dtype=torch.float64, device=device)[None, :, None]
-        s = (torch.arange(self.n_det, dtype=torch.float64, device=device) - self.n_det // 2)[None, None, :]
+        s = ((torch.arange(self.n_det, dtype=torch.float64, device=device) - self.n_det // 2) * self.rho
+             + self.offset)[None, None, :]
         row = self.cr - s * sin + t * cos
         col = self.cc + s * cos + t * sin
         return row.to(dtype), col.to(dtype)
@@ -158,11 +180,6 @@ class _Geometry:
         alpha_q = torch.as_tensor(self.alpha_q[sl], device=device)
         scale = torch.as_tensor(self.weight[sl] / _ONE, dtype=torch.float64, device=device)
         return line_q, alpha_q, scale
-
-
-def _uniform_angles(n_angles: int, angle_range: Sequence[float]) -> np.ndarray:
-    lo, hi = (float(a) for a in angle_range)
-    return lo + (hi - lo) * np.arange(n_angles, dtype=np.float64) / n_angles
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +254,14 @@ def _gather_sum(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, x2d: t
     ``Y[i] = Σ_{crow[i] <= k < crow[i+1]} val[k] X[col[k]]``, shape ``(n_rows, B)``."""
     if col.numel() == 0:
         return x2d.new_zeros((crow.numel() - 1, x2d.shape[1]))
+    b = x2d.shape[1]
+    if x2d.device.type == "cpu" and (b < _EMBEDDING_BAG_MIN_BATCH or x2d.dtype != torch.float32):
+        # embedding_bag's CPU kernel is fast for float32 rows of several columns only; a single
+        # column (or float64) goes through the CSR matrix-vector / matrix-matrix kernels instead
+        mat = _csr(crow.to(col.dtype), col, val, (crow.numel() - 1, x2d.shape[0]))
+        if b == 1:
+            return torch.mv(mat, x2d.reshape(-1).contiguous())[:, None]
+        return mat @ x2d.contiguous()
     return F.embedding_bag(col, x2d.contiguous(), crow, mode="sum", per_sample_weights=val,
                            include_last_offset=True)
 
@@ -285,6 +310,7 @@ def _build_bilinear(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor, torch.
     key, order = torch.sort(torch.cat(keys))
     uniq, inverse = torch.unique_consecutive(key, return_inverse=True)
     val = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inverse, torch.cat(vals)[order])
+    val *= geom.pixel
     rows = uniq // (h * w)
     crow = torch.cat((torch.zeros(1, dtype=torch.int64),
                       torch.cumsum(torch.bincount(rows, minlength=len(angles) * n_det), 0)))
@@ -302,22 +328,45 @@ def _transpose_arrays(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, 
     return crow_t.to(torch.int32), row.index_select(0, order), val.index_select(0, order)
 
 
-def _build_matrix(geom: _Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+def _build_fan(geom: FanSampling) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fan-beam ``R`` as CSR arrays ``(crow, col, val)`` (int32, int32, float64), rows in ray order."""
+    counts, cols, vals = [], [], []
+    # padded pixel index -> pixel index (-1 on the zero border)
+    unpad = torch.full((geom.h + 2, geom.w + 2), -1, dtype=torch.int32)
+    unpad[1:-1, 1:-1] = torch.arange(geom.h * geom.w, dtype=torch.int32).reshape(geom.h, geom.w)
+    unpad = unpad.reshape(-1)
+    for a0, a1 in geom.runs(2 * geom.n_det * geom.n_line, _CHUNK_ENTRIES):
+        index, wts = fan_rows(geom, a0, a1, torch.float64, "cpu")
+        pixel = unpad[index]
+        present = (pixel >= 0) & (wts != 0)
+        counts.append(present.sum(dim=(2, 3)).reshape(-1))
+        cols.append(torch.masked_select(pixel, present))
+        vals.append(torch.masked_select(wts, present))
+    crow = torch.cat((torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.cat(counts), 0)))
+    return crow.to(torch.int32), torch.cat(cols), torch.cat(vals)
+
+
+def _build_matrix(geom) -> tuple[torch.Tensor, torch.Tensor]:
     """``R`` (float64 CSR, ``(A*D, H*W)``, int32 indices) and its transpose."""
     n_rows, n_cols = len(geom.angles) * geom.n_det, geom.h * geom.w
-    arrays = _build_joseph(geom) if geom.model == "joseph" else _build_bilinear(geom)
+    if isinstance(geom, FanSampling):
+        arrays = _build_fan(geom)
+    else:
+        arrays = _build_joseph(geom) if geom.model == "joseph" else _build_bilinear(geom)
     arrays_t = _transpose_arrays(*arrays, n_cols)
-    if geom.model == "joseph":  # sort each row of R by column too (Joseph lists them by tap, line)
+    if geom.model == "joseph" and not isinstance(geom, FanSampling):
+        # sort each row of R by column too (parallel Joseph rows list them by tap, line)
         arrays = _transpose_arrays(*arrays_t, n_rows)
     mat = _csr(*arrays, (n_rows, n_cols))
     mat_t = _csr(*arrays_t, (n_cols, n_rows))
     return mat, mat_t
 
 
-def _cache_file(geom: _Geometry) -> Path:
+def _cache_file(geom) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lifted_inverse"
     tag = hashlib.sha1(repr(geom.key).encode()).hexdigest()[:16]
-    return root / f"radon_{geom.model}_{geom.h}x{geom.w}_{len(geom.angles)}x{geom.n_det}_{tag}.npz"
+    kind = "fan" if isinstance(geom, FanSampling) else geom.model
+    return root / f"radon_{kind}_{geom.h}x{geom.w}_{len(geom.angles)}x{geom.n_det}_{tag}.npz"
 
 
 def _csr_to_arrays(prefix: str, m: torch.Tensor) -> dict[str, np.ndarray]:
@@ -330,7 +379,7 @@ def _csr_from_arrays(prefix: str, z) -> torch.Tensor:
                 torch.from_numpy(z[f"{prefix}_val"]), z[f"{prefix}_shape"])
 
 
-def _system_matrix(geom: _Geometry, dtype, device, disk_cache: bool):
+def _system_matrix(geom, dtype, device, disk_cache: bool):
     """Cached ``(R, R^T)`` as CSR in ``dtype`` on ``device``."""
     ckey = (geom.key, dtype, str(device))
     if ckey in _CONVERTED_CACHE:
@@ -359,18 +408,24 @@ def clear_cache() -> None:
     _CONVERTED_CACHE.clear()
 
 
-class _SparseApply(torch.autograd.Function):
-    """``Y = M X`` for a CSR ``M`` and ``X`` of shape ``(n_cols, B)``; backward applies ``M^T``."""
+class _SparseMap:
+    """``R`` and ``R^T`` on batches by the cached CSR pair (a linear map object of
+    :mod:`.linear_function`): ``(B, 1, H, W) <-> (B, 1, A, D)``."""
+
+    def __init__(self, mats: tuple[torch.Tensor, torch.Tensor], in_shape, out_shape):
+        self.mats, self.in_shape, self.out_shape = mats, in_shape, out_shape
 
     @staticmethod
-    def forward(ctx, x2d, mat, mat_t):
-        ctx.mats = (mat, mat_t)
-        return _gather_sum(mat.crow_indices(), mat.col_indices(), mat.values(), x2d)
+    def _apply(mat: torch.Tensor, x: torch.Tensor, shape) -> torch.Tensor:
+        b = x.shape[0]
+        y = _gather_sum(mat.crow_indices(), mat.col_indices(), mat.values(), x.reshape(b, -1).T)
+        return y.T.reshape(b, *shape).contiguous()
 
-    @staticmethod
-    def backward(ctx, grad):
-        mat, mat_t = ctx.mats
-        return _SparseApply.apply(grad, mat_t, mat), None, None
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.mats[0], x, self.out_shape)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.mats[1], y, self.in_shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +497,7 @@ def _bilinear_mf_forward(x: torch.Tensor, geom: _Geometry, angles: torch.Tensor)
         g = _grid(geom, angles[a0:a1], x.dtype, x.device)
         smp = F.grid_sample(img, g, mode="bilinear", padding_mode="zeros", align_corners=True)
         out.append(smp.reshape(b, a1 - a0, geom.n_steps, geom.n_det).sum(dim=2))
-    return torch.cat(out, dim=1).reshape(b, 1, len(angles), geom.n_det)
+    return geom.pixel * torch.cat(out, dim=1).reshape(b, 1, len(angles), geom.n_det)
 
 
 def _bilinear_mf_adjoint(y: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
@@ -457,25 +512,102 @@ def _bilinear_mf_adjoint(y: torch.Tensor, geom: _Geometry, angles: torch.Tensor)
         # the input-gradient of bilinear grid_sample: the same weights, scattered (exact transpose)
         gin, _ = torch.ops.aten.grid_sampler_2d_backward(grad_out, zero_img, g, 0, 0, True, [True, False])
         out += gin
-    return out.reshape(b, 1, geom.h, geom.w)
+    return geom.pixel * out.reshape(b, 1, geom.h, geom.w)
 
 
-def _mf_forward(x: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
-    if geom.model == "bilinear":
+def _joseph_scatter_adjoint(y: torch.Tensor, geom: _Geometry) -> torch.Tensor:
+    """``R^T y`` -> ``(H*W, B)`` by scattering (``index_add_``) the weighted rays onto the pixels
+    their rows of ``R`` (:func:`_joseph_rows`) name: the exact transpose for any detector pitch
+    (used when a pixel meets more than two rays of one angle, ``ρ < 1``)."""
+    b, n_det = y.shape[0], geom.n_det
+    sino = y.reshape(b, -1).T.contiguous()
+    stores = {}
+    for a0, a1 in geom.runs(lambda a: 2 * n_det * geom.lines(a)[0] * max(1, b)):
+        n_line, n_minor = geom.lines(a0)
+        major = bool(geom.row_major[a0])
+        if major not in stores:
+            stores[major] = y.new_zeros(((n_minor + 2) * n_line, b))
+        taps, wts = _joseph_rows(geom, a0, a1, y.dtype, y.device)
+        line = torch.arange(n_line, n_line * 2, dtype=torch.int32, device=y.device)
+        idx = taps.mul_(n_line).add_(line).reshape(-1).long()
+        vals = wts.reshape((a1 - a0) * n_det, -1, 1) * sino[a0 * n_det:a1 * n_det, None, :]
+        stores[major].index_add_(0, idx, vals.reshape(-1, b))
+    out = y.new_zeros((geom.h, geom.w, b))
+    for major, store in stores.items():
+        n_line, n_minor = (geom.h, geom.w) if major else (geom.w, geom.h)
+        inner = store.reshape(n_minor + 2, n_line, b)[1:-1]
+        out += inner.permute(1, 0, 2) if major else inner
+    return out.reshape(-1, b)
+
+
+def _fan_mf_forward(x: torch.Tensor, geom: FanSampling) -> torch.Tensor:
+    """Fan-beam ``R x`` -> ``(A*D, B)``: rows of :func:`~.fan_beam.fan_rows` per angle block,
+    gathered from the zero-padded image ``(H + 2)(W + 2) x B``."""
+    b, n_det = x.shape[0], geom.n_det
+    store = x.new_zeros((geom.h + 2, geom.w + 2, b))
+    store[1:-1, 1:-1] = x.reshape(b, geom.h, geom.w).permute(1, 2, 0)
+    store = store.reshape(-1, b)
+    out = x.new_empty((len(geom.angles) * n_det, b))
+    per_ray = 2 * geom.n_line
+    for a0, a1 in geom.runs(per_ray * n_det, _CHUNK_ENTRIES):
+        index, wts = fan_rows(geom, a0, a1, x.dtype, x.device)
+        offsets = torch.arange(0, (a1 - a0) * n_det * per_ray + 1, per_ray, dtype=torch.int64,
+                               device=x.device)
+        out[a0 * n_det:a1 * n_det] = _gather_sum(offsets, index.reshape(-1), wts.reshape(-1), store)
+    return out
+
+
+def _fan_mf_adjoint(y: torch.Tensor, geom: FanSampling) -> torch.Tensor:
+    """Fan-beam ``R^T y`` -> ``(H*W, B)``: the weights of :func:`~.fan_beam.fan_rows` scattered
+    (``index_add_``) onto the zero-padded image, which is then cropped (the exact transpose)."""
+    b, n_det = y.shape[0], geom.n_det
+    sino = y.reshape(b, -1).T.contiguous()
+    out = y.new_zeros(((geom.h + 2) * (geom.w + 2), b))
+    for a0, a1 in geom.runs(2 * geom.n_line * n_det * max(1, b), _CHUNK_ENTRIES):
+        index, wts = fan_rows(geom, a0, a1, y.dtype, y.device)
+        vals = wts.reshape((a1 - a0) * n_det, -1, 1) * sino[a0 * n_det:a1 * n_det, None, :]
+        out.index_add_(0, index.reshape(-1), vals.reshape(-1, b))
+    return out.reshape(geom.h + 2, geom.w + 2, b)[1:-1, 1:-1].reshape(-1, b)
+
+
+def _mf_forward(x: torch.Tensor, geom, angles: torch.Tensor) -> torch.Tensor:
+    if isinstance(geom, FanSampling):
+        y2d = _fan_mf_forward(x, geom)
+    elif geom.model == "bilinear":
         return _bilinear_mf_forward(x, geom, angles)
-    y2d = _joseph_mf_forward(x, geom)
+    else:
+        y2d = _joseph_mf_forward(x, geom)
     return y2d.T.reshape(x.shape[0], 1, len(angles), geom.n_det).contiguous()
 
 
-def _mf_adjoint(y: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
-    if geom.model == "bilinear":
+def _mf_adjoint(y: torch.Tensor, geom, angles: torch.Tensor) -> torch.Tensor:
+    if isinstance(geom, FanSampling):
+        x2d = _fan_mf_adjoint(y, geom)
+    elif geom.model == "bilinear":
         return _bilinear_mf_adjoint(y, geom, angles)
-    x2d = _joseph_mf_adjoint(y, geom)
+    elif geom.two_rays:
+        x2d = _joseph_mf_adjoint(y, geom)
+    else:
+        x2d = _joseph_scatter_adjoint(y, geom)
     return x2d.T.reshape(y.shape[0], 1, geom.h, geom.w).contiguous()
 
 
+class _MatrixFreeMap:
+    """``R`` and ``R^T`` generated on the fly (a linear map object of :mod:`.linear_function`)."""
+
+    def __init__(self, geom, angles: torch.Tensor):
+        self.geom, self.angles = geom, angles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _mf_forward(x, self.geom, self.angles)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return _mf_adjoint(y, self.geom, self.angles)
+
+
 def _interp_backproject(q: torch.Tensor, geom: _Geometry, angles: torch.Tensor) -> torch.Tensor:
-    """``(B q)[r, c] = Σ_θ q_θ(s)`` with ``s = (c - c_c) cosθ - (r - c_r) sinθ``, linear in ``s``."""
+    """``(B q)[r, c] = Σ_θ q_θ(s)`` with ``s = (c - c_c) cosθ - (r - c_r) sinθ`` (pixel units),
+    linearly interpolated between the bins at ``s_d = (d - D//2) ρ + o``."""
     b, n_ang = q.shape[0], len(angles)
     sino = q.reshape(1, b, n_ang, geom.n_det)
     rows = torch.arange(geom.h, dtype=torch.float64, device=q.device)[:, None] - geom.cr
@@ -485,7 +617,7 @@ def _interp_backproject(q: torch.Tensor, geom: _Geometry, angles: torch.Tensor) 
     for a0 in range(0, n_ang, step):
         a1 = min(n_ang, a0 + step)
         th = angles[a0:a1].to(device=q.device, dtype=torch.float64)[:, None, None]
-        s = cols * torch.cos(th) - rows * torch.sin(th) + geom.n_det // 2
+        s = (cols * torch.cos(th) - rows * torch.sin(th) - geom.offset) / geom.rho + geom.n_det // 2
         gx = s * (2.0 / max(geom.n_det - 1, 1)) - 1.0
         gy = (torch.arange(a0, a1, dtype=torch.float64, device=q.device) * (2.0 / max(n_ang - 1, 1)) - 1.0)
         gy = gy[:, None, None].expand_as(gx)
@@ -496,107 +628,87 @@ def _interp_backproject(q: torch.Tensor, geom: _Geometry, angles: torch.Tensor) 
     return out.reshape(b, 1, geom.h, geom.w)
 
 
-def _adjoint_functions(forward, adjoint):
-    """Autograd Functions ``(F, F*)`` of a linear map ``x -> forward(x, geom, angles)`` and its
-    adjoint: the gradient of each is the other applied to the incoming gradient (so both are
-    differentiable to any order)."""
-    pair = {}
-
-    def function(apply, other: str):
-        class _Linear(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, geom, angles):
-                ctx.geom, ctx.angles = geom, angles
-                return apply(x, geom, angles)
-
-            @staticmethod
-            def backward(ctx, grad):
-                return pair[other].apply(grad, ctx.geom, ctx.angles), None, None
-
-        return _Linear
-
-    pair["forward"], pair["adjoint"] = function(forward, "adjoint"), function(adjoint, "forward")
-    return pair["forward"], pair["adjoint"]
-
-
-_MFForward, _MFAdjoint = _adjoint_functions(_mf_forward, _mf_adjoint)
 
 
 # --------------------------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------------------------
-def diagonal_detectors(image_size) -> int:
-    """``ceil(hypot(H, W))`` (``ceil(sqrt(2) N)`` for ``N x N``): unit detector bins spanning the
-    image diagonal, so every pixel is seen at every angle. The one default CT geometry."""
-    h, w = _parse_image_size(image_size)
-    return math.ceil(math.hypot(h, w))
-
-
 class Radon(LinearOperator):
-    """Parallel-beam Radon transform ``R: (1, H, W) -> (1, A, D)`` (see the module docstring).
+    """The CT projector ``R: (1, H, W) -> (1, A, D)`` of a parallel- or fan-beam geometry.
+
+    ``Radon(geometry=g)`` with a :class:`~.geometry.ParallelBeamGeometry` or
+    :class:`~.geometry.FanBeamGeometry` ``g``; without ``geometry`` the other arguments are the
+    parallel-beam shorthand ``ParallelBeamGeometry(image_size, n_angles, n_detectors,
+    angles=angles, angle_range=angle_range)`` (unit pixels and bins; see the module docstring).
 
     Parameters
     ----------
-    image_size: ``N`` (square) or ``(H, W)``, each >= 2.
-    n_angles: number of angles ``A``, uniform in ``angle_range`` (end point excluded).
+    image_size: ``N`` (square) or ``(H, W)``, each >= 2 (optional with ``geometry``).
+    n_angles: number of angles ``A`` [180], uniform in ``angle_range`` (end point excluded).
     angles: explicit angles in radians (overrides ``n_angles`` and ``angle_range``).
     n_detectors: ``D``; default :func:`diagonal_detectors` ``= ceil(hypot(H, W))``: the rays
         cover the whole image, not only its inscribed disc (photographs fill the square).
-    angle_range: ``(lo, hi)`` in radians; ``(0, 2*pi/3)`` gives a limited-angle problem.
+    angle_range: ``(lo, hi)`` in radians [``(0, π)``]; ``(0, 2*pi/3)`` gives a limited-angle problem.
     method: ``'sparse'`` (cached CSR matrices ``R``, ``R^T``), ``'matrix_free'`` or ``'auto'``
         (sparse when both float64 CSR matrices would take less than 1.5 GB: up to about 256x256
         with 180 angles for ``'joseph'``).
     disk_cache: also keep the sparse matrix under ``$XDG_CACHE_HOME/lifted_inverse`` (written
         atomically), so later processes skip the assembly.
     model: ``'joseph'`` (default: 2 interpolation weights per line crossed) or ``'bilinear'``
-        (unit steps of bilinear interpolation, skimage's sampling; about twice the work).
+        (parallel beam only: unit steps of bilinear interpolation, skimage's sampling; about
+        twice the work).
+    geometry: the acquisition geometry (then ``n_angles``, ``angles``, ``n_detectors`` and
+        ``angle_range`` must be left unset).
     """
 
     def __init__(
         self,
-        image_size: int | Sequence[int],
-        n_angles: int = 180,
+        image_size: int | Sequence[int] | None = None,
+        n_angles: int | None = None,
         angles=None,
         n_detectors: int | None = None,
-        angle_range: Sequence[float] = (0.0, math.pi),
+        angle_range: Sequence[float] | None = None,
         method: str = "auto",
         disk_cache: bool = False,
         model: str = "joseph",
+        geometry: ParallelBeamGeometry | FanBeamGeometry | None = None,
     ):
-        shape = _parse_image_size(image_size)
-        if angles is not None:
-            ang = np.asarray(angles.detach().cpu() if isinstance(angles, torch.Tensor) else angles,
-                             dtype=np.float64).reshape(-1)
-            if ang.size == 0:
-                raise ValueError("angles: expected at least one angle, got an empty array")
-            if not np.all(np.isfinite(ang)):
-                raise ValueError("angles: contains NaN or Inf values")
-            self.uniform = False
+        if geometry is None:
+            if image_size is None:
+                raise ValueError("image_size: required unless a geometry is given")
+            geometry = ParallelBeamGeometry(image_size, n_angles, n_detectors, angles=angles,
+                                            angle_range=(0.0, math.pi) if angle_range is None
+                                            else angle_range)
         else:
-            if not isinstance(n_angles, (int, np.integer)) or isinstance(n_angles, bool) or n_angles < 1:
-                raise ValueError(f"n_angles: expected a positive integer, got {n_angles!r}")
-            rng = tuple(float(a) for a in angle_range)
-            if len(rng) != 2 or not all(math.isfinite(a) for a in rng) or not rng[1] > rng[0]:
-                raise ValueError(f"angle_range: expected finite (lo, hi) with hi > lo, got {angle_range!r}")
-            ang = _uniform_angles(int(n_angles), rng)
-            self.uniform = True
-            self.angle_range = rng
-        if n_detectors is None:
-            n_detectors = diagonal_detectors(shape)
-        if not isinstance(n_detectors, (int, np.integer)) or isinstance(n_detectors, bool) or n_detectors < 1:
-            raise ValueError(f"n_detectors: expected a positive integer, got {n_detectors!r}")
+            if not isinstance(geometry, (ParallelBeamGeometry, FanBeamGeometry)):
+                raise ValueError("geometry: expected a ParallelBeamGeometry or FanBeamGeometry, "
+                                 f"got {type(geometry).__name__}")
+            for name, value in (("n_angles", n_angles), ("angles", angles),
+                                ("n_detectors", n_detectors), ("angle_range", angle_range)):
+                if value is not None:
+                    raise ValueError(f"{name}: part of the geometry; do not pass it with geometry=")
+            if image_size is not None and parse_image_size(image_size) != geometry.image_shape:
+                raise ValueError(f"image_size: {image_size!r} differs from the geometry's "
+                                 f"{geometry.image_shape}")
         if method not in _METHODS:
             raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
         if model not in RADON_MODELS:
             raise ValueError(f"model: expected one of {RADON_MODELS}, got {model!r}")
-        super().__init__((1, *shape), (1, ang.size, int(n_detectors)))
+        if geometry.kind == "fan" and model != "joseph":
+            raise ValueError(f"model: the fan-beam projector is 'joseph' only, got {model!r}")
+        shape = geometry.image_shape
+        super().__init__((1, *shape), (1, geometry.n_angles, geometry.n_detectors))
+        self.geometry = geometry
         self.image_shape = shape
-        self.n_angles = ang.size
-        self.n_detectors = int(n_detectors)
-        self.angles = ang
-        self._angles_t = torch.from_numpy(ang)
+        self.n_angles = geometry.n_angles
+        self.n_detectors = geometry.n_detectors
+        self.angles = geometry.angles
+        self.uniform = geometry.uniform
+        if geometry.uniform:
+            self.angle_range = geometry.angle_range
+        self._angles_t = torch.from_numpy(geometry.angles)
         self.model = model
-        self.geometry = _Geometry(shape, ang, self.n_detectors, model)
+        self._sampling = FanSampling(geometry) if geometry.kind == "fan" else _Geometry(geometry, model)
         self.disk_cache = bool(disk_cache)
         self.method = self._resolve_method(method)
 
@@ -606,71 +718,78 @@ class Radon(LinearOperator):
         return "sparse" if self.sparse_bytes_estimate() < _SPARSE_LIMIT_BYTES else "matrix_free"
 
     def sparse_bytes_estimate(self) -> float:
-        """Upper estimate of the bytes of ``R`` and ``R^T`` in float64 CSR (int32 indices):
-        Joseph stores at most 2 weights per (ray, line), bilinear about 3 per (ray, step)."""
-        g = self.geometry
-        per_ray = 2 * max(g.h, g.w) if self.model == "joseph" else 3 * g.n_steps
+        """Estimate of the bytes of ``R`` and ``R^T`` in float64 CSR (int32 indices): parallel
+        Joseph stores at most 2 weights per (ray, line), bilinear about 3 per (ray, step); fan beam
+        2 per line each ray crosses (:func:`~.fan_beam.fan_entries_estimate`)."""
+        if self.geometry.kind == "fan":
+            return 2 * fan_entries_estimate(self.geometry) * (8 + 4)
+        h, w = self.image_shape
+        per_ray = (2 * max(h, w) if self.model == "joseph" else 3 * self._sampling.n_steps)
         return 2 * per_ray * self.n_angles * self.n_detectors * (8 + 4)
 
     @property
     def angle_step(self) -> float:
-        """Quadrature weight ``Δθ`` per angle: ``(hi - lo)/A`` for uniform angles, else ``π/A``."""
-        if self.uniform:
-            return (self.angle_range[1] - self.angle_range[0]) / self.n_angles
-        return math.pi / self.n_angles
+        """Quadrature weight ``Δθ`` per angle (:attr:`~.geometry.ParallelBeamGeometry.angle_step`)."""
+        return self.geometry.angle_step
 
     def matrix(self, dtype=torch.float64, device="cpu") -> torch.Tensor:
         """The cached CSR system matrix ``R`` of shape ``(A*D, H*W)`` (int32 indices)."""
-        return _system_matrix(self.geometry, dtype, torch.device(device), self.disk_cache)[0]
+        return _system_matrix(self._sampling, dtype, torch.device(device), self.disk_cache)[0]
+
+    def _linear_map(self, like: torch.Tensor):
+        if self.method == "sparse":
+            mats = _system_matrix(self._sampling, like.dtype, like.device, self.disk_cache)
+            return _SparseMap(mats, self.in_shape, self.out_shape)
+        return _MatrixFreeMap(self._sampling, self._angles_t)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        if self.method == "sparse":
-            mat, mat_t = _system_matrix(self.geometry, x.dtype, x.device, self.disk_cache)
-            y = _SparseApply.apply(x.reshape(b, -1).T, mat, mat_t)
-            return y.T.reshape(b, *self.out_shape).contiguous()
-        return _MFForward.apply(x, self.geometry, self._angles_t)
+        return apply_linear(x, self._linear_map(x))
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        b = y.shape[0]
-        if self.method == "sparse":
-            mat, mat_t = _system_matrix(self.geometry, y.dtype, y.device, self.disk_cache)
-            x = _SparseApply.apply(y.reshape(b, -1).T, mat_t, mat)
-            return x.T.reshape(b, *self.in_shape).contiguous()
-        return _MFAdjoint.apply(y, self.geometry, self._angles_t)
+        return apply_linear(y, self._linear_map(y), adjoint=True)
 
     def fbp(self, sinogram: torch.Tensor, filter: str = "ramp", frequency_scaling: float = 1.0,
             backprojector: str = "interpolation", mask_outside: bool = True) -> torch.Tensor:
-        """Filtered backprojection ``x ≈ Δθ · B (h * y)`` of ``sinogram`` ``(B, 1, A, D)``.
+        """Filtered backprojection of ``sinogram`` ``(B, 1, A, D)`` -> ``(B, 1, H, W)``.
 
+        Fan beam: :func:`~.fan_beam.fan_fbp` (cosine pre-weighting, redundancy / Parker weights,
+        the filter below, distance-weighted backprojection; ``backprojector`` must be
+        ``'interpolation'``). Parallel beam: ``x ≈ (Δθ/Δu) · B (h * y)``, where
         ``h`` is the band-limited ramp ``|ν|`` (built from its exact discrete kernel, so there is
         no DC offset) times the window ``filter``, applied along the detector after zero padding
-        to a power of two >= 2D; ``Δθ`` is :attr:`angle_step`. The backprojector ``B`` is
+        to a power of two >= 2D; ``Δθ`` is :attr:`angle_step` and ``Δu`` the detector pitch. The
+        backprojector ``B`` is
         ``'interpolation'`` (default: ``(B q)(p) = Σ_θ q_θ(s(p, θ))`` with ``q_θ`` linearly
         interpolated at ``s = (col - c_c) cosθ - (row - c_r) sinθ``, the classical FBP
-        backprojector, as skimage's ``iradon``) or ``'adjoint'`` (``R^T``, which also spreads the
-        interpolation weights of the projector; comparison in docs/results.md).
-        With ``mask_outside`` pixels farther than ``D//2`` from the rotation centre (not seen by
-        every angle; skimage's ``circle=True`` disc) are set to 0. Returns ``(B, 1, H, W)``.
+        backprojector, as skimage's ``iradon``) or ``'adjoint'`` (``R^T / p``, which also spreads
+        the interpolation weights of the projector; comparison in docs/results.md).
+        With ``mask_outside`` pixels farther than the geometry's ``fov_radius()`` from the
+        rotation centre (not seen by every angle; skimage's ``circle=True`` disc) are set to 0.
         """
         check_batch(sinogram, self.out_shape, "sinogram")
         if backprojector not in ("interpolation", "adjoint"):
             raise ValueError(f"backprojector: expected 'interpolation' or 'adjoint', got {backprojector!r}")
+        g = self.geometry
+        if g.kind == "fan":
+            if backprojector != "interpolation":
+                raise ValueError("backprojector: fan-beam FBP backprojects by interpolation only")
+            return fan_fbp(sinogram, g, filter, frequency_scaling, mask_outside)
         filtered = SinogramFilter(self.out_shape, filter, 1.0, frequency_scaling)(sinogram)
+        scale = self.angle_step / g.detector_spacing
         if backprojector == "adjoint":
-            rec = self.angle_step * self.adjoint(filtered)
+            rec = (scale / g.pixel_size) * self.adjoint(filtered)
         else:
-            rec = self.angle_step * _interp_backproject(filtered, self.geometry, self._angles_t)
+            rec = scale * _interp_backproject(filtered, self._sampling, self._angles_t)
         if mask_outside:
-            g = self.geometry
-            rr = torch.arange(g.h, device=rec.device)[:, None] - g.cr
-            cc = torch.arange(g.w, device=rec.device)[None, :] - g.cc
-            rec = rec * (rr ** 2 + cc ** 2 <= (self.n_detectors // 2) ** 2).to(rec.dtype)
+            cr, cc = g.centre()
+            rr = torch.arange(g.image_shape[0], device=rec.device)[:, None] - cr
+            cols = torch.arange(g.image_shape[1], device=rec.device)[None, :] - cc
+            radius = g.fov_radius() / g.pixel_size
+            rec = rec * (rr ** 2 + cols ** 2 <= radius ** 2).to(rec.dtype)
         return rec
 
     def extra_repr(self) -> str:
-        return (f"image_shape={self.image_shape}, n_angles={self.n_angles}, "
-                f"n_detectors={self.n_detectors}, method={self.method!r}, model={self.model!r}")
+        return (f"geometry={self.geometry!r}, method={self.method!r}, model={self.model!r}")
 
 
 def fbp(radon: Radon, sinogram: torch.Tensor, filter: str = "ramp", frequency_scaling: float = 1.0) -> torch.Tensor:
@@ -680,16 +799,6 @@ def fbp(radon: Radon, sinogram: torch.Tensor, filter: str = "ramp", frequency_sc
     return radon.fbp(sinogram, filter=filter, frequency_scaling=frequency_scaling)
 
 
-def _parse_image_size(image_size) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        shape = (int(image_size), int(image_size))
-    else:
-        try:
-            shape = tuple(int(s) for s in image_size)
-        except TypeError:
-            raise ValueError(f"image_size: expected an int or (H, W), got {image_size!r}") from None
-        if len(shape) == 3 and shape[0] == 1:
-            shape = shape[1:]
-    if len(shape) != 2 or min(shape) < 2:
-        raise ValueError(f"image_size: expected an int or (H, W) with H, W >= 2, got {image_size!r}")
-    return shape
+# kept under their former names for callers of this module
+_parse_image_size = parse_image_size
+_uniform_angles = uniform_angles
