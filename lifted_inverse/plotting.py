@@ -105,3 +105,26 @@ def plot_reconstructions(
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
     return fig
+
+
+def plot_images(panels: Mapping[str, torch.Tensor], path: str | os.PathLike | None = None,
+                title: str | None = None):
+    """One row of images without a reference (no metrics): each panel on its own colour scale
+    with a colour bar. Saves to ``path`` (atomically, PNG) when given; returns the ``Figure``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    images = {str(k): _as_image(v, f"panels[{k!r}]") for k, v in panels.items()}
+    fig = Figure(figsize=(3.4 * len(images), 3.6), constrained_layout=True)
+    for ax, (name, img) in zip(fig.subplots(1, len(images), squeeze=False)[0], images.items()):
+        _show(ax, img, colorbar=True)
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
+    return fig
