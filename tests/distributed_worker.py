@@ -17,6 +17,7 @@ Not collected by pytest (no ``test_`` prefix).
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -98,12 +99,18 @@ IMAGING = {"n_train": 12, "features": 4, "layers": 4, "patch": 16, "test_size": 
 LP_SAMPLES, LP_BATCH, LP_SWEEPS = 12, 6, 6
 
 
+_BUILT: dict = {}
+
+
 def make_imaging_task(name: str = "pnn-denoise"):
-    """A small imaging task (``IMAGING``) without the baseline report (TV tuning is slow and
-    not what these tests compare)."""
+    """A fresh copy of a small imaging task (``IMAGING``; built once per process, since loading
+    the images dominates) without the baseline report (TV tuning is slow and not what these
+    tests compare)."""
     from lifted_inverse.training.imaging import make_imaging_task as make
 
-    task = make(name, **IMAGING)
+    if name not in _BUILT:
+        _BUILT[name] = make(name, **IMAGING)
+    task = copy.deepcopy(_BUILT[name])
     task.report = lambda model: {}
     return task
 

@@ -206,3 +206,72 @@ def test_measurement_file_errors(tmp_path):
     with pytest.raises(ValueError, match="shape"):  # dataset images do not fit the operator
         make_measurements(ImageList([shepp_logan(16)]), Identity((1, 8, 8)), None, tmp_path / "z.h5")
     assert not (tmp_path / "z.h5").exists()
+
+
+def _flip_middle_byte(path, dataset: str, sample: int):
+    """Flip one byte in the middle of ``dataset``'s chunk of ``sample`` (a disk error)."""
+    with h5py.File(path) as f:
+        info = f[dataset].id.get_chunk_info(sample)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset + info.size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_is_detected_and_names_the_dataset(tmp_path):
+    """Every array dataset carries Fletcher-32 checksums; a changed byte is an error naming the
+    dataset and the sample, never data (the other samples still read)."""
+    path = make_measurements(EllipseDataset(6, 16, seed=0), Identity((1, 16, 16)), GaussianNoise(0.1, seed=1),
+                             tmp_path / "m.h5")
+    with h5py.File(path) as f:
+        assert all(f[k].fletcher32 and f[k].chunks == (1, 1, 16, 16) for k in ("x", "y"))
+    before = MeasurementDataset(path).read([2, 4])
+    _flip_middle_byte(path, "y", 3)
+    m = MeasurementDataset(path)
+    after = m.read([2, 4])      # the other samples still read, unchanged
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    with pytest.raises(ValueError, match=r"dataset 'y'.*m\.h5.*checksum mismatch") as err:
+        m[3]
+    assert "sample 3" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"samples \[1, 3, 5\] of dataset 'y'"):
+        m.read([5, 3, 1])
+    # write_arrays (result files) is checked the same way
+    from lifted_inverse.datasets import write_arrays
+    out = write_arrays(tmp_path / "r.h5", {"x": np.ones((3, 8, 8), np.float32), "psnr": np.arange(3.0),
+                                           "scalar": np.float64(2.0)})
+    with h5py.File(out) as f:
+        assert f["x"].fletcher32 and f["psnr"].fletcher32 and f["scalar"][()] == 2.0
+    _flip_middle_byte(out, "x", 1)
+    with h5py.File(out) as f, pytest.raises(OSError):
+        f["x"][1]
+
+
+def test_deepinv_layout_splits_and_batched_reads(tmp_path):
+    ds = EllipseDataset(7, 12, seed=2)
+    op = Identity((1, 12, 12))
+    path = make_measurements(ds, op, GaussianNoise(0.1, seed=4), tmp_path / "d.h5", batch_size=3,
+                             layout="deepinv", n_test=2)
+    whole = make_measurements(ds, op, GaussianNoise(0.1, seed=4), tmp_path / "w.h5", batch_size=7)
+    with h5py.File(path) as f:
+        assert sorted(f) == ["x_test", "x_train", "y_test", "y_train"] and f.attrs["layout"] == "deepinv"
+    train, test, ref = (MeasurementDataset(path), MeasurementDataset(path, "test"), MeasurementDataset(whole))
+    assert train.layout == "deepinv" and train.splits == ("train", "test") and (len(train), len(test)) == (5, 2)
+    # the noise stream runs over all items in order, across the batch that straddles the split
+    x, y = ref.read(range(7))
+    assert torch.equal(train.read(range(5))[1], y[:5]) and torch.equal(test.read([0, 1])[1], y[5:])
+    # any order, repeats: the batch comes back in the order asked
+    xb, yb = train.read(torch.tensor([4, 0, 4, 2]))
+    assert torch.equal(xb, x[[4, 0, 4, 2]]) and torch.equal(yb, y[[4, 0, 4, 2]])
+    assert train.operator()(x[:1].double()).shape == (1, 1, 12, 12)
+    with pytest.raises(ValueError, match="split.*has no 'test' split|no 'test' split"):
+        MeasurementDataset(whole, "test")
+    with pytest.raises(ValueError, match="n_test"):
+        make_measurements(ds, op, None, tmp_path / "e.h5", n_test=2)        # the data layout has one split
+    with pytest.raises(ValueError, match="layout"):
+        make_measurements(ds, op, None, tmp_path / "e.h5", layout="npz")
+    # clean images only: x reads, y is None when not required
+    with h5py.File(tmp_path / "clean.h5", "w") as f:
+        f["x"] = x.numpy()
+    clean = MeasurementDataset(tmp_path / "clean.h5", require_y=False)
+    assert clean.y_key is None and clean.read([1])[1] is None and torch.equal(clean[1][0], x[1])
+    with pytest.raises(ValueError, match=r"no dataset\(s\) \['y'\]"):
+        MeasurementDataset(tmp_path / "clean.h5")

@@ -61,17 +61,30 @@ def runs(tmp_path_factory):
     return out, ref, two
 
 
-def _launch(*args: str) -> None:
-    """Run ``distributed_worker.py args`` on 2 gloo ranks (one thread each)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+def _launch(*args: str, world: int = 2) -> None:
+    """Run ``distributed_worker.py args`` on ``world`` gloo ranks (one thread each), started
+    with the environment torchrun gives its workers (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``, ``LOCAL_RANK``) but without torchrun's agent, whose start-up and shut-down
+    would double the time of these tests."""
     for _attempt in range(2):   # a second try on a fresh port: the probed free port can be taken
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               str(Path(__file__).parent / "distributed_worker.py"), *args]
-        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
-        if proc.returncode == 0:
-            break
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent),
+               "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "distributed_worker.py"), *args],
+                                  env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for r in range(world)]
+        outputs = []
+        try:
+            for p in procs:
+                outputs.append(p.communicate(timeout=180)[0])
+        finally:
+            for p in procs:     # one rank failed and the other waits for it: end it
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        if all(p.returncode == 0 for p in procs):
+            return
+    raise AssertionError("\n".join(o[-3000:] for o in outputs))
 
 
 @pytest.mark.parametrize("solver", dw.SOLVERS)

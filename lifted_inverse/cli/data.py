@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..jobs._common import NOISE_TYPES
-from ..jobs.data import DATASETS, DEFAULTS, OPERATORS
+from ..jobs.data import DATASETS, DEFAULTS, LAYOUTS, OPERATORS
 
 
 def register(subparsers) -> None:
@@ -35,6 +35,12 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"images per operator call (default {DEFAULTS['batch_size']})")
     p.add_argument("--device", default=None, help="apply the operator on this device (default cpu)")
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
+                   help="datasets of the file: data (default): x, y; deepinv: x_train, y_train, "
+                   "x_test, y_test (the last --test-fraction of the pairs)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help=f"deepinv: fraction of the pairs in the test split (default "
+                   f"{DEFAULTS['test_fraction']}; 0: none)")
     p.add_argument("--out", type=Path, default=None, help="output .h5 file (required)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the options, print the resolved config as JSON and exit")
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("out: an output file is required")
     made = make_data(options, args.out)
+    split = f", {made['n'] - made['n_test']} train / {made['n_test']} test" if made["layout"] == "deepinv" else ""
     print(f"wrote {made['n']} pairs ({made['dataset']}, {made['operator']}, noise {made['noise']}"
-          f"{' relative' if made['noise_relative'] else ''}) -> {made['path']}")
+          f"{' relative' if made['noise_relative'] else ''}{split}) -> {made['path']}")
     return 0

@@ -16,7 +16,8 @@ import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: CLI flags whose value goes to the task factory (TaskConfig.extra) rather than the trainer
-TASK_EXTRAS = ("features", "layers", "n_train", "hidden_layers", "width", "activation", "blocks")
+TASK_EXTRAS = ("features", "layers", "n_train", "hidden_layers", "width", "activation", "blocks",
+               "val_fraction")
 
 
 def _sweeps(text: str) -> int | str:
@@ -71,7 +72,11 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="epochs between checkpoints")
     p.add_argument("--eval-every", type=int, default=None, help="epochs between evaluations")
     p.add_argument("--out", default=None, help="output folder (required)")
-    p.add_argument("--data", default=None, help="data folder or file of the task")
+    p.add_argument("--data", default=None,
+                   help="data of the task; imaging tasks: a folder of images (added to the training "
+                   "images) or an HDF5 file of (ground truth, measurement) pairs, as `lifted-inverse "
+                   "data` writes or in deepinv's layout (x_train/y_train, x_test/y_test), read in "
+                   "mini-batches, operator and noise from the file")
     p.add_argument("--noise", type=float, default=None, help="noise level of the task's measurements")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
@@ -84,8 +89,13 @@ def register(subparsers) -> None:
     p.add_argument("--compare", action="store_true",
                    help="also train the other family (lifted <-> backprop) for the same wall-clock")
     p.add_argument("--distributed", action="store_true",
-                   help="data-parallel lifted training, one process per rank: launch with "
+                   help="data-parallel training (lifted methods: sample shards; backprop: "
+                   "DistributedDataParallel), one process per rank: launch with "
                    "`torchrun --nproc-per-node N -m lifted_inverse train --distributed ...`")
+    p.add_argument("--layer-parallel", action="store_true",
+                   help="layer-parallel lifted training: the layers in contiguous stages, one per "
+                   "rank, exchanging boundary states (needs per-sample states: not isgm or "
+                   "--state-init forward); launch with torchrun as --distributed")
     net = p.add_argument_group("network (MLP tasks: digits-mlp, mnist-mlp; digits-resnet: width, blocks)")
     net.add_argument("--hidden-layers", type=int, default=None, help="hidden layers of the MLP (default 2)")
     net.add_argument("--width", type=int, default=None, help="hidden width (MLP 256, ResNet 128)")
@@ -96,6 +106,9 @@ def register(subparsers) -> None:
     img.add_argument("--features", type=int, default=None, help="channels F of L_k")
     img.add_argument("--layers", type=int, default=None, help="unrolled layers K")
     img.add_argument("--n-train", type=int, default=None, help="training patches / images")
+    img.add_argument("--val-fraction", type=float, default=None,
+                     help="--data FILE.h5: fraction of the file's training samples held out for "
+                     "validation (default 0.1)")
     p.set_defaults(func=run)
 
 
@@ -134,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     checked_device(args.device, "--device")
     is_writer = True
-    if args.distributed:
+    if args.distributed or args.layer_parallel:
         args.device, is_writer = init_distributed(args.device)
     extra = {k: getattr(args, k) for k in TASK_EXTRAS if getattr(args, k) is not None}
     task_config = TaskConfig(seed=args.seed or 0, data=args.data, noise=args.noise, device=args.device,
@@ -144,9 +157,10 @@ def _run(args: argparse.Namespace) -> int:
               "lam", "rho", "tau",
               "inner_sweeps", "momentum", "power_iterations", "batched_layers", "regularizer",
               "reg_strength", "select", "checkpoint_every", "eval_every")
-    config = TrainConfig(**{k: getattr(args, k) for k in fields}, distributed=args.distributed)
+    config = TrainConfig(**{k: getattr(args, k) for k in fields}, distributed=args.distributed,
+                         layer_parallel=args.layer_parallel)
     if args.dry_run:
-        for flag in ("resume", "compare", "distributed"):
+        for flag in ("resume", "compare", "distributed", "layer_parallel"):
             if getattr(args, flag):
                 raise ValueError(f"{flag}: does not apply to --dry-run (nothing is trained)")
         print(json.dumps(plan_training(args.task, task_config, config), indent=2))
@@ -160,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
               f"is {args.out}/checkpoint.pt", file=sys.stderr)
         return 130
     finally:
-        if args.distributed and torch.distributed.is_initialized():
+        if (args.distributed or args.layer_parallel) and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if is_writer:
         metric = next(k for k in result if k.startswith("test_") and isinstance(result[k], float))

@@ -1,14 +1,25 @@
 """HDF5 files of (ground truth ``x``, measurement ``y = noise(A x)``) pairs with provenance.
 
-Layout of a measurement file (format 1):
+Two layouts are written and read:
 
-- dataset ``x``: (N, *A.in_shape), dataset ``y``: (N, *A.out_shape), chunked one sample per chunk;
-- attributes ``operator`` (JSON of :func:`operator_record`: the registry spec, from which
-  :meth:`MeasurementDataset.operator` rebuilds the operator), ``operator_class``, ``noise`` (JSON of
-  ``noise.to_dict()`` or ``null``), ``seed``, ``dataset`` (class name), ``n_samples``,
-  ``created`` (UTC ISO 8601), ``lifted_inverse_version``, ``format_version``.
+- ``'data'`` (format 1): dataset ``x``: (N, *A.in_shape), dataset ``y``: (N, *A.out_shape);
+- ``'deepinv'`` (the layout of ``deepinv.datasets.generate_dataset``): ``x_train`` / ``y_train``
+  and ``x_test`` / ``y_test``, the same shapes per sample.
+
+Every array dataset is chunked one sample per chunk and stored with a Fletcher-32 checksum per
+chunk, so a byte changed on disk is reported (naming the dataset) when its chunk is read instead
+of being returned as data. Attributes: ``operator`` (JSON of :func:`operator_record`: the registry
+spec, from which :meth:`MeasurementDataset.operator` rebuilds the operator), ``operator_class``,
+``noise`` (JSON of ``noise.to_dict()`` or ``null``), ``seed``, ``dataset`` (class name),
+``n_samples``, ``layout``, ``created`` (UTC ISO 8601), ``lifted_inverse_version``,
+``format_version``.
 
 Files are written to a temporary file and moved into place, so a crash never leaves half a file.
+
+Public readers (stable): :class:`MeasurementDataset` (``path, split=None, *, require_x=True,
+require_y=True, name="measurements"``; ``len``, ``[i]``, :meth:`~MeasurementDataset.read`,
+:meth:`~MeasurementDataset.operator`, ``attrs``, ``layout``, ``x_key`` / ``y_key``,
+``x_shape`` / ``y_shape``, ``splits``), :func:`file_layout` and :func:`operator_from_record`.
 """
 from __future__ import annotations
 
@@ -29,6 +40,10 @@ from ..io import atomic_path
 from ..operators.base import LinearOperator
 
 FORMAT_VERSION = 1
+#: dataset names of each layout: ``{layout: {split: (ground-truth key, measurement key)}}``
+LAYOUT_KEYS = {"data": {"train": ("x", "y")},
+               "deepinv": {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}}
+LAYOUTS = tuple(LAYOUT_KEYS)
 _ALIASES = {"image_size": ("image_shape",), "shape": ("in_shape",)}  # names operators keep
 _MAX_INLINE = 1024  # arrays up to this many entries are stored verbatim in the description
 
@@ -149,6 +164,28 @@ def _collate(items):
     return torch.stack([_first_tensor(i) for i in items])
 
 
+def _checked_dataset(f, name: str, shape: tuple, dtype) -> Any:
+    """An empty dataset ``name`` of ``shape``, one chunk per sample (a 1-D array: one chunk), each
+    chunk with a Fletcher-32 checksum (verified by HDF5 on every read)."""
+    if len(shape) == 0 or 0 in shape:  # scalars and empty arrays cannot be chunked
+        return f.create_dataset(name, shape=shape, dtype=dtype)
+    chunks = tuple(shape) if len(shape) == 1 else (1, *shape[1:])
+    return f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fletcher32=True)
+
+
+def _split_sizes(n: int, n_test: int, layout: str) -> dict[str, int]:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or not 0 <= n_test < n:
+        raise ValueError(f"n_test: expected an integer in [0, {n - 1}] (the dataset holds {n} samples), "
+                         f"got {n_test!r}")
+    if layout == "data":
+        if n_test:
+            raise ValueError("n_test: the 'data' layout has one split; a test split needs layout 'deepinv'")
+        return {"train": n}
+    return {"train": n - int(n_test), "test": int(n_test)} if n_test else {"train": n}
+
+
 @torch.no_grad()
 def make_measurements(
     dataset: Dataset,
@@ -160,6 +197,8 @@ def make_measurements(
     attrs: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    layout: str = "data",
+    n_test: int = 0,
 ) -> Path:
     """Write ``x_i`` and ``y_i = noise(A x_i)`` for every item of ``dataset`` to HDF5 at ``path``.
 
@@ -167,7 +206,10 @@ def make_measurements(
     ``operator.in_shape``; ``noise`` is a callable ``y -> y + e`` (e.g. ``GaussianNoise``) or
     ``None``. ``seed`` is recorded (defaults to ``noise.seed`` when present); extra ``attrs`` are
     stored as JSON. Batches of ``batch_size`` go through the operator on ``device`` (default:
-    the operator's). Returns the path. Written atomically.
+    the operator's). ``layout`` ``'data'`` writes ``x`` / ``y``; ``'deepinv'`` writes the first
+    ``N - n_test`` items as ``x_train`` / ``y_train`` and the last ``n_test`` as ``x_test`` /
+    ``y_test`` (the noise stream runs over all items in order, whatever the layout). Returns the
+    path. Written atomically.
     """
     import h5py
 
@@ -177,13 +219,14 @@ def make_measurements(
         raise ValueError("dataset: is empty")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    n = len(dataset)
+    sizes = _split_sizes(n, n_test, layout)
     if device is None:
         probe = operator._probe_tensor()
         device = probe.device if probe is not None else torch.device("cpu")
     if seed is None:
         seed = getattr(noise, "seed", None)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate)
-    n = len(dataset)
     path = Path(path)
     header = {
         "operator": json.dumps(operator_record(operator)),
@@ -192,12 +235,15 @@ def make_measurements(
         "seed": -1 if seed is None else int(seed),
         "dataset": type(dataset).__name__,
         "n_samples": n,
+        "layout": layout,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "lifted_inverse_version": _package_version(),
         "format_version": FORMAT_VERSION,
     }
     for key, value in (attrs or {}).items():
         header[str(key)] = json.dumps(_jsonable(value))
+    # [(first global index, split)] in file order; a batch may straddle the train/test boundary
+    bounds = [(0, "train")] + ([(sizes["train"], "test")] if "test" in sizes else [])
     iterator = loader
     if progress:
         from tqdm.auto import tqdm
@@ -205,20 +251,24 @@ def make_measurements(
         iterator = tqdm(loader, desc="measurements", unit="batch")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         start = 0
-        dx = dy = None
+        sets: dict[str, tuple] = {}
         for batch in iterator:
             x = batch.to(device)
             y = operator(x)
             if noise is not None:
                 y = noise(y)
             x_np, y_np = x.cpu().numpy(), y.detach().cpu().numpy()
-            if dx is None:
-                dx = f.create_dataset("x", shape=(n, *x_np.shape[1:]), dtype=x_np.dtype,
-                                      chunks=(1, *x_np.shape[1:]))
-                dy = f.create_dataset("y", shape=(n, *y_np.shape[1:]), dtype=y_np.dtype,
-                                      chunks=(1, *y_np.shape[1:]))
-            dx[start:start + len(x_np)] = x_np
-            dy[start:start + len(y_np)] = y_np
+            if not sets:
+                for split, size in sizes.items():
+                    kx, ky = LAYOUT_KEYS[layout][split]
+                    sets[split] = (_checked_dataset(f, kx, (size, *x_np.shape[1:]), x_np.dtype),
+                                   _checked_dataset(f, ky, (size, *y_np.shape[1:]), y_np.dtype))
+            for first, split in bounds:
+                lo, hi = max(start, first), min(start + len(x_np), first + sizes[split])
+                if lo < hi:
+                    dx, dy = sets[split]
+                    dx[lo - first:hi - first] = x_np[lo - start:hi - start]
+                    dy[lo - first:hi - first] = y_np[lo - start:hi - start]
             start += len(x_np)
         f.attrs.update(header)
     return path
@@ -226,7 +276,8 @@ def make_measurements(
 
 def write_arrays(path: str | os.PathLike, arrays: Mapping[str, torch.Tensor | np.ndarray],
                  attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write named arrays (one HDF5 dataset each) and JSON-encoded attributes, atomically."""
+    """Write named arrays (one HDF5 dataset each, chunked one row per chunk with Fletcher-32
+    checksums) and JSON-encoded attributes, atomically."""
     import h5py
 
     path = Path(path)
@@ -235,7 +286,8 @@ def write_arrays(path: str | os.PathLike, arrays: Mapping[str, torch.Tensor | np
             for name, value in arrays.items():
                 if isinstance(value, torch.Tensor):
                     value = value.detach().cpu().resolve_conj().numpy()
-                f.create_dataset(name, data=np.asarray(value))
+                value = np.asarray(value)
+                _checked_dataset(f, name, value.shape, value.dtype)[...] = value
             for key, value in (attrs or {}).items():
                 f.attrs[str(key)] = value if isinstance(value, (int, float, str)) else json.dumps(_jsonable(value))
             f.attrs.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -256,34 +308,74 @@ def _decode_attr(value: Any) -> Any:
     return value
 
 
-class MeasurementDataset(Dataset):
-    """Pairs ``(x_i, y_i)`` from a file written by :func:`make_measurements`, as float tensors.
+def file_layout(keys) -> str:
+    """``'deepinv'`` if the dataset names ``keys`` (an open ``h5py.File`` or any container of
+    names) hold a deepinv split (``x_train``, ``y_train``, ``x_test`` or ``y_test``), else
+    ``'data'``."""
+    deepinv = {k for split in LAYOUT_KEYS["deepinv"].values() for k in split}
+    return "deepinv" if any(k in keys for k in deepinv) else "data"
 
-    The file is checked when the dataset is built (missing -> ``FileNotFoundError``, unreadable,
-    not HDF5 or without matching ``x``/``y`` -> ``ValueError``, each naming the path) and then
-    opened lazily on first access in each process, so it works with ``DataLoader`` workers.
-    ``attrs`` holds the decoded provenance attributes.
+
+class MeasurementDataset(Dataset):
+    """Pairs ``(x_i, y_i)`` of one split of a file in either layout (module docstring), as
+    tensors in the file's dtype, read from disk on demand: nothing is loaded beyond what is
+    indexed.
+
+    ``split``: ``None`` (the ``'data'`` layout's one split, the deepinv ``'train'`` split),
+    ``'train'`` or ``'test'`` (deepinv only). ``require_x`` / ``require_y``: a file without that
+    dataset is an error; when not required, an absent dataset reads as ``None`` (``x_key`` or
+    ``y_key`` is then None: a file of clean images only, or of measurements only). ``name`` is
+    the argument that errors name (``'data: ...'`` for ``train --data``). ``splits``: the splits
+    the file holds (``('train',)`` or ``('train', 'test')``).
+
+    The file is checked when the dataset is built (missing -> ``FileNotFoundError``; unreadable,
+    truncated, not HDF5, a missing dataset, fewer than one sample dimension or ``x`` and ``y``
+    of different lengths -> ``ValueError``, each naming the path) and then opened lazily on first
+    access in each process, so it works with ``DataLoader`` workers. A chunk whose checksum does
+    not match is a ``ValueError`` naming the dataset and the samples. ``attrs`` holds the decoded
+    provenance attributes.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, split: str | None = None, *, require_x: bool = True,
+                 require_y: bool = True, name: str = "measurements"):
         import h5py
 
-        self.path = Path(path)
+        self.path, self.name = Path(path), str(name)
+        where = f"{self.name}: {str(self.path)!r}"
         if not self.path.is_file():
-            raise FileNotFoundError(f"measurements: no such file {str(self.path)!r}")
+            raise FileNotFoundError(f"{self.name}: no such file {str(self.path)!r}")
         try:
             with h5py.File(self.path, "r") as f:
-                missing = [k for k in ("x", "y") if k not in f]
-                if missing:
-                    raise ValueError(f"measurements: {str(self.path)!r} has no dataset(s) {missing}")
-                nx, ny = len(f["x"]), len(f["y"])
-                self.x_shape, self.y_shape = tuple(f["x"].shape[1:]), tuple(f["y"].shape[1:])
+                self.layout = file_layout(f)
+                splits = LAYOUT_KEYS[self.layout]
+                self.split = "train" if split is None else split
+                if self.split not in splits:
+                    raise ValueError(f"{where} ({self.layout} layout) has no {self.split!r} split; "
+                                     f"it has {sorted(splits)}")
+                keys = splits[self.split]
+                missing = [k for k, need in zip(keys, (require_x, require_y)) if need and k not in f]
+                if missing or not any(k in f for k in keys):
+                    raise ValueError(f"{where} has no dataset(s) {missing or list(keys)} "
+                                     f"({self.layout} layout; it holds {sorted(f.keys())})")
+                self.x_key, self.y_key = (k if k in f else None for k in keys)
+                self.splits = tuple(s for s, ks in splits.items() if any(k in f for k in ks))
+                lengths, shapes = {}, {}
+                for key in (self.x_key, self.y_key):
+                    if key is None:
+                        continue
+                    ds = f[key]
+                    if not isinstance(ds, h5py.Dataset) or ds.ndim < 2:
+                        raise ValueError(f"{where}: {key!r} must be an array (N, ...) of samples, got "
+                                         f"{getattr(ds, 'shape', type(ds).__name__)}")
+                    lengths[key], shapes[key] = ds.shape[0], tuple(ds.shape[1:])
+                self.x_shape, self.y_shape = shapes.get(self.x_key), shapes.get(self.y_key)
                 self.attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
         except OSError as err:
-            raise ValueError(f"measurements: {str(self.path)!r} is not a readable HDF5 file ({err})") from err
-        if nx != ny:
-            raise ValueError(f"measurements: {str(self.path)!r} holds {nx} x but {ny} y samples")
-        self._n = nx
+            raise ValueError(f"{where} is not a readable HDF5 file ({err})") from err
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{where} holds {lengths[self.x_key]} {self.x_key} but "
+                             f"{lengths[self.y_key]} {self.y_key} samples")
+        self._n = next(iter(lengths.values()))
         self._file = None
 
     def __len__(self) -> int:
@@ -292,14 +384,15 @@ class MeasurementDataset(Dataset):
     def operator(self) -> LinearOperator:
         """The forward operator the measurements were made with, rebuilt from the file's
         ``operator`` attribute (:func:`operator_from_record`); ``ValueError`` naming the path if the
-        file records none that can be rebuilt."""
+        file records none that can be rebuilt or its shapes do not fit the datasets."""
         try:
             op = operator_from_record(self.attrs.get("operator"))
         except ValueError as err:
-            raise ValueError(f"measurements: {str(self.path)!r}: {err}") from None
-        if tuple(op.in_shape) != self.x_shape or tuple(op.out_shape) != self.y_shape:
-            raise ValueError(f"measurements: {str(self.path)!r} holds x {self.x_shape} and y {self.y_shape}, "
-                             f"its operator maps {op.in_shape} -> {op.out_shape}")
+            raise ValueError(f"{self.name}: {str(self.path)!r}: {err}") from None
+        if (self.x_shape is not None and tuple(op.in_shape) != self.x_shape) or \
+                (self.y_shape is not None and tuple(op.out_shape) != self.y_shape):
+            raise ValueError(f"{self.name}: {str(self.path)!r} holds {self.x_key} {self.x_shape} and "
+                             f"{self.y_key} {self.y_shape}, its operator maps {op.in_shape} -> {op.out_shape}")
         return op
 
     def _handle(self):
@@ -309,15 +402,42 @@ class MeasurementDataset(Dataset):
             self._file = h5py.File(self.path, "r")
         return self._file
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read(self, key: str | None, selection, what: str) -> np.ndarray | None:
+        if key is None:
+            return None
+        dataset = None
+        try:
+            dataset = self._handle()[key]
+            return np.asarray(dataset[selection])
+        except (OSError, KeyError) as err:
+            # HDF5 reports a failed Fletcher-32 check as a failed read filter
+            checked = "filter" in str(err).lower() and getattr(dataset, "fletcher32", False)
+            detail = "Fletcher-32 checksum mismatch: the file is corrupted" if checked else err
+            raise ValueError(f"{self.name}: cannot read {what} of dataset {key!r} in {str(self.path)!r} "
+                             f"({detail})") from err
+
+    def read(self, indices) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The samples ``indices`` (a sequence or 1-D tensor of ints, any order, repeats allowed)
+        as ``(x, y)`` batches ``(len(indices), ...)``; an absent dataset gives None. Only these
+        samples' chunks are read from disk."""
+        ids = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.int64).reshape(-1)
+        if ids.size and not (-self._n <= ids.min() and ids.max() < self._n):
+            raise IndexError(f"{self.name}: indices out of range for {self._n} samples")
+        ids = np.where(ids < 0, ids + self._n, ids)
+        # h5py reads increasing, distinct indices; the batch is put back in the order asked
+        unique, inverse = np.unique(ids, return_inverse=True)
+        what = f"samples {unique.tolist()}" if unique.size <= 8 else f"{unique.size} samples"
+        out = []
+        for key in (self.x_key, self.y_key):
+            a = self._read(key, unique, what)
+            out.append(None if a is None else torch.from_numpy(np.ascontiguousarray(a[inverse])))
+        return out[0], out[1]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not -self._n <= index < self._n:
             raise IndexError(f"index {index} out of range for {self._n} samples")
-        f = self._handle()
-        try:
-            x, y = f["x"][index], f["y"][index]
-        except (OSError, KeyError) as err:
-            raise ValueError(f"measurements: cannot read sample {index} of {str(self.path)!r} ({err})") from err
-        return torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y))
+        x, y = (self._read(k, index, f"sample {index}") for k in (self.x_key, self.y_key))
+        return tuple(None if a is None else torch.from_numpy(np.asarray(a)) for a in (x, y))
 
     def close(self) -> None:
         if self._file is not None:

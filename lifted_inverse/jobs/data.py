@@ -2,7 +2,12 @@
 pairs with provenance attributes (operator spec, noise, seed, time, version) and ``config``:
 every option after defaults, with its source. An option that does not apply to the chosen
 dataset or operator is a ``ValueError`` naming it (``angles`` without CT, ``folder`` without
-``--dataset folder``, ``images`` outside builtin / patches, ``image_size`` outside patches)."""
+``--dataset folder``, ``images`` outside builtin / patches, ``image_size`` outside patches,
+``test_fraction`` outside the deepinv layout).
+
+Layouts (:mod:`lifted_inverse.datasets.hdf5`): ``data`` writes ``x`` / ``y``; ``deepinv`` writes
+the first ``n - n_test`` pairs as ``x_train`` / ``y_train`` and the last
+``n_test = round(test_fraction · n)`` (at least 1, at most n - 1) as ``x_test`` / ``y_test``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,10 +20,12 @@ from ._common import check_min, config_record, noise_rule, refuse
 
 DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
 OPERATORS = ("denoise", "blur", "ct", "inpaint", "mri")
+LAYOUTS = ("data", "deepinv")
 #: values of the options left unset (None); ``noise`` follows :func:`noise_rule`, ``images``
 #: defaults to the built-in natural images, ``n`` for builtin and folder to all their images
 DEFAULTS = {"dataset": "ellipses", "operator": "ct", "noise_type": "auto", "n": 16, "size": 128,
-            "angles": 60, "seed": 0, "batch_size": 32, "device": "cpu"}
+            "angles": 60, "seed": 0, "batch_size": 32, "device": "cpu", "layout": "data",
+            "test_fraction": 0.2}
 
 
 @dataclass
@@ -37,6 +44,8 @@ class DataOptions:
     seed: int | None = None
     batch_size: int | None = None
     device: str | None = None
+    layout: str | None = None
+    test_fraction: float | None = None
 
 
 def resolve(options: DataOptions) -> dict:
@@ -65,8 +74,18 @@ def resolve(options: DataOptions) -> dict:
     check_min("image_size", options.image_size, options.size or DEFAULTS["size"])
     check_min("angles", options.angles, 1)
     check_min("batch_size", options.batch_size, 1)
+    layout = get("layout")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout != "deepinv":
+        refuse(options, ("test_fraction",), "the test split of --layout deepinv; --layout data has one split")
+    elif not 0 <= get("test_fraction") < 1:
+        raise ValueError(f"test_fraction: expected a fraction in [0, 1), got {options.test_fraction}")
     level, relative = noise_rule(operator, options.noise, get("noise_type"))
-    cfg = {k: get(k) for k in ("dataset", "operator", "noise_type", "size", "seed", "batch_size", "device")}
+    cfg = {k: get(k) for k in ("dataset", "operator", "noise_type", "size", "seed", "batch_size", "device",
+                               "layout")}
+    if layout == "deepinv":
+        cfg["test_fraction"] = get("test_fraction")
     cfg.update(noise=level, noise_relative=relative)
     cfg["n"] = options.n if dataset in ("folder", "builtin") else get("n")
     if operator == "ct":
@@ -110,17 +129,29 @@ def build_dataset(cfg: dict) -> Dataset:
     return PatchDataset(names, size, n, seed=cfg["seed"], image_size=cfg["image_size"])
 
 
+def test_count(cfg: dict, n: int) -> int:
+    """Pairs of the test split: ``round(test_fraction · n)``, at least 1 and at most ``n - 1`` for a
+    positive fraction (``ValueError`` naming ``n`` when ``n < 2`` cannot be split)."""
+    fraction = cfg.get("test_fraction", 0.0)
+    if not fraction:
+        return 0
+    if n < 2:
+        raise ValueError(f"n: --layout deepinv with a test split needs at least 2 pairs, got {n}")
+    return min(max(round(fraction * n), 1), n - 1)
+
+
 def plan_data(options: DataOptions) -> dict:
     """The ``config`` record a run would write, after the checks it makes before writing."""
     cfg = resolve(options)
     checked_device(cfg["device"], "--device")
     n = len(build_dataset(cfg))
-    return config_record(options, {**cfg, "n": n})
+    extra = {"n_test": test_count(cfg, n)} if cfg["layout"] == "deepinv" else {}
+    return config_record(options, {**cfg, "n": n, **extra})
 
 
 def make_data(options: DataOptions, out: str | Path) -> dict:
     """Write the pairs to ``out`` (module docstring); returns the config record with ``n`` the
-    number of pairs written, ``noise_relative`` and ``path``."""
+    number of pairs written, ``n_test`` of them in the test split, ``noise_relative`` and ``path``."""
     from ..datasets import make_measurements
     from ..operators.noise import GaussianNoise
     from ..operators.registry import make_operator
@@ -132,9 +163,12 @@ def make_data(options: DataOptions, out: str | Path) -> dict:
     extra = {"n_angles": cfg["angles"]} if cfg["operator"] == "ct" else {}
     operator = make_operator(cfg["operator"], shape, **extra)
     noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
-    config = config_record(options, {**cfg, "n": len(dataset)})
+    n_test = test_count(cfg, len(dataset))
+    config = config_record(options, {**cfg, "n": len(dataset),
+                                     **({"n_test": n_test} if cfg["layout"] == "deepinv" else {})})
     path = make_measurements(dataset, operator, noise, out, batch_size=cfg["batch_size"], seed=cfg["seed"],
-                             device=device, attrs={"config": config, "dataset_args": {
+                             device=device, layout=cfg["layout"], n_test=n_test,
+                             attrs={"config": config, "dataset_args": {
                                  "dataset": cfg["dataset"], "n": len(dataset), "size": cfg["size"],
                                  "images": cfg.get("images"), "folder": cfg.get("folder")}})
-    return {**config, "noise_relative": cfg["noise_relative"], "path": str(path)}
+    return {**config, "noise_relative": cfg["noise_relative"], "n_test": n_test, "path": str(path)}

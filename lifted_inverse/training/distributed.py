@@ -20,6 +20,7 @@ update equals the single-process one. Checkpoints hold the states gathered by gl
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import torch
@@ -126,9 +127,12 @@ class DataParallelBackpropStep(BackpropStep):
         self.rank, self.world_size = rank_and_world(group)
         model = task.model
         device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
-        # buffers (e.g. the PNN's step sizes) follow from the weights on every rank: not broadcast
+        # buffers (e.g. the PNN's step sizes) follow from the weights on every rank: not synced
+        # before each forward (the keyword was renamed in newer torch)
+        quiet = "forward_sync_buffers" if "forward_sync_buffers" in \
+            inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers"
         self.ddp = DistributedDataParallel(model, device_ids=device_ids, process_group=group,
-                                           broadcast_buffers=False)
+                                           **{quiet: False})
         super().__init__(task, config)
 
     @property

@@ -17,6 +17,11 @@ same network → test PSNR/SSIM, history of test PSNR against wall-clock, checkp
   random-ellipse phantoms (seed 0) and the non-test photographs; test: 4 held-out ellipse
   phantoms (seed 10⁶), Shepp–Logan, camera, coins, moon. Baseline: FBP (ramp), TV also reported.
 
+``--data`` adds a folder of images to the training images, or (an HDF5 file: ``lifted-inverse
+data`` or deepinv layout) replaces the training data, read lazily in mini-batches with the
+operator rebuilt from the file and validation / test images from it
+(:mod:`~lifted_inverse.training.imaging_data`).
+
 The training measurements are drawn seeded (and redrawn per epoch, seeded by the epoch: noise
 augmentation) so lifted and backprop training see the same pairs; validation images (never
 test images) select the model. An :class:`ImagingTask` is a task of the one trainer
@@ -78,9 +83,11 @@ class ImagingTask:
 
     ``operator(shape) -> A`` builds the forward operator for images of ``shape = (C, H, W)``
     (None for the PNN, which takes the noisy image itself). ``x_train`` (N, C, P, P) clean,
-    ``y_train`` their measurements; ``test_x``/``test_y`` and ``val_x``/``val_y`` lists of whole
-    images (C, H, W) and their measurements; ``baseline(y, A) -> x`` the classical
-    reconstruction. The network is ``net`` (``model`` for the trainer).
+    ``y_train`` their measurements, in memory; or, with ``source`` (a
+    :class:`~.imaging_data.FilePairs`), both None and the training pairs read from a file per
+    mini-batch. ``test_x``/``test_y`` and ``val_x``/``val_y`` lists of whole images (C, H, W)
+    and their measurements; ``baseline(y, A) -> x`` the classical reconstruction. The network
+    is ``net`` (``model`` for the trainer). ``data_info``: provenance of a file's data.
     """
 
     name: str
@@ -98,6 +105,8 @@ class ImagingTask:
     val_x: list = field(default_factory=list)
     val_y: list = field(default_factory=list)
     _operators: dict = field(default_factory=dict, repr=False)
+    source: object | None = None
+    data_info: dict | None = None
 
     metric = "psnr"
 
@@ -108,11 +117,21 @@ class ImagingTask:
 
     @property
     def n_train(self) -> int:
-        return int(self.x_train.shape[0])
+        return self.source.n if self.source is not None else int(self.x_train.shape[0])
 
     @property
     def device(self) -> torch.device:
-        return self.x_train.device
+        return self.source.device if self.source is not None else self.x_train.device
+
+    @property
+    def image_shape(self) -> tuple:
+        """(C, H, W) of a training image."""
+        return self.source.image_shape if self.source is not None else tuple(self.x_train.shape[1:])
+
+    @property
+    def measurement_shape(self) -> tuple:
+        """Shape of one training measurement (the network's input)."""
+        return self.source.measurement_shape if self.source is not None else tuple(self.y_train.shape[1:])
 
     @property
     def has_validation(self) -> bool:
@@ -120,17 +139,19 @@ class ImagingTask:
 
     @property
     def train_operator(self) -> LinearOperator | None:
-        return self.operator(tuple(self.x_train.shape[1:]))
+        return self.operator(self.image_shape)
 
     def train_batch(self, ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(measurements, clean images)`` of the training samples ``ids`` (all when None)."""
+        if self.source is not None:
+            return self.source.batch(ids)
         if ids is None:
             return self.y_train, self.x_train
         return self.y_train.index_select(0, ids), self.x_train.index_select(0, ids)
 
     def lifted_network(self, model: torch.nn.Module):
         """The lifted view of ``model`` with the training operator as its fixed linear map."""
-        return lift(model, input_shape=tuple(self.y_train.shape[1:]), operator=self.train_operator)
+        return lift(model, input_shape=self.measurement_shape, operator=self.train_operator)
 
     def backprop_loss(self, model, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``½‖N(y) − x†‖²`` per sample, batch mean: the loss the lifted output layer carries."""
@@ -143,14 +164,20 @@ class ImagingTask:
 
     def new_epoch(self, epoch: int, seed: int) -> None:
         """Fresh noise for the training measurements from the second epoch on, seeded by
-        ``(seed, epoch)`` so a resumed run draws the same."""
-        if epoch > 0:
+        ``(seed, epoch)`` so a resumed run draws the same (a file's clean images: per sample,
+        :class:`~.imaging_data.FilePairs`; a file's measurements are kept)."""
+        if self.source is not None:
+            self.source.new_epoch(epoch, seed)
+        elif epoch > 0:
             self.y_train = self.measure_train(seed=10**6 * (seed + 1) + 10**4 * epoch)
 
     def describe(self) -> dict:
-        return {"task": self.name, "input_shape": list(self.y_train.shape[1:]),
-                "image_shape": list(self.x_train.shape[1:]), "operator": dict(self.operator_spec),
-                "noise": dict(self.noise), "network": dict(self.net.config), "n_train": self.n_train}
+        out = {"task": self.name, "input_shape": list(self.measurement_shape),
+               "image_shape": list(self.image_shape), "operator": dict(self.operator_spec),
+               "noise": dict(self.noise), "network": dict(self.net.config), "n_train": self.n_train}
+        if self.data_info is not None:
+            out["data"] = dict(self.data_info)
+        return out
 
     def report(self, model) -> dict:
         """Baseline (and, for denoising, the noisy input) on the test images, beside the network."""
@@ -256,9 +283,6 @@ def _training_images(data: str | None, size=None) -> list:
     train, _ = split_images(NATURAL_IMAGES, DEFAULT_TEST_IMAGES + VALIDATION_IMAGES)
     images = [builtin_image(n, size) for n in train]
     if data:
-        from pathlib import Path
-        if not Path(data).is_dir():
-            raise ValueError(f"data: no such folder {data!r} (the imaging tasks read a folder of images)")
         folder = ImageFolder(data, size=size, gray=True)
         images += [folder[i] for i in range(len(folder))]
     return images
@@ -312,31 +336,73 @@ class TVBaseline:
         return self.solve(y, A, self.alpha)
 
 
+def _data_kind(data: str | None) -> str | None:
+    """``'folder'`` (a directory of images), ``'file'`` (an HDF5 file of pairs) or None; anything
+    else is a ``ValueError`` naming ``data``."""
+    if data is None:
+        return None
+    from pathlib import Path
+
+    from .imaging_data import is_hdf5_file
+
+    if Path(data).is_dir():
+        return "folder"
+    if is_hdf5_file(data):
+        return "file"
+    if Path(data).is_file():
+        raise ValueError(f"data: {str(data)!r} is not an HDF5 file (the imaging tasks read a folder of "
+                         "images or an .h5 file of (ground truth, measurement) pairs)")
+    raise ValueError(f"data: no such folder or file {str(data)!r}")
+
+
+def _test_images(name: str, shape) -> tuple[list, list]:
+    """The held-out test images of task ``name`` at image shape (C, H, W) = (1, H, W)."""
+    if shape[0] != 1:
+        raise ValueError(f"data: the images have {shape[0]} channels; the built-in test images are gray "
+                         "(give a file with a test split, x_test / y_test)")
+    size = tuple(shape[1:])
+    names = list(DEFAULT_TEST_IMAGES)
+    images = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
+    if name == "unrolled-ct" and size[0] == size[1]:
+        names = [f"ellipse{i}" for i in range(4)] + ["shepp_logan"] + names
+        images = list(random_ellipses(4, size[0], seed=10**6)) + [shepp_logan(size[0])] + images
+    return names, images
+
+
 def make_imaging_task(name: str, *, noise: float | None = None, data: str | None = None,
-                      seed: int = 0, n_train: int | None = None, patch: int = 40,
+                      seed: int = 0, n_train: int | None = None, patch: int | None = None,
                       features: int | None = None, layers: int | None = None, tied: bool = False,
-                      test_size: int | None = None, dtype=torch.float32,
-                      device: str | torch.device = "cpu") -> ImagingTask:
+                      test_size: int | None = None, val_fraction: float | None = None,
+                      dtype=torch.float32, device: str | torch.device = "cpu") -> ImagingTask:
     """Build ``name`` (one of :data:`IMAGING_TASKS`) on ``device``; see the module docstring.
     Images, measurements and the network live on ``device``; the noise is drawn on the CPU (same
-    draws on every device)."""
+    draws on every device). ``data``: a folder of images (added to the training images) or an
+    HDF5 file (the training data, ``val_fraction`` of it held out for validation; ``n_train``,
+    ``patch`` and ``test_size`` then do not apply)."""
     if name not in IMAGING_TASKS:
         raise ValueError(f"task: expected one of {IMAGING_TASKS}, got {name!r}")
     if noise is not None and not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"noise: expected a finite level >= 0, got {noise}")
+    kind = _data_kind(data)
+    if kind == "file":
+        for key, value in (("n_train", n_train), ("patch", patch), ("test_size", test_size)):
+            if value is not None:
+                raise ValueError(f"{key}: does not apply to --data FILE (the file holds the training "
+                                 "samples, their size and the validation split)")
+    elif val_fraction is not None:
+        raise ValueError("val_fraction: applies to --data FILE.h5 only (the validation split of the file)")
     if name == "unrolled-ct":
         size = test_size or 128
         spec = {"name": "ct", "n_angles": 60}     # detectors: the diagonal (registry default)
         level = 0.01 if noise is None else float(noise)
         noise_d = {"sigma": level, "relative": True}
-        n = (64 if n_train is None else n_train)
-        photos = _training_images(data, size)
-        n_ell = max(n - len(photos), n // 2)
-        x_train = torch.cat([random_ellipses(n_ell, size, seed=seed), torch.stack(photos)])[:max(n, 1)]
-        test_names = [f"ellipse{i}" for i in range(4)] + ["shepp_logan", *DEFAULT_TEST_IMAGES]
-        test_x = list(random_ellipses(4, size, seed=10**6)) + [shepp_logan(size)] + \
-            [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
-        val_x = list(random_ellipses(2, size, seed=2 * 10**6)) + [builtin_image(VALIDATION_IMAGES[0], size)]
+        if kind != "file":
+            n = (64 if n_train is None else n_train)
+            photos = _training_images(data, size)
+            n_ell = max(n - len(photos), n // 2)
+            x_train = torch.cat([random_ellipses(n_ell, size, seed=seed), torch.stack(photos)])[:max(n, 1)]
+            test_names, test_x = _test_images(name, (1, size, size))
+            val_x = list(random_ellipses(2, size, seed=2 * 10**6)) + [builtin_image(VALIDATION_IMAGES[0], size)]
         # λ = 0.01: the clip level of the dual states sets the strength of the initial
         # regulariser; the denoisers' 0.1 starts the network below FBP (docs/results.md)
         net = UnrolledProximalNet(1, (16 if features is None else features), (8 if layers is None else layers), lam=0.01, tied=tied, seed=seed,
@@ -356,29 +422,55 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
             level = 0.01 if noise is None else float(noise)
             noise_d = {"sigma": level, "relative": False}
             net = UnrolledProximalNet(1, (16 if features is None else features), (8 if layers is None else layers), lam=0.1, tied=tied, seed=seed)
-        x_train = _patches(_training_images(data), patch, (512 if n_train is None else n_train), seed)
-        test_names = list(DEFAULT_TEST_IMAGES)
-        test_x = [builtin_image(t, size) for t in DEFAULT_TEST_IMAGES]
-        val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
+        if kind != "file":
+            x_train = _patches(_training_images(data), (40 if patch is None else patch),
+                               (512 if n_train is None else n_train), seed)
+            test_names, test_x = _test_images(name, (1, size, size))
+            val_x = [builtin_image(t, size) for t in VALIDATION_IMAGES]
         baseline_name = "tv"
     device = checked_device(device)
-    x_train = x_train.to(dtype=dtype, device=device)
-    test_x = [t.to(dtype=dtype, device=device) for t in test_x]
-    val_x = [t.to(dtype=dtype, device=device) for t in val_x]
     net = net.to(dtype=dtype, device=device)
     operators: dict = {}        # one operator per image shape, handed to the task
 
     def operator_for(shape):
         return cached_operator(operators, spec, shape)
 
-    y_train = _measure_batched(x_train, operator_for(x_train.shape[1:]), noise_d, seed)
-    test_y = [measure(x[None], operator_for(x.shape), noise_d, 10**5 + i)[0] for i, x in enumerate(test_x)]
-    val_y = [measure(x[None], operator_for(x.shape), noise_d, 2 * 10**5 + i)[0] for i, x in enumerate(val_x)]
+    source = info = None
+    if kind == "file":
+        from .imaging_data import load_file_data
+
+        def file_operator(file_spec, shape):
+            nonlocal spec
+            spec = file_spec
+            return operator_for(shape)
+
+        loaded = load_file_data(data, task=name, task_spec=spec, task_noise=noise_d,
+                                noise_given=noise is not None, val_fraction=val_fraction, seed=seed,
+                                operator_for=file_operator, dtype=dtype, device=device,
+                                test_images=lambda shape: _test_images(name, shape))
+        source, info, noise_d = loaded.source, loaded.info, loaded.noise
+        x_train = y_train = None
+        test_names, test_x, test_y = loaded.test_names, loaded.test_x, loaded.test_y
+        val_x, val_y = loaded.val_x, loaded.val_y
+        level = noise_d["sigma"]
+    else:
+        x_train = x_train.to(dtype=dtype, device=device)
+        test_x = [t.to(dtype=dtype, device=device) for t in test_x]
+        val_x = [t.to(dtype=dtype, device=device) for t in val_x]
+        y_train = _measure_batched(x_train, operator_for(x_train.shape[1:]), noise_d, seed)
+        test_y = [measure(x[None], operator_for(x.shape), noise_d, 10**5 + i)[0] for i, x in enumerate(test_x)]
+        val_y = [measure(x[None], operator_for(x.shape), noise_d, 2 * 10**5 + i)[0]
+                 for i, x in enumerate(val_x)]
     if baseline_name == "fbp":
         baseline = lambda y, A: A.fbp(y)
     else:
-        k = min(8, len(x_train))
-        baseline = TVBaseline(x_train[:k], y_train[:k], operator_for(x_train.shape[1:]), level)
+        # α tuned on the first training pairs (absolute noise level: relative to rms(Ax) otherwise)
+        k = min(8, len(x_train) if source is None else source.n)
+        y_tune, x_tune = (y_train[:k], x_train[:k]) if source is None else source.batch(torch.arange(k))
+        A_tune = operator_for(tuple(x_tune.shape[1:]))
+        sigma_abs = level if not noise_d["relative"] else \
+            level * float(((y_tune if A_tune is None else A_tune(x_tune)).flatten(1).pow(2).mean(1).sqrt()).mean())
+        baseline = TVBaseline(x_tune, y_tune, A_tune, sigma_abs)
     # per task (over IMAGING_PRESETS; the reasons and the comparisons: docs/results.md): CT has few,
     # large training images (mini-batch 8) and weights its x-state couplings by ρ = 3; the
     # 20-layer PNN takes two prox-gradient steps per state block and a smaller Adam step;
@@ -388,15 +480,18 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
            "unrolled-deblur": {"lifted": {"state_lr": 1.9}}}[name]
     presets = {key: {**IMAGING_PRESETS.get(key, {}), **own.get(key, {})}
                for key in {*IMAGING_PRESETS, *own}}
+    if source is not None and not source.fresh:
+        # the file's measurements are the training data: none is redrawn, and the config says so
+        presets["all"] = {**presets.get("all", {}), "fresh_noise": False}
     return ImagingTask(name, net, x_train, y_train, test_x, test_y, test_names, spec, noise_d,
                        baseline_name, baseline, presets=presets, val_x=val_x, val_y=val_y,
-                       _operators=operators)
+                       _operators=operators, source=source, data_info=info)
 
 
 def _factory(name):
     def make(config):
         extra = dict(getattr(config, "extra", {}) or {})
-        unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied"}
+        unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied", "val_fraction"}
         if unknown:
             raise ValueError(f"{min(unknown)}: does not apply to task {name!r}")
         for key in ("features", "layers", "n_train"):
