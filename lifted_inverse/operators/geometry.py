@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["GEOMETRY_KINDS", "FanBeamGeometry", "ParallelBeamGeometry", "diagonal_detectors",
-           "geometry_from_dict", "parse_image_size", "uniform_angles"]
+           "fan_detectors", "geometry_from_dict", "parse_image_size", "uniform_angles"]
 
 GEOMETRY_KINDS = ("parallel", "fan")
 
@@ -60,6 +60,22 @@ def diagonal_detectors(image_size) -> int:
     image diagonal, so every pixel is seen at every angle. The one default parallel CT geometry."""
     h, w = parse_image_size(image_size)
     return math.ceil(math.hypot(h, w))
+
+
+def fan_detectors(image_size, detector_spacing: float, source_origin: float, origin_detector: float,
+                  pixel_size: float = 1.0) -> int:
+    """The fewest flat-detector bins ``D`` (odd) whose fan covers the whole image at every source
+    position: the field of view ``R_s sin(atan(h/(R_s + R_d)))`` of the half-width
+    ``h = (D//2) Δu`` reaches the image's farthest pixel corner ``r`` from the rotation centre,
+    i.e. ``h >= (R_s + R_d) tan(asin(r/R_s))`` (the fan analogue of :func:`diagonal_detectors`)."""
+    h, w = parse_image_size(image_size)
+    p = _positive(pixel_size, "pixel_size")
+    reach = math.hypot(max(h // 2, h - 1 - h // 2) + 0.5, max(w // 2, w - 1 - w // 2) + 0.5) * p
+    rs = _positive(source_origin, "source_origin")
+    if reach >= rs:
+        raise ValueError(f"source_origin: the source must lie outside the image (> {reach:g}), got {source_origin!r}")
+    half = (rs + _finite(origin_detector, "origin_detector")) * math.tan(math.asin(reach / rs))
+    return 2 * math.ceil(half / _positive(detector_spacing, "detector_spacing") - 1e-9) + 1
 
 
 def uniform_angles(n_angles: int, angle_range: Sequence[float]) -> np.ndarray:

@@ -410,10 +410,16 @@ def clear_cache() -> None:
 
 class _SparseMap:
     """``R`` and ``R^T`` on batches by the cached CSR pair (a linear map object of
-    :mod:`.linear_function`): ``(B, 1, H, W) <-> (B, 1, A, D)``."""
+    :mod:`.linear_function`): ``(B, 1, H, W) <-> (B, 1, A, D)``. The pair is fetched when applied,
+    inside the autograd Function, where no ``torch.func`` transform wraps the sparse tensors."""
 
-    def __init__(self, mats: tuple[torch.Tensor, torch.Tensor], in_shape, out_shape):
-        self.mats, self.in_shape, self.out_shape = mats, in_shape, out_shape
+    def __init__(self, radon: "Radon"):
+        self.radon = radon
+        self.in_shape, self.out_shape = radon.in_shape, radon.out_shape
+
+    def _mats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.radon
+        return _system_matrix(r._sampling, like.dtype, like.device, r.disk_cache)
 
     @staticmethod
     def _apply(mat: torch.Tensor, x: torch.Tensor, shape) -> torch.Tensor:
@@ -422,10 +428,10 @@ class _SparseMap:
         return y.T.reshape(b, *shape).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.mats[0], x, self.out_shape)
+        return self._apply(self._mats(x)[0], x, self.out_shape)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(self.mats[1], y, self.in_shape)
+        return self._apply(self._mats(y)[1], y, self.in_shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,17 +742,16 @@ class Radon(LinearOperator):
         """The cached CSR system matrix ``R`` of shape ``(A*D, H*W)`` (int32 indices)."""
         return _system_matrix(self._sampling, dtype, torch.device(device), self.disk_cache)[0]
 
-    def _linear_map(self, like: torch.Tensor):
+    def _linear_map(self):
         if self.method == "sparse":
-            mats = _system_matrix(self._sampling, like.dtype, like.device, self.disk_cache)
-            return _SparseMap(mats, self.in_shape, self.out_shape)
+            return _SparseMap(self)
         return _MatrixFreeMap(self._sampling, self._angles_t)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_linear(x, self._linear_map(x))
+        return apply_linear(x, self._linear_map())
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return apply_linear(y, self._linear_map(y), adjoint=True)
+        return apply_linear(y, self._linear_map(), adjoint=True)
 
     def fbp(self, sinogram: torch.Tensor, filter: str = "ramp", frequency_scaling: float = 1.0,
             backprojector: str = "interpolation", mask_outside: bool = True) -> torch.Tensor:

@@ -10,11 +10,17 @@ way. Names and parameters (defaults in brackets):
 * ``'denoise'``: :class:`Identity` (no parameters).
 * ``'blur'``: :class:`Blur`; ``kernel`` (a name in :data:`~.blur.KERNEL_NAMES` or a 2-D list)
   [``'gaussian'``: 9x9, σ = 1.5], ``boundary`` [``'circular'``].
-* ``'ct'``: :class:`Radon`, one channel; ``n_angles`` [60, the sparse-view setting] uniform in
-  ``angle_range`` [``[0, π]``] or explicit ``angles`` (a list of radians), ``n_detectors``
-  [:func:`~.radon.diagonal_detectors`: ``ceil(hypot(H, W))``, rays cover the whole image],
-  ``model`` [``'joseph'``]. How it is computed, not what: ``method`` [``'auto'``] and
-  ``disk_cache`` [false] are kept in the spec only when set otherwise.
+* ``'ct'``: :class:`Radon`, one channel, of the geometry ``geometry`` [``'parallel'``] or
+  ``'fan'`` (:mod:`.geometry`; lengths in one unit); ``n_angles`` [60, the sparse-view setting]
+  uniform in ``angle_range`` [``[0, π]`` parallel, ``[0, 2π]`` fan] or explicit ``angles`` (a list
+  of radians), ``n_detectors``, ``detector_spacing`` [1; fan: 2 p], ``detector_offset`` [0],
+  ``pixel_size`` (``p``) [1], ``model`` [``'joseph'``]. Parallel: ``n_detectors`` [
+  :func:`~.geometry.diagonal_detectors`: ``ceil(hypot(H, W))``, rays cover the whole image];
+  the physical parameters appear in the spec only when set otherwise (so older specs resolve
+  to themselves). Fan: ``source_origin`` [``2 max(H, W) p``], ``origin_detector`` [same]
+  and ``n_detectors`` [:func:`~.geometry.fan_detectors`: the fan covers the whole image].
+  How it is computed, not what: ``method`` [``'auto'``] and ``disk_cache`` [false] are kept in
+  the spec only when set otherwise. Named scanners: :func:`~.scanners.scanner_spec`.
   Imaging checkpoints name the count of angles ``angles`` (an integer) and the detectors
   ``detectors`` (``'full'``: the default); both are read as ``n_angles`` / ``n_detectors``.
 * ``'inpaint'``: :class:`Mask`; ``keep`` [0.5] and ``seed`` [0] (:func:`random_mask`), or ``mask``.
@@ -39,7 +45,15 @@ from .blur import Blur, box_kernel, gaussian_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .gradient import Gradient
 from .mask import Mask, random_mask
-from .radon import Radon, diagonal_detectors
+from .geometry import (
+    GEOMETRY_KINDS,
+    FanBeamGeometry,
+    ParallelBeamGeometry,
+    diagonal_detectors,
+    fan_detectors,
+    geometry_from_dict,
+)
+from .radon import Radon
 from .sinogram_filter import SinogramFilter
 
 __all__ = ["OPERATOR_CASES", "OPERATOR_NAMES", "make_operator", "operator_from_spec", "resolve_spec",
@@ -54,7 +68,8 @@ _ALLOWED = {
     "denoise": (),
     "blur": ("kernel", "boundary"),
     "ct": ("n_angles", "angles", "angle_range", "n_detectors", "model", "method", "disk_cache",
-           "detectors"),
+           "detectors", "geometry", "detector_spacing", "detector_offset", "pixel_size",
+           "source_origin", "origin_detector"),
     "inpaint": ("mask", "keep", "seed"),
     "mri": ("mask", "kind", "acceleration", "center_fraction", "seed"),
 }
@@ -85,16 +100,43 @@ def _ct_spec(options: dict, shape) -> dict:
         options["n_detectors"] = None if detectors in (None, "full") else detectors
     if shape[0] != 1:
         raise ValueError(f"image_shape: the 'ct' operator takes one channel, got {shape}")
+    kind = options.get("geometry", "parallel")
+    if kind not in GEOMETRY_KINDS:
+        raise ValueError(f"geometry: expected one of {GEOMETRY_KINDS}, got {kind!r}")
+    fan = kind == "fan"
+    if not fan and ("source_origin" in options or "origin_detector" in options):
+        raise ValueError("options: source_origin/origin_detector need geometry 'fan'")
     spec = {"name": "ct"}
+    if fan:
+        spec["geometry"] = "fan"
     if angles is None:
         spec["n_angles"] = options.get("n_angles", _CT_DEFAULTS["n_angles"])
-        spec["angle_range"] = [float(a) for a in options.get("angle_range", _CT_DEFAULTS["angle_range"])]
+        default_range = [0.0, 2 * math.pi] if fan else _CT_DEFAULTS["angle_range"]
+        rng = options.get("angle_range", default_range)
+        spec["angle_range"] = [0.0, float(rng)] if np.isscalar(rng) else [float(a) for a in rng]
     else:
         if "n_angles" in options or "angle_range" in options:
             raise ValueError("options: 'ct' takes explicit angles or n_angles/angle_range, not both")
         spec["angles"] = [float(a) for a in np.asarray(angles, dtype=np.float64).reshape(-1)]
     n_det = options.get("n_detectors")
-    spec["n_detectors"] = diagonal_detectors(shape[1:]) if n_det is None else n_det
+    pixel = options.get("pixel_size", 1.0)
+    if fan:
+        size = max(shape[1:]) * float(pixel)
+        spec["detector_spacing"] = options.get("detector_spacing", 2.0 * float(pixel))
+        spec["detector_offset"] = options.get("detector_offset", 0.0)
+        spec["pixel_size"] = pixel
+        spec["source_origin"] = options.get("source_origin", 2.0 * size)
+        spec["origin_detector"] = options.get("origin_detector", 2.0 * size)
+        spec["n_detectors"] = (fan_detectors(shape[1:], spec["detector_spacing"], spec["source_origin"],
+                                             spec["origin_detector"], pixel) if n_det is None else n_det)
+    else:
+        for key, default in (("detector_spacing", 1.0), ("detector_offset", 0.0), ("pixel_size", 1.0)):
+            if options.get(key, default) != default:
+                spec[key] = options[key]
+        if n_det is None:  # the rays cover the whole image (ParallelBeamGeometry's default)
+            n_det = ParallelBeamGeometry(shape[1:], 1, None, spec.get("detector_spacing", 1.0),
+                                         spec.get("pixel_size", 1.0)).n_detectors
+        spec["n_detectors"] = n_det
     spec["model"] = options.get("model", _CT_DEFAULTS["model"])
     for key, default in _CT_BUILD_DEFAULTS.items():
         if options.get(key, default) != default:
@@ -137,10 +179,22 @@ def resolve_spec(spec: Mapping, image_shape: Sequence[int]) -> dict:
             "center_fraction": float(options.get("center_fraction", 0.08)), "seed": int(options.get("seed", 0))}
 
 
-def operator_from_spec(spec: Mapping, image_shape: Sequence[int]) -> LinearOperator:
+def operator_from_spec(spec: Mapping, image_shape: Sequence[int] | None = None) -> LinearOperator:
     """The operator ``spec`` describes, for images of ``image_shape = (C, H, W)``.
 
-    ``spec_of`` of the result is :func:`resolve_spec` of ``spec``."""
+    ``spec_of`` of the result is :func:`resolve_spec` of ``spec``. Without ``image_shape``,
+    ``spec`` is the operator record an output file stores (the ``operator`` attribute of
+    ``result.h5`` and of ``lifted-inverse data`` files: ``{"spec", "in_shape", "out_shape", ...}``,
+    :func:`~lifted_inverse.datasets.hdf5.operator_record`), checked against its output shape."""
+    if image_shape is None:
+        if not (isinstance(spec, Mapping) and isinstance(spec.get("spec"), Mapping) and "in_shape" in spec):
+            raise ValueError("image_shape: required unless spec is an operator record of an output file "
+                             "({'spec': ..., 'in_shape': ..., 'out_shape': ...})")
+        op = operator_from_spec(spec["spec"], spec["in_shape"])
+        if "out_shape" in spec and list(op.out_shape) != list(spec["out_shape"]):
+            raise ValueError(f"spec: rebuilds an operator with output shape {list(op.out_shape)}, the record "
+                             f"says {list(spec['out_shape'])}")
+        return op
     shape = check_image_shape(image_shape)
     resolved = resolve_spec(spec, shape)
     name = resolved["name"]
@@ -150,10 +204,9 @@ def operator_from_spec(spec: Mapping, image_shape: Sequence[int]) -> LinearOpera
         op = Blur(shape, resolved["kernel"] if isinstance(resolved["kernel"], str)
                   else torch.tensor(resolved["kernel"], dtype=torch.float64), resolved["boundary"])
     elif name == "ct":
-        kw = {k: v for k, v in resolved.items() if k != "name"}
-        if "angle_range" in kw:
-            kw["angle_range"] = tuple(kw["angle_range"])
-        op = Radon(shape[1:], **kw)
+        build = {k: resolved[k] for k in ("model", *_CT_BUILD_DEFAULTS) if k in resolved}
+        params = {k: v for k, v in resolved.items() if k not in ("name", *build)}
+        op = Radon(geometry=geometry_from_dict(shape[1:], params), **build)
     else:
         mask = resolved.get("mask")
         if name == "inpaint":
@@ -189,12 +242,13 @@ def spec_of(operator: LinearOperator) -> dict:
     if kind is Blur:
         return {"name": "blur", "kernel": _as_list(operator.kernel), "boundary": operator.boundary}
     if kind is Radon:
-        spec = {"name": "ct"}
-        if operator.uniform:
-            spec.update(n_angles=operator.n_angles, angle_range=list(operator.angle_range))
-        else:
-            spec["angles"] = _as_list(operator.angles)
-        spec.update(n_detectors=operator.n_detectors, model=operator.model)
+        spec = {"name": "ct", **operator.geometry.as_dict()}
+        if spec["geometry"] == "parallel":  # the physical parameters only when not the defaults
+            del spec["geometry"]
+            for key, default in (("detector_spacing", 1.0), ("detector_offset", 0.0), ("pixel_size", 1.0)):
+                if spec[key] == default:
+                    del spec[key]
+        spec["model"] = operator.model
         return spec
     if kind is Mask:
         return {"name": "inpaint", "mask": _as_list(operator.mask)}
@@ -225,6 +279,18 @@ def _cases() -> list[tuple[str, Callable[[], LinearOperator]]]:
         ("radon-bilinear-sparse", lambda: Radon((9, 12), n_angles=8, method="sparse", model="bilinear")),
         ("radon-bilinear-mf", lambda: Radon(12, n_angles=6, n_detectors=15, method="matrix_free",
                                             model="bilinear")),
+        ("radon-fan-sparse", lambda: Radon(geometry=FanBeamGeometry(12, 10, 21, 2.0, 24.0, 24.0),
+                                           method="sparse")),
+        ("radon-fan-matrix-free", lambda: Radon(geometry=FanBeamGeometry(12, 10, 21, 2.0, 24.0, 24.0),
+                                                method="matrix_free")),
+        ("radon-fan-short-offset-rect", lambda: Radon(geometry=FanBeamGeometry(
+            (9, 12), 9, 19, 1.5, 20.0, 10.0, pixel_size=0.8, angle_range=(0.3, 0.3 + math.pi + 1.2),
+            detector_offset=0.7), method="sparse")),
+        ("radon-fan-mf-virtual-detector", lambda: Radon(geometry=FanBeamGeometry(
+            (12, 9), None, 17, 1.0, 30.0, 0.0, pixel_size=1.1, angles=[0.2, 1.3, 2.9, 4.0, 5.5]),
+            method="matrix_free")),
+        ("radon-parallel-fine-bins-mf", lambda: Radon(geometry=ParallelBeamGeometry(
+            12, 6, 25, detector_spacing=0.6, detector_offset=0.2), method="matrix_free")),
         ("sinogram-ramp-sqrt", lambda: SinogramFilter((1, 5, 13))),
         ("sinogram-hann", lambda: SinogramFilter((1, 4, 8), "hann", power=1.0, frequency_scaling=0.8)),
         ("radon-ramp-weighted", lambda: SinogramFilter((1, 8, 17)) @ Radon(12, n_angles=8, method="sparse")),
