@@ -177,7 +177,8 @@ class Blur(LinearOperator):
         if conj:
             mult = mult.conj()
         h, w = self.in_shape[1:]
-        out = torch.fft.irfft2(torch.fft.rfft2(x, s=self.grid) * mult, s=self.grid)
+        spectrum = torch.fft.rfft2(x, s=self.grid)
+        out = torch.fft.irfft2(spectrum.mul_(mult), s=self.grid)  # in place: one buffer fewer
         return out if self.grid == (h, w) else out[..., :h, :w]
 
     def _forward(self, x):

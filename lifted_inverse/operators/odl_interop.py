@@ -6,7 +6,8 @@
   in the spaces' weighted inner products ``<u, v>_X = w_X Σ u v``; our operators use the plain
   Euclidean product, so the wrapper's adjoint is ``T^T y = (w_Y / w_X) T*_ODL y`` (constant
   weightings only). The batch is looped over in numpy inside the wrapper (ODL has no batch
-  axis); autograd goes through a ``torch.autograd.Function`` whose backward is that adjoint.
+  axis); derivatives (autograd, ``torch.func``) come from :func:`~.linear_function.apply_linear`,
+  whose backward is that adjoint.
 * :func:`to_odl` exposes one of ours as a linear ODL operator between unweighted ``odl.rn``
   spaces (so its ``adjoint`` is our ``adjoint``), for ODL's solvers and diagnostics
   (``odl.core.operator.oputils.power_method_opnorm``, ``odl.core.diagnostics``).
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from .base import LinearOperator
+from .linear_function import apply_linear
 
 __all__ = ["ODLOperator", "from_odl", "odl_ray_transform", "to_odl"]
 
@@ -49,37 +51,18 @@ def _torch_shape(space_shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1, *space_shape) if len(space_shape) == 2 else tuple(space_shape)
 
 
-class _ODLApply(torch.autograd.Function):
-    """``out_b = scale · T(x_b)`` per sample (``T`` or, with ``adjoint``, the wrapped adjoint).
+class _NumpyMap:
+    """The wrapped ODL operator as a linear map object for :func:`~.linear_function.apply_linear`
+    (which supplies its derivatives and its ``torch.func`` rules)."""
 
-    The map is linear, so its VJP (``backward``) is the other map and its JVP is the map itself;
-    under ``torch.func.vmap`` the mapped axis is folded into the batch axis, which the wrapper
-    loops over anyway."""
+    def __init__(self, wrapper: ODLOperator):
+        self.wrapper = wrapper
 
-    @staticmethod
-    def forward(x, wrapper, adjoint: bool):
-        return wrapper._numpy_apply(x, adjoint)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wrapper._numpy_apply(x, False)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, ctx.wrapper, ctx.adjoint = inputs
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _ODLApply.apply(grad, ctx.wrapper, not ctx.adjoint), None, None
-
-    @staticmethod
-    def jvp(ctx, x_tangent, wrapper_tangent, adjoint_tangent):
-        return _ODLApply.apply(x_tangent, ctx.wrapper, ctx.adjoint)
-
-    @staticmethod
-    def vmap(info, in_dims, x, wrapper, adjoint: bool):
-        if in_dims[0] is None:
-            return _ODLApply.apply(x, wrapper, adjoint), None
-        x = x.movedim(in_dims[0], 0)
-        n, b = x.shape[:2]
-        out = _ODLApply.apply(x.reshape(n * b, *x.shape[2:]), wrapper, adjoint)
-        return out.reshape(n, b, *out.shape[1:]), 0
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.wrapper._numpy_apply(y, True)
 
 
 class ODLOperator(LinearOperator):
@@ -111,10 +94,10 @@ class ODLOperator(LinearOperator):
         return res * self._adjoint_scale if adjoint else res
 
     def _forward(self, x):
-        return _ODLApply.apply(x, self, False)
+        return apply_linear(x, _NumpyMap(self))
 
     def _adjoint(self, y):
-        return _ODLApply.apply(y, self, True)
+        return apply_linear(y, _NumpyMap(self), adjoint=True)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, odl={self.odl_operator!r}"
