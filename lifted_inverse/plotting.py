@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,6 +11,18 @@ import torch
 
 from .io import atomic_path
 from .metrics import psnr, ssim
+
+
+_SUPERSCRIPT = re.compile(r"(?<![\w$\\])(\w)\^(\w)")
+
+
+def math_title(text: str) -> str:
+    """Plain-text superscripts as mathtext, so ``f^δ`` is drawn as f with a superscript δ rather
+    than the characters ``f^δ`` (one-character base and exponent; text already in ``$…$``
+    is left alone)."""
+    if "$" in text:
+        return text
+    return _SUPERSCRIPT.sub(lambda m: f"${m.group(1)}^{{{m.group(2)}}}$", text)
 
 
 def _as_image(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -54,7 +67,9 @@ def plot_reconstructions(
 ):
     """One row: ground truth | measurement | each reconstruction, with PSNR/SSIM in the titles.
 
-    Images are shown on the fixed scale ``[0, data_range]``; a measurement whose shape differs
+    Images are shown on the fixed scale ``[lo, lo + data_range]``, ``lo`` = 0 for a ground truth
+    within ``[0, data_range]`` and its minimum otherwise (stored values such as Hounsfield units);
+    a measurement whose shape differs
     from the ground truth (a sinogram, k-space) gets its own colour scale and a colour bar, and no
     metrics. Metrics use the explicit ``data_range``. Saves to ``path`` (atomically, PNG) when
     given; returns the matplotlib ``Figure``.
@@ -83,23 +98,26 @@ def plot_reconstructions(
             s = ""
         return f"PSNR {p:.2f} dB{s}"
 
-    _show(axes[0], gt, 0.0, data_range)
+    lo = float(gt.min())
+    lo = 0.0 if lo >= 0.0 and float(gt.max()) <= data_range else lo
+    hi = lo + data_range
+    _show(axes[0], gt, lo, hi)
     axes[0].set_title("ground truth")
     i = 1
     if meas is not None:
         if meas.shape == gt.shape:
-            _show(axes[i], meas, 0.0, data_range)
+            _show(axes[i], meas, lo, hi)
             axes[i].set_title(f"measurement\n{metrics(meas)}")
         else:
             _show(axes[i], meas, colorbar=True)
             axes[i].set_title(f"measurement {tuple(meas.shape[1:])}")
         i += 1
     for name, img in recs.items():
-        _show(axes[i], img, 0.0, data_range)
-        axes[i].set_title(f"{name}\n{metrics(img)}")
+        _show(axes[i], img, lo, hi)
+        axes[i].set_title(f"{math_title(name)}\n{metrics(img)}")
         i += 1
     if title:
-        fig.suptitle(title)
+        fig.suptitle(math_title(title))
     if path is not None:
         path = Path(path)
         with atomic_path(path) as tmp:
@@ -120,9 +138,9 @@ def plot_images(panels: Mapping[str, torch.Tensor], path: str | os.PathLike | No
     fig = Figure(figsize=(3.4 * len(images), 3.6), constrained_layout=True)
     for ax, (name, img) in zip(fig.subplots(1, len(images), squeeze=False)[0], images.items()):
         _show(ax, img, colorbar=True)
-        ax.set_title(name)
+        ax.set_title(math_title(name))
     if title:
-        fig.suptitle(title)
+        fig.suptitle(math_title(title))
     if path is not None:
         path = Path(path)
         with atomic_path(path) as tmp:

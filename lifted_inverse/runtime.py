@@ -1,5 +1,14 @@
 """Process-level settings for training and reconstruction runs (called by the CLI and benchmarks,
-never on import), and :func:`checked_device` (a device name, validated once for every entry point).
+never on import): threads (:func:`set_threads`), progress bars (:func:`show_progress`), the
+allocator (:func:`retain_freed_memory`), and :func:`checked_device` (a device name, validated
+once for every entry point).
+
+:func:`set_threads`: PyTorch starts one intra-op thread per core. When another job runs on the
+same cores, a thread that waits for a busy core stalls every parallel region, and the run slows
+down several times over instead of sharing the cores; one thread per process degrades gracefully.
+The default (``threads=None``, :data:`DEFAULT_THREADS`) is therefore one thread; give
+``--threads N`` on a machine the job has to itself (docs/results.md, "Threads under a concurrent
+job", has the measurement).
 
 :func:`retain_freed_memory`: glibc serves allocations above ``M_MMAP_THRESHOLD`` with fresh
 ``mmap`` pages and returns freed heap tops above ``M_TRIM_THRESHOLD`` to the kernel, so a loop
@@ -43,6 +52,33 @@ def retain_freed_memory(mmap_threshold: int = MMAP_THRESHOLD_MAX, trim_threshold
     trim = min(int(trim_threshold), 2**31 - 1)
     _applied = bool(mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(M_TRIM_THRESHOLD, trim))
     return _applied
+
+
+#: intra-op threads when none are asked for (module docstring)
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int | None = None) -> int:
+    """``torch.set_num_threads(threads)``, :data:`DEFAULT_THREADS` for ``None``; returns the count
+    set. Raises ``ValueError`` naming ``threads`` unless it is an integer >= 1."""
+    if threads is None:
+        threads = DEFAULT_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: must be an integer >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def show_progress(progress: bool | None, stream=None) -> bool:
+    """Whether to draw progress bars: ``progress`` when given, else whether ``stream`` (default
+    ``sys.stderr``, where tqdm draws) is a terminal, so logs stay free of bar redraws."""
+    if progress is not None:
+        return bool(progress)
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
 
 
 def checked_device(device: str | torch.device, name: str = "device") -> torch.device:

@@ -14,8 +14,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def load_image(path: str | os.PathLike, size: int | Sequence[int] | None = None,
-               gray: bool = True) -> torch.Tensor:
-    """Read one image file as float32 (C, H, W) in [0, 1] (``C`` = 1 if ``gray`` else 3)."""
+               gray: bool = True, normalize: str = "dtype") -> torch.Tensor:
+    """Read one image file as float32 (C, H, W) (``C`` = 1 if ``gray`` else 3), its values by
+    ``normalize`` (:func:`~._util.normalize_values`: ``"dtype"`` puts 8/16-bit images in [0, 1],
+    ``"none"`` keeps the stored values, ``"minmax"`` maps the image's range onto [0, 1]; nothing
+    is clipped). ``size`` (int or (H, W)) resizes; without it the image keeps its shape."""
     from skimage.io import imread
 
     path = Path(path)
@@ -25,9 +28,7 @@ def load_image(path: str | os.PathLike, size: int | Sequence[int] | None = None,
         array = imread(path)
     except Exception as err:  # imageio/PIL raise many types for unreadable files
         raise ValueError(f"image: cannot read {str(path)!r} as an image ({err})") from err
-    if array.dtype.kind == "f" and array.max() > 1.0:
-        array = array / array.max()  # float TIFFs in arbitrary units: scale by the image max
-    return to_chw_tensor(array, parse_size(size), gray=gray)
+    return to_chw_tensor(array, parse_size(size), gray=gray, normalize=normalize, name=f"image {str(path)!r}")
 
 
 class ImageFolder(Dataset):

@@ -1,5 +1,5 @@
-"""Helpers shared by the jobs: named test images, the default noise rule, option checks and
-the ``config`` record every job writes next to its results.
+"""Helpers shared by the jobs: named test images and their PSNR data range, the default noise
+rule, option checks and the ``config`` record every job writes next to its results.
 
 Errors are ``ValueError("field: why")`` with ``field`` the option's name (the CLI shows it as
 ``--field``), one line each.
@@ -13,24 +13,65 @@ from pathlib import Path
 import torch
 
 from ..datasets import builtin_image, ellipse_phantom, load_image, shepp_logan
+from ..datasets._util import NORMALIZATIONS
 
 NOISE_TYPES = ("auto", "absolute", "relative")
 #: default Gaussian noise level: relative to rms(Ax) for CT, absolute for images in [0, 1] otherwise
 DEFAULT_NOISE = {"relative": 0.01, "absolute": 0.1}
 
 
-def load_named_image(name: str, size: int, seed: int = 0) -> torch.Tensor:
+#: side length of the phantoms (``shepp_logan``, ``ellipses``) when no size is given
+PHANTOM_SIZE = 128
+
+
+def is_image_file(name: str) -> bool:
+    """Whether :func:`load_named_image` reads ``name`` as a file (it has a suffix, a ``/``, or
+    exists) rather than as a phantom or built-in image name."""
+    path = Path(name)
+    return bool(path.suffix) or "/" in name or path.exists()
+
+
+def load_named_image(name: str, size: int | None = None, seed: int = 0, normalize: str = "dtype") -> torch.Tensor:
     """``shepp_logan``, ``ellipses`` (seeded), a built-in scikit-image name or an image file path,
-    as a gray ``(1, size, size)`` tensor in [0, 1]."""
+    as a gray ``(1, H, W)`` tensor.
+
+    Phantoms and built-in images are defined on [0, 1]; a file's values follow ``normalize``
+    (:data:`~lifted_inverse.datasets._util.NORMALIZATIONS`: ``"none"`` keeps them, e.g. an
+    int16 CT slice in Hounsfield units; ``"dtype"`` maps 8/16-bit ranges onto [0, 1];
+    ``"minmax"`` maps the image's range onto [0, 1], for every source). ``size`` resizes to
+    ``size × size`` only when given; without it a file or built-in image keeps its own shape,
+    square or not, and phantoms are :data:`PHANTOM_SIZE` pixels wide. NaN / infinite values
+    are a ``ValueError`` naming the image."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
     key = name.lower().replace("-", "_")
     if key in ("shepp_logan", "shepp_logan_phantom"):
-        return shepp_logan(size)
-    if key in ("ellipses", "ellipse"):
-        return ellipse_phantom(0, size, seed)
-    path = Path(name)
-    if path.suffix or path.exists() or "/" in name:
-        return load_image(path, size, gray=True)
-    return builtin_image(name, size, gray=True)
+        image = shepp_logan(size or PHANTOM_SIZE)
+    elif key in ("ellipses", "ellipse"):
+        image = ellipse_phantom(0, size or PHANTOM_SIZE, seed)
+    elif is_image_file(name):
+        return load_image(Path(name), size, gray=True, normalize=normalize)
+    else:
+        image = builtin_image(name, size, gray=True)
+    if normalize == "minmax":
+        lo, hi = image.min(), image.max()
+        if not hi > lo:
+            raise ValueError(f"image: {name} is constant; --normalize minmax needs max > min")
+        image = (image - lo) / (hi - lo)
+    return image
+
+
+def data_range(image: torch.Tensor) -> float:
+    """The data range ``R`` of PSNR / SSIM for a ground truth: 1 for an image within [0, 1]
+    (phantoms, built-in images, normalised files), else the range of its values
+    ``max − min`` (an image in Hounsfield units: its HU span). A constant image outside [0, 1]
+    has no range: ``ValueError``."""
+    lo, hi = float(image.min()), float(image.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 1.0
+    if not hi > lo:
+        raise ValueError(f"image: constant ({lo:g}); PSNR and SSIM need a data range")
+    return hi - lo
 
 
 def noise_rule(operator: str, noise: float | None, noise_type: str = "auto") -> tuple[float, bool]:

@@ -10,15 +10,12 @@ same task for the same wall-clock into ``OUT/<method>``.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from ..io import atomic_write_text
+from ..io import write_json
+from ..runtime import set_threads  # re-exported: the CLI's --threads of every command
 from ..training import TaskConfig, TrainConfig, available_tasks, make_step, make_task, train
 from ..training.plots import plot_convergence
 from ..training.trainer import resolve_for
@@ -39,18 +36,6 @@ def _check_out(out: Path, resume: str | None) -> None:
         # a finished run lives here: continuing silently would overwrite its checkpoint
         raise ValueError(f"out: {out} already holds a finished run (metrics.json, checkpoint.pt); "
                          "choose another folder or continue it with --resume")
-
-
-def _json_safe(value):
-    """Non-finite floats as the strings 'inf', '-inf', 'nan' (strict JSON keeps the value readable,
-    e.g. ``tau = inf``: ISGM without its proximal term); tensors never reach metrics."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def plan_training(task_name: str, task_config: TaskConfig, config: TrainConfig) -> dict:
@@ -75,7 +60,6 @@ def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, o
                    progress=progress)
     if not is_writer:
         return result
-    result = _json_safe(result)
     label = f"{result['method']}/{result['solver']}"
     histories = {label: result["history"]}
     if compare:
@@ -86,13 +70,12 @@ def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, o
                                              "power_iterations", "batched_layers", "lr")})
         other_task = make_task(task_name, task_config)
         other_out = out / other.method
-        res2 = _json_safe(train(other_task, other, checkpoint=str(other_out / "checkpoint.pt"),
-                                progress=progress))
-        atomic_write_text(other_out / "metrics.json", json.dumps(res2, indent=2) + "\n")
+        res2 = train(other_task, other, checkpoint=str(other_out / "checkpoint.pt"), progress=progress)
+        write_json(other_out / "metrics.json", res2)
         histories[f"{res2['method']}/{res2['solver']}"] = res2["history"]
         result["compare"] = {k: res2.get(k) for k in ("method", "solver", "seconds", "epochs",
                                                        f"test_{task.metric}", f"val_{task.metric}")}
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_json(out / "metrics.json", result)  # strict JSON: inf / nan as null + reason
     plot_convergence(histories, out / "convergence.png", metric=f"test_{task.metric}")
     task.write_figures(task.model, label, out)
     return result
@@ -105,10 +88,3 @@ def init_distributed(device: str) -> tuple[str, bool]:
 
     info = init_from_env(device)
     return str(info.device), info.is_main
-
-
-def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        if isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads: must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
