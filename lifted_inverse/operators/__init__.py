@@ -28,6 +28,7 @@ from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask
 from .mask import Mask, random_mask
 from .noise import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
+from .geometry import FanBeamGeometry, ParallelBeamGeometry
 from .radon import FBP_FILTERS, Radon, diagonal_detectors, fbp, fbp_filter
 from .registry import (
     OPERATOR_CASES,
@@ -44,8 +45,10 @@ __all__ += [
     "OPERATOR_CASES",
     "OPERATOR_NAMES",
     "Blur",
+    "FanBeamGeometry",
     "GaussianNoise",
     "Mask",
+    "ParallelBeamGeometry",
     "PoissonNoise",
     "Radon",
     "SinogramFilter",
