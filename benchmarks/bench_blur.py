@@ -11,7 +11,8 @@ median time of the forward map and of the adjoint of
   kernel (adjoint): the direct zero-boundary convolution, which is what ``Blur(boundary='zero')``
   computed before it moved to the FFT path.
 
-The three are timed in alternation (one call of each per round, ``--repeats`` rounds), after
+The three are timed in alternation (one call of each per round, in a seeded random order per
+round, ``--repeats`` rounds), after
 ``--warmup`` rounds; medians and the ratios ``zero / circular`` and ``conv2d / zero`` come from
 the same run. Each call is timed by the thread's CPU clock (``time.thread_time``: on a shared
 machine it leaves out the time the process waits for a core, which the wall clock counts) and by
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 
@@ -61,16 +63,18 @@ def bench(batch: int, size: int, kernel_size: int, dtype: torch.dtype, repeats: 
                 float((zero.adjoint(x) - conv2d_blur(x, k, True)).abs().max()))
     keys = [(name, part) for name in runs for part in ("forward", "adjoint")]
     cpu, wall = {k: [] for k in keys}, {k: [] for k in keys}
+    calls = [(name, part, fn) for name, pair in runs.items() for part, fn in zip(("forward", "adjoint"), pair)]
+    order = random.Random(0)
     with torch.no_grad():
         for r in range(warmup + repeats):
-            for name, (fwd, adj) in runs.items():
-                for part, fn in (("forward", fwd), ("adjoint", adj)):
-                    t0, c0 = time.perf_counter(), time.thread_time()
-                    fn()
-                    c1, t1 = time.thread_time(), time.perf_counter()
-                    if r >= warmup:
-                        cpu[(name, part)].append(c1 - c0)
-                        wall[(name, part)].append(t1 - t0)
+            order.shuffle(calls)  # no variant always runs first (after the cache-flushing conv2d)
+            for name, part, fn in calls:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                fn()
+                c1, t1 = time.thread_time(), time.perf_counter()
+                if r >= warmup:
+                    cpu[(name, part)].append(c1 - c0)
+                    wall[(name, part)].append(t1 - t0)
     out = {"batch": batch, "size": size, "kernel": kernel_size, "dtype": str(dtype).replace("torch.", ""),
            "fft_grid": list(zero.grid), "max_abs_diff_vs_conv2d": error}
     for clock, times in (("cpu", cpu), ("wall", wall)):
