@@ -1,4 +1,4 @@
-"""Parallel lifted sweeps on this machine (issue 6).
+"""Parallel lifted sweeps on this machine (issues 6 and 18).
 
 (a) Layer parallelism: one BCD sweep (odd/even state steps + all W-blocks) of a 10-layer MLP
     64-256×9-10 (ReLU, softmax output, lifted Bregman) with the per-layer loop
@@ -9,7 +9,21 @@
     (max over ranks), bytes all-reduced per sweep split into W-gradients (checked against
     ``Σ_l |W_l| + |b_l|`` × element size), statistics and Lipschitz power-iteration products.
 
-Run: ``.venv/bin/python benchmarks/bench_parallel.py [--quick]``. Figures: docs/scaling.md.
+(c) Layer parallelism across processes (``--layer-parallel``): one BCD sweep of a 16-layer MLP
+    64-256×15-10 (batch 256) and of the 20-layer PNN of ``pnn-denoise`` (F = 24, 40×40 patches,
+    batch 32, per-sample states), 2 processes × 1 thread (one stage each,
+    :class:`~lifted_inverse.lifted.layer_parallel.LayerParallelSolver`) against 1 process ×
+    1 thread (:class:`~lifted_inverse.lifted.solvers.LiftedSolver`), and an Adam backprop step on
+    the same batch with 2 threads on the same 2 cores (and with 1 thread: on an oversubscribed
+    machine two OpenMP threads can be far slower than one); all in one pair of processes, in
+    alternating blocks (rank 1 waits while rank 0 runs a one-process block), medians of wall
+    time and of process CPU time (slowest rank: free of the waits a loaded machine adds). Bytes sent
+    per sweep between the stages, checked against the boundary states' size
+    ``2·B·Σ_s|s| + n_s`` numbers (forward states, backward gradient terms and Lipschitz numbers).
+
+Run: ``.venv/bin/python benchmarks/bench_parallel.py [--quick]``; (c) alone:
+``.venv/bin/python benchmarks/bench_parallel.py --layer-parallel [--json FILE]``. Figures:
+docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -31,17 +45,17 @@ from lifted_inverse.runtime import retain_freed_memory
 WIDTHS = (64,) + (256,) * 9 + (10,)
 
 
-def build(n: int, seed: int = 0, dtype=torch.float32, device="cpu"):
+def build(n: int, seed: int = 0, dtype=torch.float32, device="cpu", widths=WIDTHS):
     from lifted_inverse.lifted import Softmax, lift
     from lifted_inverse.lifted.objective import LiftedObjective
     from lifted_inverse.networks import mlp
 
     torch.manual_seed(seed)
-    model = mlp(WIDTHS).to(dtype=dtype, device=device)
+    model = mlp(widths).to(dtype=dtype, device=device)
     obj = LiftedObjective(lift(model, output_activation=Softmax()), "bregman")
     gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(n, WIDTHS[0], generator=gen, dtype=dtype)
-    t = torch.nn.functional.one_hot(torch.randint(0, WIDTHS[-1], (n,), generator=gen), WIDTHS[-1]).to(dtype)
+    x = torch.randn(n, widths[0], generator=gen, dtype=dtype)
+    t = torch.nn.functional.one_hot(torch.randint(0, widths[-1], (n,), generator=gen), widths[-1]).to(dtype)
     return model, obj, x.to(device), t.to(device)
 
 
@@ -163,6 +177,168 @@ def bench_ranks(n: int, batch: int, sweeps: int, batched: bool) -> list[dict]:
     return rows
 
 
+# ---- (c) layer parallel across processes -------------------------------------------------------
+LP_WIDTHS = (64,) + (256,) * 15 + (10,)
+#: (batch, solver options) of the layer-parallel benchmark networks
+LP_NETS = {"mlp": (256, {}), "pnn": (32, {"lr": 1e-2, "state_steps": 2})}
+
+
+def lp_case(kind: str, device: str = "cpu"):
+    """``(model, objective, inputs, targets, backprop_loss)`` of a (c) network (float32)."""
+    if kind == "mlp":
+        batch = LP_NETS["mlp"][0]
+        model, obj, x, t = build(4 * batch, widths=LP_WIDTHS, device=device)
+
+        def loss(m, inputs, target):
+            return -(target * torch.log_softmax(m(inputs), dim=1)).sum(dim=1).mean()
+        return model, obj, x, t, loss
+    from lifted_inverse.lifted.objective import LiftedObjective
+    from lifted_inverse.training.imaging import make_imaging_task
+
+    task = make_imaging_task("pnn-denoise", n_train=4 * LP_NETS["pnn"][0], device=device)
+    obj = LiftedObjective(task.lifted_network(task.model), "bregman")
+    return task.model, obj, task.y_train, task.x_train, task.backprop_loss
+
+
+def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu") -> None:
+    """One rank of (c): alternating blocks of 1-process sweeps (rank 0), 2-process layer-parallel
+    sweeps and 2-thread Adam backprop steps (rank 0); rank 0 writes the medians."""
+    import copy
+
+    from lifted_inverse.lifted.distributed import init_from_env
+    from lifted_inverse.lifted.layer_parallel import LayerParallelSolver
+    from lifted_inverse.lifted.solvers import LiftedSolver, StateStore
+
+    torch.set_num_threads(1)
+    retain_freed_memory()
+    info = init_from_env(device)
+    dev = torch.device(info.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    batch, options = LP_NETS[kind]
+    model, obj, x, t, loss_fn = lp_case(kind, str(dev))
+    bp_model = copy.deepcopy(model)
+    lp = LayerParallelSolver(obj, "bcd", **options)
+    lp.init_store(x)
+    _, one_obj, _, _, _ = lp_case(kind, str(dev))
+    one = LiftedSolver(one_obj, "bcd", **options) if info.is_main else None
+    one_store = StateStore.from_forward(one_obj, x) if info.is_main else None
+    adam = torch.optim.Adam(bp_model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(5)
+    n = x.shape[0]
+    times: dict[str, list] = {"one": [], "layer_parallel": [], "backprop_2_threads": [],
+                              "backprop_1_thread": []}
+    cpu: dict[str, list] = {k: [] for k in times}
+    values: dict[str, list] = {"one": [], "layer_parallel": []}
+    bytes_before = lp.link.bytes_sent
+    lp_sweeps = 0
+
+    def timed(fn):
+        """(wall seconds, process CPU seconds, fn's value)."""
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        v = fn()
+        sync()
+        return time.perf_counter() - t0, time.process_time() - c0, v
+
+    def backprop(ids):
+        adam.zero_grad(set_to_none=True)
+        loss = loss_fn(bp_model, x[ids], t[ids])
+        loss.backward()
+        adam.step()
+        return float(loss.detach())
+
+    for rnd in range(rounds + 1):                    # the first round is warm-up
+        batches = [torch.randperm(n, generator=gen)[:batch].to(dev) for _ in range(block)]
+        if info.is_main:
+            for ids in batches:
+                dt, dc, v = timed(lambda ids=ids: one.step(x[ids], t[ids], one_store, ids))
+                if rnd:
+                    times["one"].append(dt)
+                    cpu["one"].append(dc)
+                    values["one"].append(v)
+        torch.distributed.barrier()
+        for ids in batches:
+            torch.distributed.barrier()
+            dt, dc, v = timed(lambda ids=ids: lp.step(x[ids], t[ids], ids))
+            both = torch.tensor([dt, dc], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)   # slowest stage
+            if rnd:
+                times["layer_parallel"].append(float(both[0]))
+                cpu["layer_parallel"].append(float(both[1]))
+                values["layer_parallel"].append(v)
+                lp_sweeps += 1
+            else:
+                bytes_before = lp.link.bytes_sent
+        if info.is_main:
+            for threads in (2, 1):
+                torch.set_num_threads(threads)
+                key = "backprop_2_threads" if threads == 2 else "backprop_1_thread"
+                for ids in batches:
+                    dt, dc, _ = timed(lambda ids=ids: backprop(ids))
+                    if rnd:
+                        times[key].append(dt)
+                        cpu[key].append(dc)
+            torch.set_num_threads(1)
+        torch.distributed.barrier()
+    sent = torch.tensor([lp.link.bytes_sent - bytes_before], dtype=torch.float64, device=dev)
+    torch.distributed.all_reduce(sent)
+    st = lp.stage
+    element = x.element_size()
+    expected = torch.tensor([2 * st.numel(st.sends, batch) + len(st.sends)], dtype=torch.float64, device=dev)
+    torch.distributed.all_reduce(expected)
+    if info.is_main:
+        med = {k: statistics.median(v) for k, v in times.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        res = {"network": kind, "batch": batch, "world": info.world_size, "device": str(dev),
+               "bounds": lp.bounds, "boundary_states_of_rank_0": st.sends,
+               "seconds_per_sweep": med, "cpu_seconds_per_sweep": med_cpu,
+               "cpu_ratio_layer_parallel_to_one": med_cpu["layer_parallel"] / med_cpu["one"],
+               "samples": {k: len(v) for k, v in times.items()},
+               "ratio_layer_parallel_to_one": med["layer_parallel"] / med["one"],
+               "ratio_layer_parallel_to_backprop": med["layer_parallel"] / med["backprop_2_threads"],
+               "bytes_per_sweep": float(sent) / lp_sweeps,
+               "expected_bytes_per_sweep": float(expected) * element,
+               "objective_first_last": {k: (v[0], v[-1]) for k, v in values.items()}}
+        Path(out).write_text(json.dumps(res))
+    torch.distributed.destroy_process_group()
+
+
+def bench_layer_parallel(kinds=("mlp", "pnn"), rounds: int = 6, block: int = 4) -> list[dict]:
+    rows = []
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "res.json"
+            _run_ranks(2, [__file__, "--lp-worker", str(out), "--lp-net", kind, "--lp-rounds", str(rounds),
+                           "--lp-block", str(block)])
+            r = json.loads(out.read_text())
+        sec = r["seconds_per_sweep"]
+        ok = r["bytes_per_sweep"] == r["expected_bytes_per_sweep"]
+        print(f"(c) {kind} (batch {r['batch']}, stages {r['bounds']}): 1 process {sec['one'] * 1e3:.1f} ms, "
+              f"2 processes {sec['layer_parallel'] * 1e3:.1f} ms per sweep (ratio "
+              f"{r['ratio_layer_parallel_to_one']:.2f}); Adam backprop 2 threads "
+              f"{sec['backprop_2_threads'] * 1e3:.1f} ms per step (layer-parallel / backprop "
+              f"{r['ratio_layer_parallel_to_backprop']:.2f}; 1 thread {sec['backprop_1_thread'] * 1e3:.1f} ms); "
+              f"CPU time per sweep (slowest rank) ratio {r['cpu_ratio_layer_parallel_to_one']:.2f}; sent {r['bytes_per_sweep']:.0f} B per sweep "
+              f"(boundary states {r['expected_bytes_per_sweep']:.0f} B: {'OK' if ok else 'MISMATCH'}); "
+              f"{r['samples']['one']} sweeps each", flush=True)
+        r["bytes_ok"] = ok
+        rows.append(r)
+    return rows
+
+
+def _run_ranks(nproc: int, argv: list[str]) -> None:
+    """``python argv`` on ``nproc`` local ranks (torchrun's environment variables, 1 thread)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+           "--master-addr", "127.0.0.1", "--master-port", str(port), *argv]
+    proc = subprocess.run(cmd, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
@@ -175,9 +351,23 @@ def main() -> None:
                     help="(a): wall-clock or process CPU time per sweep")
     ap.add_argument("--device", default="cpu", help="(a) on this device (e.g. cuda); (b) always runs on CPU")
     ap.add_argument("--layers-only", action="store_true", help="run (a) only")
+    ap.add_argument("--layer-parallel", action="store_true", help="run (c) only")
+    ap.add_argument("--json", default=None, help="(c): write its rows to this file")
+    ap.add_argument("--lp-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--lp-net", default="mlp", choices=sorted(LP_NETS), help=argparse.SUPPRESS)
+    ap.add_argument("--lp-rounds", type=int, default=6, help="(c): rounds of alternating blocks")
+    ap.add_argument("--lp-block", type=int, default=4, help="(c): sweeps per block")
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.samples, args.bench_batch, args.bench_sweeps, args.batched)
+        return
+    if args.lp_worker:
+        lp_worker(args.lp_worker, args.lp_net, args.lp_rounds, args.lp_block)
+        return
+    if args.layer_parallel:
+        rows = bench_layer_parallel(rounds=2 if args.quick else args.lp_rounds, block=args.lp_block)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
         return
     torch.set_num_threads(1)
     retain_freed_memory()   # every run alike: freed heap memory is reused (lifted_inverse.runtime)
@@ -190,6 +380,7 @@ def main() -> None:
     sweeps = 4 if args.quick else args.bench_sweeps
     for batched in (False, True):
         bench_ranks(args.samples, args.bench_batch, sweeps, batched)
+    bench_layer_parallel(rounds=2 if args.quick else args.lp_rounds, block=args.lp_block)
 
 
 if __name__ == "__main__":
