@@ -36,7 +36,15 @@ _EXPORTS = {
 _SUBMODULES = ("operators", "reconstruction", "lifted", "networks", "training", "inversion", "datasets",
                "metrics", "plotting", "io", "runtime", "linalg", "jobs", "cli")
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["Blur", "Checkpoint", "GaussianNoise", "Gradient", "Identity", "ImageFolder",
+           "LiftedSolver", "LinearOperator", "Mask", "MeasurementDataset", "PoissonNoise", "Radon",
+           "SinogramFilter", "SolverResult", "SubsampledFourier", "TaskConfig", "TrainConfig",
+           "__version__", "available_tasks", "bregman_noise", "builtin_image", "default_alpha",
+           "discrepancy_principle", "ellipse_phantom", "fbp", "invert", "invert_gradient", "lift",
+           "load_checkpoint", "load_image", "load_network", "make_measurements", "make_operator",
+           "make_task", "operator_from_spec", "plot_reconstructions", "psnr", "save_checkpoint",
+           "shepp_logan", "spec_of", "ssim", "tikhonov_cg", "train", "tv_denoise", "tv_pdhg",
+           "unrolled_network"]
 
 
 def __getattr__(name: str):

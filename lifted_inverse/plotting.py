@@ -12,7 +12,6 @@ import torch
 from .io import atomic_path
 from .metrics import psnr, ssim
 
-
 _SUPERSCRIPT = re.compile(r"(?<![\w$\\])(\w)\^(\w)")
 
 
