@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
 import torch
@@ -163,4 +164,5 @@ def main():
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # each line reaches a log as it is printed
     main()

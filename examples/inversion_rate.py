@@ -18,6 +18,7 @@ error stalls at the bias of the underdetermined problem.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
@@ -106,5 +107,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # each line reaches a log as it is printed
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     main()
