@@ -1,8 +1,9 @@
 """Datasets (nothing downloaded at run time): phantoms, scikit-image images and patches, image
-folders, MNIST-format IDX files and HDF5 measurement files. Images are float32 (C, H, W) in [0, 1].
+folders, MNIST-format IDX files and HDF5 measurement files (this project's ``data`` layout and
+deepinv's; read lazily, checksummed). Images are float32 (C, H, W) in [0, 1].
 """
 from .folder import ImageFolder, load_image
-from .hdf5 import MeasurementDataset, describe, describe_noise, make_measurements, write_arrays
+from .hdf5 import MeasurementDataset, describe, describe_noise, file_layout, make_measurements, write_arrays
 from .images import (
     BUILTIN_IMAGES,
     DEFAULT_TEST_IMAGES,
@@ -30,6 +31,7 @@ __all__ = [
     "describe",
     "describe_noise",
     "ellipse_phantom",
+    "file_layout",
     "list_builtin_images",
     "load_image",
     "make_measurements",

@@ -429,7 +429,10 @@ class MeasurementDataset(Dataset):
         what = f"samples {unique.tolist()}" if unique.size <= 8 else f"{unique.size} samples"
         out = []
         for key in (self.x_key, self.y_key):
-            a = self._read(key, unique, what)
+            if key is not None and unique.size == 0:   # h5py reads no empty selection
+                a = np.empty((0, *self._handle()[key].shape[1:]), self._handle()[key].dtype)
+            else:
+                a = self._read(key, unique, what)
             out.append(None if a is None else torch.from_numpy(np.ascontiguousarray(a[inverse])))
         return out[0], out[1]
 

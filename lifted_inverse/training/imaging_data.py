@@ -56,6 +56,8 @@ def measure_samples(x: torch.Tensor, A, noise: dict, seeds) -> torch.Tensor:
     identity."""
     with torch.no_grad():
         clean = x if A is None else A(x)
+        if len(seeds) == 0:     # an empty batch (a data-parallel rank without samples)
+            return clean.clone()
         return torch.cat([GaussianNoise(noise["sigma"], relative=noise["relative"], seed=s)(clean[b:b + 1])
                           for b, s in enumerate(seeds)])
 
