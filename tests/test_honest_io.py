@@ -313,3 +313,12 @@ def test_titles_draw_superscripts():
 
     assert math_title("noisy output f^δ (ε=0.1)") == "noisy output $f^{δ}$ (ε=0.1)"
     assert math_title("already $f^\\delta$") == "already $f^\\delta$"
+
+
+def test_a_text_file_given_as_a_checkpoint_is_one_line_naming_the_flag(capsys, tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    rc, _, err = _run(capsys, ["train", "--resume", str(text), "--epochs", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and err.count("\n") == 1 and "--resume: cannot read" in err, err
+    rc, _, err = _run(capsys, ["invert", "--model", str(text), "--out", str(tmp_path / "o")])
+    assert rc == 2 and err.count("\n") == 1 and "--model: cannot read" in err, err
