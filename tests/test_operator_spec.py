@@ -21,6 +21,7 @@ from lifted_inverse.operators import (
     sampling_mask,
     spec_of,
 )
+from lifted_inverse.operators.geometry import FanBeamGeometry
 
 SHAPE = (1, 12, 12)
 
@@ -33,6 +34,11 @@ SPECS = [
     {"name": "ct"},
     {"name": "ct", "n_angles": 7, "angle_range": [0.2, 2.0], "n_detectors": 15, "model": "bilinear"},
     {"name": "ct", "angles": [0.1, 0.7, 1.9, 2.8], "method": "matrix_free"},
+    {"name": "ct", "geometry": "fan"},
+    {"name": "ct", "geometry": "fan", "n_angles": 9, "angle_range": [0.3, 4.0], "n_detectors": 21,
+     "detector_spacing": 1.5, "detector_offset": 0.4, "pixel_size": 0.9, "source_origin": 30.0,
+     "origin_detector": 12.0, "method": "matrix_free"},
+    {"name": "ct", "n_angles": 5, "detector_spacing": 0.7, "detector_offset": -0.2, "pixel_size": 1.2},
     {"name": "inpaint"},
     {"name": "inpaint", "keep": 0.3, "seed": 4},
     {"name": "mri"},
@@ -67,9 +73,11 @@ def test_every_name_has_a_spec_case():
     Blur((1, 9, 10), torch.tensor([[0.1, 0.3], [0.0, 0.2], [0.25, 0.15]], dtype=torch.float64), "zero"),
     Radon((9, 12), n_angles=7, angle_range=(0, 2 * math.pi / 3), n_detectors=15, method="sparse"),
     Radon(12, angles=[0.1, 0.7, 1.9, 2.8], n_detectors=14, method="matrix_free", model="bilinear"),
+    Radon(geometry=FanBeamGeometry((9, 12), None, 17, 1.3, 25.0, 10.0, angles=[0.2, 2.0, 4.1],
+                                   pixel_size=1.1, detector_offset=-0.3)),
     Mask((2, 9, 10), random_mask((9, 10), 0.6, seed=1)),
     SubsampledFourier((1, 9, 10), sampling_mask((9, 10), "random", 2.0, seed=2)),
-], ids=["identity", "blur", "radon-uniform", "radon-angles", "mask", "fourier"])
+], ids=["identity", "blur", "radon-uniform", "radon-angles", "radon-fan", "mask", "fourier"])
 def test_directly_built_operators_are_read_back(op):
     spec = json.loads(json.dumps(spec_of(op)))
     _same_matrix(op, operator_from_spec(spec, op.in_shape))

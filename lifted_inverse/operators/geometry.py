@@ -297,5 +297,6 @@ def geometry_from_dict(image_size, params: Mapping) -> ParallelBeamGeometry | Fa
         raise ValueError(f"geometry: expected one of {GEOMETRY_KINDS}, got {kind!r}")
     if "angle_range" in kw and kw["angle_range"] is not None and not np.isscalar(kw["angle_range"]):
         kw["angle_range"] = tuple(kw["angle_range"])
+    kw.setdefault("n_angles", None)  # absent when explicit angles are given
     cls = FanBeamGeometry if kind == "fan" else ParallelBeamGeometry
     return cls(image_size, **kw)
