@@ -143,12 +143,19 @@ def test_dry_run_reports_the_default_sources(capsys):
 # reconstruct, invert, data: every flag against every family, by --dry-run (the checks a run
 # makes before computing, then the config record metrics.json / the file's attributes hold)
 # --------------------------------------------------------------------------------------------
+#: flags cli/__init__.py adds to every command (tests/test_honest_io.py checks them)
+SHARED_FLAGS = {"--threads", "--progress", "--no-progress"}
+
+
 def _options_of(command: str) -> set:
+    """The command's flags, less :data:`SHARED_FLAGS` that its own table does not list."""
     from lifted_inverse.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
-    return {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+    table = {"reconstruct": RECONSTRUCT_FLAGS, "invert": INVERT_FLAGS, "data": DATA_FLAGS}[command]
+    return {o for a in sub._actions for o in a.option_strings if o.startswith("--")} \
+        - (SHARED_FLAGS - set(table))
 
 
 def _dry(capsys, command, argv):
@@ -173,12 +180,20 @@ def _check_flag(capsys, command, base, flag, value, field, want, refused):
 #: flag -> (value, config field, value recorded)
 RECONSTRUCT_FLAGS = {
     "--image": ("ellipses", "image", "ellipses"), "--size": ("20", "size", 20),
+    "--normalize": ("minmax", "normalize", "minmax"),
     "--noise": ("0.05", "noise", 0.05), "--noise-type": ("absolute", "noise_type", "absolute"),
     "--alpha": ("0.1", "alpha", 0.1), "--iterations": ("5", "iterations", 5), "--tol": ("1e-4", "tol", 1e-4),
     "--seed": ("3", "seed", 3), "--angles": ("10", "angles", 10), "--filter": ("hann", "filter", "hann"),
     "--checkpoint": (None, "checkpoint", None), "--device": ("cpu", "device", "cpu"),
     "--no-progress": (None, "progress", False),
+    # options of --measurement (tests/test_reconstruct_measurement.py): refused for a simulated image
+    "--key": ("y", "key", "y"), "--index": ("0", "index", 0), "--layout": ("angles-detectors", "layout", None),
+    "--angles-file": ("a.txt", "angles_file", None), "--angle-unit": ("deg", "angle_unit", None),
+    "--detectors": ("10", "detectors", None), "--ground-truth": ("gt.npy", "ground_truth", None),
+    "--batch-size": ("2", "batch_size", None),
 }
+RECONSTRUCT_MEASUREMENT_ONLY = {"--key", "--index", "--layout", "--angles-file", "--angle-unit", "--detectors",
+                                "--ground-truth", "--batch-size"}
 RECONSTRUCT_OPERATORS = ("denoise", "blur", "ct")
 RECONSTRUCT_METHODS = ("fbp", "tikhonov", "tv", "unrolled")
 
@@ -186,6 +201,7 @@ RECONSTRUCT_METHODS = ("fbp", "tikhonov", "tv", "unrolled")
 def reconstruct_refuses(operator: str, method: str, flag: str) -> bool:
     """Where a reconstruct flag does not apply (the table the test holds the CLI to)."""
     return ((flag == "--angles" and operator != "ct") or (flag == "--filter" and method != "fbp")
+            or flag in RECONSTRUCT_MEASUREMENT_ONLY
             or (flag == "--checkpoint" and method != "unrolled")
             or (flag in ("--alpha", "--iterations", "--tol", "--no-progress")
                 and method not in ("tikhonov", "tv")))
@@ -211,7 +227,7 @@ def pnn_checkpoints(tmp_path_factory):
 
 
 def test_reconstruct_flag_table_covers_every_flag():
-    assert _options_of("reconstruct") - {"--help", "--out", "--dry-run", "--operator", "--method"} \
+    assert _options_of("reconstruct") - {"--help", "--out", "--dry-run", "--operator", "--method", "--measurement"} \
         == set(RECONSTRUCT_FLAGS)
 
 

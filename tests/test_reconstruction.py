@@ -144,3 +144,60 @@ def test_float32_follows_input():
     assert res.x.dtype == torch.float32
     res = tikhonov_cg(Identity((1, 16, 16)), x, 0.1, max_iter=5)
     assert res.x.dtype == torch.float32
+
+
+def _small_ct(seed=0, n=24, angles=12):
+    x = torch.stack([shepp_logan(n), shepp_logan(n).flip(-1)]).double()
+    A = Radon(n, n_angles=angles)
+    y = GaussianNoise(0.01, relative=True, seed=seed)(A(x))
+    return x, A, y
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_tv_stops_on_relative_primal_dual_gap(nonneg):
+    """The restricted primal-dual gap is >= 0 at every iteration, the solver stops once every
+    sample's gap / E <= tol, and E there is within tol of the minimum (a long run's energy)."""
+    x, A, y = _small_ct()
+    tol = 1e-3
+    res = tv_pdhg(A, y, 0.05, nonneg=nonneg, max_iter=5000, tol=tol)
+    assert res.converged and res.iterations < 5000
+    assert min(res.history["gap"]) >= -1e-9 * max(res.history["energy"])
+    ref = tv_pdhg(A, y, 0.05, nonneg=nonneg, max_iter=3000, tol=1e-7)
+    e_stop = res.history["energy"][-1]
+    e_min = min(ref.history["energy"])
+    assert e_min <= e_stop <= e_min * (1 + tol)
+    assert res.history["rel_gap"][-1] <= tol
+    # a capped run reports it did not converge
+    capped = tv_pdhg(A, y, 0.05, nonneg=nonneg, max_iter=5, tol=tol)
+    assert not capped.converged and capped.iterations == 5
+
+
+def test_tv_weighted_data_term():
+    """weights w: a constant c is alpha / c; w = 0 ignores those entries of y exactly."""
+    x, A, y = _small_ct()
+    a = tv_pdhg(A, y, 0.1, nonneg=True, max_iter=3000, tol=1e-5)
+    b = tv_pdhg(A, y, 0.2, nonneg=True, max_iter=3000, tol=1e-5, weights=2.0)
+    assert a.converged and b.converged
+    assert b.history["energy"][-1] == pytest.approx(2 * a.history["energy"][-1], rel=2e-5)
+    assert float((a.x - b.x).abs().max()) < 1e-2 * float(a.x.abs().max())
+    w = torch.ones(A.out_shape, dtype=y.dtype)
+    w[0, :3] = 0.0  # three angles not to be trusted
+    corrupted = y.clone()
+    corrupted[:, 0, :3] += 5.0
+    c = tv_pdhg(A, y, 0.1, nonneg=True, max_iter=50, weights=w)
+    d = tv_pdhg(A, corrupted, 0.1, nonneg=True, max_iter=50, weights=w)
+    assert torch.equal(c.x, d.x)
+    with pytest.raises(ValueError, match="weights"):
+        tv_pdhg(A, y, 0.1, weights=-w)
+    with pytest.raises(ValueError, match="weights"):
+        tv_pdhg(A, y, 0.1, weights=torch.ones(3))
+
+
+def test_tikhonov_stops_on_relative_residual():
+    x, A, y = _small_ct()
+    res = tikhonov_cg(A, y, 0.5, regulariser="gradient", max_iter=2000, tol=1e-6)
+    assert res.converged and res.iterations < 2000
+    b = A.adjoint(y)
+    M = A.adjoint(A(res.x)) + 0.5 * Gradient(A.in_shape).adjoint(Gradient(A.in_shape)(res.x))
+    rel = torch.linalg.vector_norm((b - M).flatten(1), dim=1) / torch.linalg.vector_norm(b.flatten(1), dim=1)
+    assert float(rel.max()) <= 1.01e-6

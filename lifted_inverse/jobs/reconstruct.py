@@ -1,36 +1,66 @@
-"""The ``reconstruct`` job: simulate a measurement of one image and reconstruct it.
+"""The ``reconstruct`` job: reconstruct images from measurements, simulated or the user's own.
 
-Flow: image -> operator + Gaussian noise -> measurement ``y`` -> solver (``METHODS[name]``) ->
-``OUT/metrics.json``, ``OUT/reconstruction.png``, ``OUT/result.h5`` (all written atomically).
-``metrics.json`` holds the quality figures and ``config``: every option after defaults, with its
-source. An option that does not apply to the chosen operator and method is a ``ValueError``
-naming it (``angles`` without CT, ``filter`` without FBP, ``checkpoint`` without ``unrolled``,
-``alpha`` / ``iterations`` / ``tol`` / ``progress`` without an iterative solver).
+Two sources of the measurement ``y``:
+
+* simulate (``image``): image -> operator -> Gaussian noise, in float32 exactly as
+  ``lifted-inverse data`` makes its files (so a file written by ``data`` and read back with
+  ``measurement`` gives the same ``y``), then reconstructed in float64;
+* read (``measurement``): a file of one measurement or a stack (:mod:`lifted_inverse.datasets.measurements`):
+  this project's ``data`` files (operator and noise from the file), deepinv-style or
+  LoDoPaB-CT-style HDF5, ``.npy``, ``.npz``, TIFF (operator from the options: ``operator``,
+  ``size``, and for CT ``angles`` / ``angles_file`` + ``angle_unit``, ``detectors``, ``layout``).
+  ``ground_truth`` (optional) gives the reference for the metrics; without one no metric is computed.
+
+Samples are reconstructed ``batch_size`` at a time (the solvers are batched, each sample with its
+own step sizes, ``alpha`` and stopping test). Output (each file written atomically):
+``OUT/metrics.json`` (quality figures where a reference exists: ``psnr`` / ``ssim`` with the
+fixed range [0, 1] and ``psnr_gt_range`` / ``ssim_gt_range`` with ``max(gt) - min(gt)``, means
+over the samples with the values under ``per_sample``; solver information; ``config``: every
+option after defaults, with its source), ``OUT/reconstruction.png`` (one row per sample, at most
+:data:`PLOT_ROWS`), ``OUT/result.h5`` (reconstructions, measurements, ground truth when known,
+provenance). An option that does not apply is a ``ValueError`` naming it.
 A new method is one entry in :data:`METHODS`: ``func(operator, y, config, context) -> (x, info)``.
 """
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..datasets._util import NORMALIZATIONS
 from ..datasets.hdf5 import describe_noise, operator_record, write_arrays
-from ..io import atomic_write_text
+from ..io import write_json
 from ..operators.base import LinearOperator
-from ..runtime import checked_device
+from ..runtime import checked_device, show_progress
 from ._common import check_min, config_record, load_named_image, noise_rule, refuse
 
 OPERATORS = ("denoise", "blur", "ct")
 ITERATIVE = ("tikhonov", "tv")
-#: values of the options left unset (None); ``noise`` follows :func:`noise_rule`, ``alpha``
-#: :func:`lifted_inverse.reconstruction.default_alpha`
-DEFAULTS = {"operator": "ct", "method": "tv", "image": "shepp_logan", "size": 128, "noise_type": "auto",
-            "seed": 0, "device": "cpu", "iterations": 300, "tol": 1e-5, "angles": 60, "filter": "ramp",
-            "progress": True}
+LAYOUTS = ("angles-detectors", "detectors-angles")
+#: options of the read source only / of the simulated source only
+MEASUREMENT_OPTIONS = ("key", "index", "layout", "angles_file", "angle_unit", "detectors", "ground_truth",
+                       "batch_size")
+SIMULATE_OPTIONS = ("image", "seed", "normalize")
+#: geometry options a ``lifted-inverse data`` file records itself
+FILE_GEOMETRY = ("size", "angles", "angles_file", "angle_unit", "detectors", "layout")
+PLOT_ROWS = 8
+#: values of the options left unset (None); ``noise`` follows :func:`noise_rule` (simulated) or
+#: the file (read), ``alpha`` :func:`lifted_inverse.reconstruction.default_alpha`; ``iterations``
+#: and ``tol`` per iterative method (TV: relative primal-dual gap, Tikhonov: relative residual);
+#: ``size`` of a read CT sinogram: its detector count (skimage's ``circle=True``)
+#: ``size`` None: no resizing (phantoms are ``PHANTOM_SIZE`` wide); ``normalize`` "none": an image
+#: file's values as stored (:func:`~._common.load_named_image`); ``progress`` None: bars when stderr
+#: is a terminal (:func:`lifted_inverse.runtime.show_progress`)
+DEFAULTS = {"operator": "ct", "method": "tv", "image": "shepp_logan", "size": None, "normalize": "none",
+            "noise_type": "auto",
+            "seed": 0, "device": "cpu", "angles": 60, "filter": "ramp", "progress": None,
+            "layout": "angles-detectors", "batch_size": 16}
+ITERATION_DEFAULTS = {"tv": {"iterations": 5000, "tol": 1e-3}, "tikhonov": {"iterations": 2000, "tol": 1e-6}}
 
 
 @dataclass
@@ -39,7 +69,17 @@ class ReconstructOptions:
     operator: str | None = None
     method: str | None = None
     image: str | None = None
+    measurement: str | Path | None = None
+    key: str | None = None
+    index: int | None = None
+    layout: str | None = None
+    angles_file: str | Path | None = None
+    angle_unit: str | None = None
+    detectors: int | None = None
+    ground_truth: str | Path | None = None
+    batch_size: int | None = None
     size: int | None = None
+    normalize: str | None = None
     noise: float | None = None
     noise_type: str | None = None
     alpha: float | None = None
@@ -53,29 +93,68 @@ class ReconstructOptions:
     progress: bool | None = None
 
 
-def build_operator(name: str, shape, angles: int | None = None) -> LinearOperator:
-    """The registry's operator ``name`` for images of ``shape`` (``angles``: the CT angle count)."""
+def build_operator(name: str, shape, angles: int | None = None, ct: dict | None = None) -> LinearOperator:
+    """The registry's operator ``name`` for images of ``shape`` (``angles``: the CT angle count;
+    ``ct``: further CT spec entries, e.g. explicit ``angles`` in radians, ``n_detectors``)."""
     from ..operators.registry import make_operator
 
-    options = {"n_angles": angles} if name == "ct" and angles is not None else {}
+    options = dict(ct or {}) if name == "ct" else {}
+    if name == "ct" and angles is not None and "angles" not in options:
+        options["n_angles"] = angles
     return make_operator(name, shape, **options)
 
 
-def resolve(options: ReconstructOptions) -> dict:
-    """Every option after defaults (``noise`` and ``noise_relative`` by :func:`noise_rule`);
-    raises ``ValueError`` naming an option that is out of range or does not apply."""
-    def get(k):
-        return DEFAULTS.get(k) if getattr(options, k) is None else getattr(options, k)
+def noise_std(y: torch.Tensor, level: float, relative: bool) -> torch.Tensor:
+    """Per-sample absolute standard deviation ``sigma_b`` (B,) of Gaussian noise of ``level``:
+    ``level`` itself, or, relative to ``rms(A x_b)``, ``level rms(y_b) / sqrt(1 + level^2)``
+    (``E rms(y)^2 = rms(Ax)^2 (1 + level^2)``; the same rule for simulated and read measurements,
+    so both give the same default ``alpha``)."""
+    b = y.shape[0]
+    if not relative:
+        return torch.full((b,), float(level), dtype=torch.float64)
+    rms = y.detach().double().flatten(1).pow(2).mean(1).sqrt().cpu()
+    return level * rms / math.sqrt(1.0 + level ** 2)
 
-    operator, method = get("operator"), get("method")
+
+def resolve(options: ReconstructOptions) -> dict:
+    """Every option after defaults (``noise`` and ``noise_relative`` by :func:`noise_rule` for a
+    simulated measurement); raises ``ValueError`` naming an option that is out of range or does
+    not apply. For a read measurement the file-dependent checks are :func:`load_problem`'s."""
+    measured = options.measurement is not None
+    method = options.method or DEFAULTS["method"]
+
+    def get(k):
+        if getattr(options, k) is not None:
+            return getattr(options, k)
+        if k in ("iterations", "tol"):
+            return ITERATION_DEFAULTS[method][k]
+        return DEFAULTS.get(k)
+
+    operator = get("operator")
     if operator not in OPERATORS:
         raise ValueError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {', '.join(sorted(METHODS))}, got {method!r}")
     if method == "fbp" and operator != "ct":
         raise ValueError(f"method: fbp only for --operator ct, got --operator {operator}")
+    if measured:
+        refuse(options, SIMULATE_OPTIONS, "an option of a simulated measurement (--image), not of --measurement")
+    else:
+        refuse(options, MEASUREMENT_OPTIONS, "an option of --measurement (a file of measurements)")
     if operator != "ct":
-        refuse(options, ("angles",), f"the number of CT angles; --operator {operator} has none")
+        refuse(options, ("angles", "angles_file", "angle_unit", "detectors", "layout"),
+               f"a CT geometry option; --operator {operator} has none")
+    if options.angles is not None and options.angles_file is not None:
+        raise ValueError("angles: give --angles N or --angles-file F, not both")
+    if options.angles_file is not None and options.angle_unit is None:
+        raise ValueError("angle_unit: --angles-file needs --angle-unit deg or rad (skimage's theta is in "
+                         "degrees, ASTRA's in radians)")
+    if options.angle_unit is not None and options.angles_file is None:
+        raise ValueError("angle_unit: the unit of --angles-file, which is not given")
+    if options.angle_unit not in (None, "deg", "rad"):
+        raise ValueError(f"angle_unit: expected deg or rad, got {options.angle_unit!r}")
+    if options.layout is not None and options.layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {', '.join(LAYOUTS)}, got {options.layout!r}")
     if method != "fbp":
         refuse(options, ("filter",), f"the FBP filter; --method {method} does not filter")
     if method != "unrolled":
@@ -84,25 +163,51 @@ def resolve(options: ReconstructOptions) -> dict:
         raise ValueError("checkpoint: --method unrolled needs a trained network (lifted-inverse train "
                          "--task pnn-denoise|unrolled-deblur|unrolled-ct writes OUT/checkpoint.pt)")
     if method not in ITERATIVE:
-        refuse(options, ("alpha", "iterations", "tol", "progress"),
+        # with --measurement, progress also shows the bar over the samples
+        refuse(options, ("alpha", "iterations", "tol") + (() if measured else ("progress",)),
                f"an option of the iterative solvers ({', '.join(ITERATIVE)}), not of --method {method}")
     check_min("size", options.size, 16)
     check_min("iterations", options.iterations, 1)
     check_min("angles", options.angles, 1)
+    check_min("detectors", options.detectors, 1)
+    check_min("index", options.index, 0)
+    check_min("batch_size", options.batch_size, 1)
     check_min("alpha", options.alpha, 0)
     if options.tol is not None and not options.tol > 0:
         raise ValueError(f"tol: expected > 0, got {options.tol}")
-    level, relative = noise_rule(operator, options.noise, get("noise_type"))
-    keep = {"operator": operator, "method": method, "noise": level, "noise_relative": relative}
-    for k in ("image", "size", "noise_type", "seed", "device"):
-        keep[k] = get(k)
-    if operator == "ct":
-        keep["angles"] = get("angles")
+    keep = {"operator": operator, "method": method, "device": get("device")}
+    if measured:
+        keep["noise"], keep["noise_relative"] = None, None
+        if options.noise is not None:
+            keep["noise"], keep["noise_relative"] = noise_rule(operator, options.noise, get("noise_type"))
+        keep["noise_type"] = get("noise_type")
+        for k in ("measurement", "key", "index", "ground_truth", "angles_file", "angle_unit", "detectors"):
+            keep[k] = None if getattr(options, k) is None else _plain(getattr(options, k))
+        keep["batch_size"] = get("batch_size")
+        keep["size"] = options.size
+        if operator == "ct":
+            keep["layout"] = get("layout")
+            keep["angles"] = options.angles
+    else:
+        level, relative = noise_rule(operator, options.noise, get("noise_type"))
+        keep.update(noise=level, noise_relative=relative)
+        for k in ("image", "size", "normalize", "noise_type", "seed"):
+            keep[k] = get(k)
+        if keep["normalize"] not in NORMALIZATIONS:
+            raise ValueError(f"normalize: expected one of {', '.join(NORMALIZATIONS)}, got {keep['normalize']!r}")
+        if operator == "ct":
+            keep["angles"] = get("angles")
     if method == "fbp":
         keep["filter"] = get("filter")
     if method in ITERATIVE:
-        keep.update(iterations=get("iterations"), tol=get("tol"), progress=get("progress"))
+        keep.update(iterations=get("iterations"), tol=get("tol"), progress=show_progress(options.progress))
+    elif measured:
+        keep["progress"] = show_progress(options.progress)
     return keep
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Path) else value
 
 
 def _load_unrolled(path, operator: str) -> tuple:
@@ -137,12 +242,21 @@ def _operator(cfg: dict, shape, loaded: tuple | None) -> LinearOperator:
     return build_operator(cfg["operator"], shape, cfg.get("angles"))
 
 
-def _alpha(options, operator, context, method: str) -> float:
+def _alpha(context, operator, batch: slice, method: str) -> float | torch.Tensor:
+    """``--alpha``, else the noise-level rule per sample (a float when all samples agree)."""
+    options = context["options"]
     if options.alpha is not None:
         return float(options.alpha)
-    from ..reconstruction import default_alpha
+    sigma = context["noise_std"]
+    if sigma is None:
+        raise ValueError("alpha: the noise level of the measurement is unknown; give --alpha, or --noise "
+                         "(and --noise-type) for the default rule")
+    if "alpha_unit" not in context:  # c_method * s_A: a Hutchinson estimate, once per run
+        from ..reconstruction import default_alpha
 
-    return default_alpha(operator, context["noise_std"], method)
+        context["alpha_unit"] = default_alpha(operator, 1.0, method)
+    values = context["alpha_unit"] * sigma[batch]
+    return float(values[0]) if bool((values == values[0]).all()) else values
 
 
 def _run_fbp(operator, y, cfg, context):
@@ -154,21 +268,22 @@ def _run_fbp(operator, y, cfg, context):
 def _run_tikhonov(operator, y, cfg, context):
     from ..reconstruction import tikhonov_cg
 
-    alpha = _alpha(context["options"], operator, context, "tikhonov")
+    alpha = _alpha(context, operator, context["batch"], "tikhonov")
     res = tikhonov_cg(operator, y, alpha, regulariser="gradient", max_iter=cfg["iterations"],
-                      tol=cfg["tol"], progress=cfg["progress"])
+                      tol=cfg["tol"], progress=context["solver_progress"])
     return res.x, {"alpha": alpha, "regulariser": "gradient", "iterations": res.iterations,
-                   "converged": res.converged}
+                   "converged": res.converged, "final_residual": res.history["residual"][-1]}
 
 
 def _run_tv(operator, y, cfg, context):
     from ..reconstruction import tv_pdhg
 
-    alpha = _alpha(context["options"], operator, context, "tv")
-    res = tv_pdhg(operator, y, alpha, nonneg=True, max_iter=cfg["iterations"], tol=cfg["tol"],
-                  progress=cfg["progress"])
-    return res.x, {"alpha": alpha, "nonneg": True, "iterations": res.iterations,
-                   "converged": res.converged, "final_energy": res.history["energy"][-1]}
+    alpha = _alpha(context, operator, context["batch"], "tv")
+    res = tv_pdhg(operator, y, alpha, nonneg=context["nonneg"], max_iter=cfg["iterations"], tol=cfg["tol"],
+                  progress=context["solver_progress"])
+    return res.x, {"alpha": alpha, "nonneg": context["nonneg"], "iterations": res.iterations,
+                   "converged": res.converged, "final_energy": res.history["energy"][-1],
+                   "final_rel_gap": res.history["rel_gap"][-1]}
 
 
 def _run_unrolled(operator, y, cfg, context):
@@ -180,66 +295,295 @@ def _run_unrolled(operator, y, cfg, context):
 
 
 #: method name -> ``func(operator, y, config, context) -> (x, info)``; ``config`` is
-#: :func:`resolve`'s dict, ``context`` holds ``options``, ``noise_std`` (absolute) and ``network``
-#: (``(net, header)`` of the checkpoint for ``unrolled``, else None).
+#: :func:`resolve`'s dict, ``context`` holds ``options``, ``noise_std`` (absolute, per sample, or
+#: None where unknown), ``batch`` (the slice of samples in ``y``), ``solver_progress`` and
+#: ``network`` (``(net, header)`` of the checkpoint for ``unrolled``, else None).
 METHODS: dict[str, Callable] = {"fbp": _run_fbp, "tikhonov": _run_tikhonov, "tv": _run_tv,
                                 "unrolled": _run_unrolled}
 
 
+@dataclass
+class Problem:
+    """What is reconstructed: ``operator``, measurements ``y`` (N, *out_shape) float64, the
+    reference ``truth`` (N, *in_shape) or None, ``noise_std`` (N,) or None (unknown), ``noise``
+    (the noise record) and ``source`` (provenance of ``y`` and ``truth``)."""
+    operator: LinearOperator
+    y: torch.Tensor
+    truth: torch.Tensor | None
+    noise_std: torch.Tensor | None
+    noise: dict | None
+    source: dict = field(default_factory=dict)
+
+
+def simulate_problem(cfg: dict, loaded: tuple | None) -> Problem:
+    """The image of ``cfg`` measured as ``lifted-inverse data`` measures it: operator and noise
+    applied to the float32 image; ``y`` then float64."""
+    from ..operators.noise import GaussianNoise
+
+    x = load_named_image(cfg["image"], cfg["size"], cfg["seed"], cfg["normalize"])[None]
+    operator = _operator(cfg, x.shape[1:], loaded)
+    noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
+    with torch.no_grad():
+        y = noise(operator(x)).to(torch.float64)
+    return Problem(operator, y, x.to(torch.float64), noise_std(y, cfg["noise"], cfg["noise_relative"]),
+                   describe_noise(noise), {"image": cfg["image"]})
+
+
+def _file_noise(record, y: torch.Tensor) -> torch.Tensor | None:
+    if isinstance(record, dict) and record.get("model") == "gaussian":
+        return noise_std(y, float(record["sigma"]), bool(record.get("relative")))
+    return None
+
+
+def load_problem(cfg: dict, options: ReconstructOptions) -> Problem:
+    """The measurements of ``cfg["measurement"]`` with their operator (from a ``data`` file's
+    attributes, else from the options), checked against it; the reference of ``ground_truth``."""
+    from ..datasets.hdf5 import operator_from_record
+    from ..datasets.measurements import as_images, as_sinograms, read_angles, read_array
+
+    raw = read_array(cfg["measurement"], key=cfg["key"], index=cfg["index"])
+    noise_record = None
+    if raw.is_project_file:
+        refuse(options, FILE_GEOMETRY, f"{cfg['measurement']} records its operator; drop this option")
+        try:
+            operator = operator_from_record(raw.attrs.get("operator"))
+        except ValueError as err:
+            raise ValueError(f"measurement: {cfg['measurement']}: {err}") from None
+        spec_name = raw.attrs["operator"]["spec"]["name"]
+        if options.operator is not None and options.operator != spec_name:
+            raise ValueError(f"operator: {cfg['measurement']} holds {spec_name} measurements, got {options.operator}")
+        cfg["operator"] = spec_name
+        y = raw.data
+        noise_record = raw.attrs.get("noise")
+    elif cfg["operator"] == "ct":
+        y = as_sinograms(raw, cfg["layout"])
+        n_angles, n_det = y.shape[2:]
+        ct = {"n_detectors": n_det}
+        if cfg["angles_file"] is not None:
+            ct["angles"] = read_angles(cfg["angles_file"], cfg["angle_unit"])
+            given = f"--angles-file has {ct['angles'].size}"
+        else:
+            given = f"--angles {cfg['angles']}"
+        expected = ct["angles"].size if "angles" in ct else cfg["angles"]
+        if expected is not None and expected != n_angles:
+            raise ValueError(f"measurement: {cfg['measurement']} holds sinograms of {n_angles} angles x "
+                             f"{n_det} detectors (--layout {cfg['layout']}), {given} angles")
+        if cfg["detectors"] is not None and cfg["detectors"] != n_det:
+            raise ValueError(f"measurement: {cfg['measurement']} holds sinograms of {n_angles} angles x "
+                             f"{n_det} detectors (--layout {cfg['layout']}), --detectors says {cfg['detectors']}")
+        cfg["angles"] = n_angles
+        cfg["size"] = cfg["size"] or n_det
+        operator = build_operator("ct", (1, cfg["size"], cfg["size"]), n_angles, ct)
+    else:
+        y = as_images(raw)
+        if cfg["size"] is not None and tuple(y.shape[2:]) != (cfg["size"],) * 2:
+            raise ValueError(f"measurement: {cfg['measurement']} holds images of {tuple(y.shape[2:])} pixels, "
+                             f"--size says {cfg['size']}")
+        cfg["size"] = y.shape[-1]
+        operator = build_operator(cfg["operator"], y.shape[1:])
+    if tuple(y.shape[1:]) != tuple(operator.out_shape):
+        raise ValueError(f"measurement: {cfg['measurement']} holds samples of shape {tuple(y.shape[1:])}, "
+                         f"the operator ({cfg['operator']}) measures {tuple(operator.out_shape)}")
+    y = torch.from_numpy(np.ascontiguousarray(y))
+    sigma = None
+    if cfg["noise"] is not None:
+        sigma = noise_std(y, cfg["noise"], cfg["noise_relative"])
+    elif noise_record is not None:
+        sigma = _file_noise(noise_record, y)
+    truth = _load_truth(cfg, raw, operator, len(y)) if cfg["ground_truth"] is not None else None
+    return Problem(operator, y, truth, sigma, noise_record, {"measurement": raw.source})
+
+
+def _load_truth(cfg: dict, raw, operator: LinearOperator, n: int) -> torch.Tensor:
+    """The reference images of ``--ground-truth``: an image file (one sample), or an array /
+    HDF5 dataset (the one paired with the measurement's key: ``x`` for ``y``, ``x_test`` for
+    ``y_test``, ...; or the only dataset) with as many samples as the measurement."""
+    from ..datasets.folder import load_image
+    from ..datasets.measurements import HDF5_SUFFIXES, PAIRED_KEYS, read_array
+
+    path = Path(cfg["ground_truth"])
+    shape = tuple(operator.in_shape)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
+        if n != 1:
+            raise ValueError(f"ground_truth: one image for {n} measurements; give an array or HDF5 stack")
+        truth = load_image(path, shape[1:], gray=shape[0] == 1)[None]
+    else:
+        key = None
+        if path.suffix.lower() in HDF5_SUFFIXES:
+            import h5py
+
+            try:
+                with h5py.File(path, "r") as f:
+                    paired = PAIRED_KEYS.get(raw.source.get("key"))
+                    key = paired if paired in f else None
+            except OSError as err:
+                raise ValueError(f"ground_truth: {str(path)!r} is not a readable HDF5 file ({err})") from None
+        index = raw.source.get("index")
+        truth_raw = read_array(path, key=key, index=index, what="ground_truth", min_ndim=len(shape) - 1
+                               if shape[0] == 1 else len(shape))
+        data = truth_raw.data
+        if data.ndim == len(shape):
+            data = data[:, None]
+        truth = torch.from_numpy(np.ascontiguousarray(data))
+    if tuple(truth.shape) != (n, *shape):
+        raise ValueError(f"ground_truth: {str(path)!r} holds images of shape {tuple(truth.shape)}, the "
+                         f"reconstructions are {(n, *shape)}")
+    return truth.to(torch.float64)
+
+
 def plan_reconstruction(options: ReconstructOptions) -> dict:
     """The ``config`` record a run would write (every option after defaults, with its source),
-    after the checks a run makes before reconstructing (options, device, checkpoint)."""
+    after the checks a run makes before reconstructing (options, device, checkpoint, and the
+    measurement file with its operator and ground truth)."""
     cfg = resolve(options)
     checked_device(cfg["device"], "--device")
     if cfg["method"] == "unrolled":
         _load_unrolled(options.checkpoint, cfg["operator"])
+    if options.measurement is not None:
+        load_problem(cfg, options)
     return config_record(options, cfg)
 
 
+def _reconstruct(problem: Problem, cfg: dict, context: dict, device) -> tuple[torch.Tensor, list[dict]]:
+    """All samples, ``batch_size`` at a time; a progress bar over the samples when there are several."""
+    n = len(problem.y)
+    size = cfg.get("batch_size") or n
+    bar = None
+    if cfg.get("progress") and n > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"{cfg['method']}", unit="sample")
+    context["solver_progress"] = bool(cfg.get("progress")) and n == 1
+    recs, infos = [], []
+    try:
+        for start in range(0, n, size):
+            context["batch"] = slice(start, min(n, start + size))
+            y = problem.y[context["batch"]].to(device)
+            rec, info = METHODS[cfg["method"]](problem.operator, y, cfg, context)
+            recs.append(rec.detach().to(dtype=torch.float64, device="cpu"))
+            infos.append(info)
+            if bar is not None:
+                bar.update(len(y))
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(recs), infos
+
+
+def _merge_info(infos: list[dict]) -> dict:
+    """One record for every batch: ``iterations`` the largest, ``converged`` all, ``alpha`` a
+    number or the per-sample list, other values of the first batch (or per batch if they differ)."""
+    out = {}
+    for k in infos[0]:
+        values = [i[k] for i in infos]
+        if k == "iterations":
+            out[k] = max(values)
+        elif k == "converged":
+            out[k] = all(values)
+        elif k == "alpha":
+            flat = [float(a) for v in values for a in (v.reshape(-1).tolist() if isinstance(v, torch.Tensor) else [v])]
+            out[k] = flat[0] if len(set(flat)) == 1 else flat
+        else:
+            out[k] = values[0] if all(v == values[0] for v in values) else values
+    return out
+
+
+def _quality(rec: torch.Tensor, truth: torch.Tensor) -> dict:
+    from ..metrics import quality
+
+    q = {k: v.tolist() for k, v in quality(rec, truth).items()}
+    out = {k: float(np.mean(v)) for k, v in q.items()}
+    if len(rec) > 1:
+        out["per_sample"] = q
+    return out
+
+
+def _plot(path: Path, problem: Problem, rec: torch.Tensor, title: str) -> None:
+    """One row per sample (at most PLOT_ROWS): measurement | reconstruction | ground truth (when
+    known); images on [0, 1], a measurement of another shape on its own scale."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from ..io import atomic_path
+
+    rows = min(len(rec), PLOT_ROWS)
+    panels = [("measurement", problem.y), ("reconstruction", rec)]
+    if problem.truth is not None:
+        panels.append(("ground truth", problem.truth))
+    fig = Figure(figsize=(3.2 * len(panels), 3.0 * rows + 0.4), constrained_layout=True)
+    axes = fig.subplots(rows, len(panels), squeeze=False)
+    for r in range(rows):
+        for c, (name, stack) in enumerate(panels):
+            img = stack[r].detach().cpu().double()
+            img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)
+            image_like = tuple(stack.shape[1:]) == tuple(rec.shape[1:])
+            kw = {"vmin": 0.0, "vmax": 1.0} if image_like else {}
+            axes[r, c].imshow(img.numpy(), cmap="gray", aspect="equal" if image_like else "auto", **kw)
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(name)
+    fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+
+
 def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
-    """Simulate, reconstruct and write ``out`` (module docstring); returns the metrics."""
-    from ..metrics import psnr, ssim
-    from ..operators.noise import GaussianNoise
+    """Reconstruct and write ``out`` (module docstring); returns the metrics."""
+    from ..metrics import psnr
     from ..plotting import plot_reconstructions
 
     cfg = resolve(options)
     device = checked_device(cfg["device"], "--device")
-    x = load_named_image(cfg["image"], cfg["size"], cfg["seed"])[None].to(dtype=torch.float64, device=device)
     loaded = _load_unrolled(options.checkpoint, cfg["operator"]) if cfg["method"] == "unrolled" else None
-    operator = _operator(cfg, x.shape[1:], loaded)
-    noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
-    with torch.no_grad():
-        clean = operator(x)
-        y = noise(clean)
-    rms = float(clean.abs().pow(2).mean().sqrt())
-    noise_std = cfg["noise"] * rms if cfg["noise_relative"] else cfg["noise"]
-    context = {"options": options, "noise_std": noise_std, "network": loaded}
+    measured = options.measurement is not None
+    problem = load_problem(cfg, options) if measured else simulate_problem(cfg, loaded)
+    operator = problem.operator
+    # TV's constraint x >= 0 (off by default in the library's tv_pdhg): for images without negative
+    # values, not for stored values such as Hounsfield units
+    nonneg = problem.truth is None or float(problem.truth.min()) >= 0
+    context = {"options": options, "noise_std": problem.noise_std, "network": loaded, "nonneg": nonneg}
     start = time.perf_counter()
-    rec, info = METHODS[cfg["method"]](operator, y, cfg, context)
+    rec, infos = _reconstruct(problem, cfg, context, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    x, y, rec = x.cpu(), y.cpu(), rec.detach().to(dtype=x.dtype, device="cpu")
+    info = _merge_info(infos)
     config = config_record(options, {**cfg, "alpha": info.get("alpha")})
-    metrics = {
-        "psnr": float(psnr(rec, x, 1.0, reduction="mean")),
-        "ssim": float(ssim(rec, x, 1.0, reduction="mean")),
-        "seconds": seconds,
-        "operator": cfg["operator"], "method": cfg["method"], "image": cfg["image"], "size": cfg["size"],
-        "noise": cfg["noise"], "noise_relative": cfg["noise_relative"], "noise_std": noise_std,
-        "seed": cfg["seed"], "device": str(device), "alpha": info.get("alpha"),
+    metrics: dict = {}
+    if problem.truth is not None:
+        metrics.update(_quality(rec, problem.truth))
+        if problem.y.shape == problem.truth.shape:
+            metrics["psnr_measurement"] = float(psnr(problem.y, problem.truth, 1.0, reduction="mean"))
+    sigma = problem.noise_std
+    metrics.update({
+        "seconds": seconds, "n_samples": len(rec),
+        "operator": cfg["operator"], "method": cfg["method"], "size": rec.shape[-1],
+        "noise": cfg["noise"], "noise_relative": cfg["noise_relative"],
+        "noise_std": None if sigma is None else (float(sigma[0]) if len(sigma) == 1 else sigma.tolist()),
+        "device": str(device), "alpha": info.get("alpha"),
         **{k: v for k, v in info.items() if k != "alpha"},
-    }
-    if y.shape == x.shape:
-        metrics["psnr_measurement"] = float(psnr(y, x, 1.0, reduction="mean"))
+    })
+    if measured:
+        metrics["measurement"] = problem.source["measurement"]
+        metrics["ground_truth"] = cfg["ground_truth"]
+    else:
+        metrics.update(image=cfg["image"], seed=cfg["seed"])
     metrics["config"] = config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_reconstructions(x[0], y[0], {cfg["method"]: rec[0]}, out / "reconstruction.png", data_range=1.0,
-                         title=f"{cfg['operator']} / {cfg['image']}")
-    write_arrays(out / "result.h5",
-                 {"ground_truth": x[0], "measurement": y[0], "reconstruction": rec[0]},
-                 {"operator": operator_record(operator), "noise": describe_noise(noise),
-                  "metrics": metrics})
+    title = f"{cfg['operator']} / {cfg['method']}"
+    if measured:
+        _plot(out / "reconstruction.png", problem, rec, f"{title}: {Path(cfg['measurement']).name}")
+        arrays = {"reconstruction": rec, "measurement": problem.y}
+        if problem.truth is not None:
+            arrays["ground_truth"] = problem.truth
+    else:
+        plot_reconstructions(problem.truth[0], problem.y[0], {cfg["method"]: rec[0]}, out / "reconstruction.png",
+                             data_range=1.0, title=f"{cfg['operator']} / {cfg['image']}")
+        arrays = {"ground_truth": problem.truth[0], "measurement": problem.y[0], "reconstruction": rec[0]}
+    write_arrays(out / "result.h5", arrays, {"operator": operator_record(operator), "noise": problem.noise,
+                                             "source": problem.source, "metrics": metrics})
+    write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null + reason
     return metrics
