@@ -92,7 +92,7 @@ def test_task_presets_apply_and_the_caller_overrides_them():
     assert ran["state_steps"] == 2 and ran["rho"] == 0.7 and ran["state_order"] == "backward"
     assert ran["sources"]["state_steps"] == "task" and ran["sources"]["rho"] == "user"
     lifted = lambda name: make_imaging_task(name, n_train=4, layers=2, features=2, test_size=32).presets["lifted"]
-    assert lifted("pnn-denoise")["state_steps"] == 2
+    assert lifted("pnn-denoise")["state_sweeps"] == "auto"
     assert lifted("unrolled-deblur")["state_lr"] == 1.9
     assert lifted("unrolled-ct")["rho"] == 3.0
 

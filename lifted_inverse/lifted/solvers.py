@@ -53,8 +53,16 @@ penalties, ISGM's proximal term) satisfies ``f(θ⁺) + R(θ⁺) ≤ f(θ) + R(�
 ``s`` halves per rejection and grows by ``grow`` after an acceptance; after ``max_backtracks``
 rejections the block keeps its weights. ``net.weight_hook`` (a
 :class:`~lifted_inverse.lifted.model.WeightHook`) re-derives what the model computes from its
-weights (e.g. step sizes from operator norms) after every update, and inside the test for each
-candidate, so the refresh cannot increase the objective.
+weights (e.g. step sizes ``τ_k = c/‖L_k‖²`` from power-iterated operator norms) after every
+accepted step, as backprop's ``after_update`` does. The test holds those derived values fixed:
+the W-gradient treats them as constants (as autograd does, for which they are buffers), so the
+sufficient-decrease test is of the function ``G`` is the gradient of. Testing with the refresh
+inside instead compares another function: its gradient has the term ``(∂f/∂τ)(∂τ/∂θ)`` that
+``G`` lacks (τ_k rescales with ``‖L_k‖``), and its value moves with every warm-started power
+iteration even at unchanged weights; on a deep unrolled network both exceed what a lower
+layer's step can decrease, and every trial step of those layers was rejected. So the block
+objective at fixed derived values never increases in a W-step; the refresh after it (a model
+re-derivation, not a descent step) may change the objective.
 
 The objective reported by a sweep is the batch mean of ``Σ_l P_l`` at the W-step (before the
 update), i.e. at ``(Θ^k, X^{k+1})``; for full-batch BCD this sequence is non-increasing. With
@@ -598,8 +606,9 @@ class LiftedSolver:
     def _backtracked_step(self, gi: int, layer_ids: list[int], ps: list, gs: list, anchor,
                           states: list, count: float) -> None:
         """One backtracked proximal-gradient step of block ``gi`` (module docstring); ``gs``
-        includes ISGM's proximal gradient. The candidate is written into the parameters (and the
-        weight hook refreshed from it) for the test, and undone when no step is accepted."""
+        includes ISGM's proximal gradient. The candidate is written into the parameters for the
+        test (the weight hook's derived values held fixed) and undone when no step is accepted;
+        an accepted step refreshes the hook."""
         f0 = sum(self._layer_values[i] for i in layer_ids)
         if anchor is not None:
             f0 += 0.5 * self.prox_weight * sum(float((p - a).pow(2).sum()) for p, a in zip(ps, anchor))
@@ -609,31 +618,42 @@ class LiftedSolver:
         gsq = sum(float(g.pow(2).sum()) for g in gs)
         if not math.isfinite(gsq) or gsq <= 1e-10 * max(abs(f0), 1e-30):
             return  # stationary up to rounding (e.g. at the states of a forward pass)
-        hook = self.net.weight_hook
         w0 = [p.detach().clone() for p in ps]
-        saved = hook.snapshot(ps) if hook is not None else None
         s = self._trial[gi]
-        for trial in range(self.max_backtracks):
+        for _ in range(self.max_backtracks):
             for p, w, g in zip(ps, w0, gs):
                 p.copy_(w - s * g)
             if reg is not None:
                 reg.prox(ps, [s] * len(ps))
-            if hook is not None:
-                if trial > 0:     # every candidate's refresh starts from the accepted weights' state
-                    hook.restore(saved)
-                hook.refresh(ps, self.power_iterations)
+            # the derived values (τ_k) stay those G was taken at: the test is of the function
+            # G is the gradient of
             f1 = self._block_value(layer_ids, ps, anchor, states, count)
             moved = sum(float((p - w).pow(2).sum()) for p, w in zip(ps, w0))
             if math.isfinite(f1) and f1 <= f0 - moved / (4.0 * s):
-                self._trial[gi] = s * self.grow
+                self._trial[gi] = self._next_trial(s, f0, f1, moved, ps, w0, gs)
+                self._weights_changed(ps)
                 return
             s *= 0.5
         # no decrease (rounding-level changes): keep the weights and the trial step, so one hard
         # block cannot shrink later steps to nothing
         for p, w in zip(ps, w0):
             p.copy_(w)
-        if hook is not None:
-            hook.restore(saved)
+
+    def _next_trial(self, s: float, f0: float, f1: float, moved: float, ps, w0, gs) -> float:
+        """Trial step of the block's next W-step after an accepted step ``d = θ⁺ − θ`` (``s``):
+        ``1/c`` with ``c = 2(f(θ⁺) − f(θ) − ⟨G, d⟩)/‖d‖²`` the curvature of the block objective
+        along ``d`` (the quadratic through ``f(θ)``, its slope and ``f(θ⁺)``; Nocedal & Wright
+        §3.5), at most ``grow·s``; ``grow·s`` where that curvature is not positive. The
+        acceptance test bounds ``1/c ≥ 2s/3``. Each block's trial step thus tracks its own
+        curvature (the next trial is usually accepted at once), instead of halving down from
+        a too-large ``s`` on every sweep or doubling up from a too-small one."""
+        if moved <= 0:
+            return s * self.grow
+        slope = sum(float((g * (p - w)).sum()) for g, p, w in zip(gs, ps, w0))
+        c = 2.0 * (f1 - f0 - slope) / moved
+        if not (math.isfinite(c) and c > 0):
+            return s * self.grow
+        return min(1.0 / c, s * self.grow)
 
     def _descend(self, grads: list[list[torch.Tensor]], steps: list[float]) -> None:
         """``θ_l ← θ_l − s_l G_l`` for every layer ``l`` (``grads`` per layer, as ``_gradients``)."""

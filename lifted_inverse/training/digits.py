@@ -25,16 +25,17 @@ from .tasks import Task, TaskConfig, register_task, seeded_three_way_split
 SPLIT_SEED = 0
 VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
 
-#: lifted Bregman BCD on the digits classifiers: each mini-batch's states from the forward pass
-#: (every hidden penalty starts at zero), then a solved state phase: backward Gauss–Seidel sweeps,
-#: one per hidden state ('auto'), so the output's residual reaches the lower layers and every
-#: W-block gets a gradient (one sweep leaves the lower layers of a deep chain still); over-relaxed
-#: state steps 1.9/L, λ = 0.3, and W-steps 4/L (L is λ_max of the input Gram, dominated by the
-#: mean of the ReLU inputs, so 1/L is short in every other direction; 8/L diverges once the
-#: states are solved). Comparisons, on the validation split: docs/results.md.
-CLASSIFIER_PRESETS = {("bregman", "bcd"): {"state_init": "forward", "state_order": "backward",
-                                           "state_sweeps": "auto", "state_lr": 1.9, "lam": 0.3,
-                                           "lr": 4.0}}
+#: lifted training of the digits classifiers, every solver: each mini-batch's states from the
+#: forward pass (every hidden penalty starts at zero), then a solved state phase: backward
+#: Gauss–Seidel sweeps, one per hidden state ('auto'), with over-relaxed state steps 1.9/L, so
+#: the output's residual reaches the lower layers and every W-block gets a gradient (one sweep
+#: leaves the lower layers of a deep chain a rounding-level gradient, which Adam on blocks turns
+#: into steps of noise). BCD: λ = 0.3 and W-steps 4/L (L is λ_max of the input Gram, dominated
+#: by the mean of the ReLU inputs, so 1/L is short in every other direction; 8/L diverges once
+#: the states are solved). Comparisons, on the validation split: docs/results.md.
+CLASSIFIER_PRESETS = {"lifted": {"state_init": "forward", "state_order": "backward",
+                                 "state_sweeps": "auto", "state_lr": 1.9},
+                      ("bregman", "bcd"): {"lam": 0.3, "lr": 4.0}}
 
 
 def load_digits_tensors(dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,15 +60,18 @@ DENOISE_LEVELS = (0.05, 0.1, 0.2)
 
 
 #: lifted-engine settings of every imaging task (over the engine defaults; a task's own presets
-#: and the caller win): one backward Gauss–Seidel sweep over the states per batch (the output's
-#: residual reaches the first layer within one sweep), each mini-batch's states from the forward
-#: pass, τ_k refreshed by two warm-started power iterations, ISGM with its proximal term
+#: and the caller win): each mini-batch's states from the forward pass, then a solved state
+#: phase: backward Gauss–Seidel sweeps, one per free state ('auto'), of one over-relaxed
+#: prox-gradient step 1.9/ℓ per state (a single sweep passes on about half of the residual per
+#: state, so the lower layers' W-gradient falls by about 2^-depth: docs/results.md), τ_k
+#: refreshed by two warm-started power iterations, ISGM with its proximal term
 #: (1/2τ)‖θ − θ^k‖², τ = 1 (the largest weight 1/τ of those compared on validation that did not
 #: lower the validation PSNR: docs/results.md), and per-solver steps
 IMAGING_PRESETS = {
     "all": {"epochs": 10, "batch_size": 32},
-    "lifted": {"state_order": "backward", "state_init": "forward", "inner_sweeps": 1,
-               "tau": 1.0, "power_iterations": 2},
+    "lifted": {"state_order": "backward", "state_init": "forward", "state_sweeps": "auto",
+               "state_steps": 1, "state_lr": 1.9, "inner_sweeps": 1, "tau": 1.0,
+               "power_iterations": 2},
     "backprop": {"lr": 1e-3},
     ("bregman", "adam"): {"lr": 3e-3},
     ("bregman", "isgm"): {"lr": 1e-2},
@@ -473,11 +476,10 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
         baseline = TVBaseline(x_tune, y_tune, A_tune, sigma_abs)
     # per task (over IMAGING_PRESETS; the reasons and the comparisons: docs/results.md): CT has few,
     # large training images (mini-batch 8) and weights its x-state couplings by ρ = 3; the
-    # 20-layer PNN takes two prox-gradient steps per state block and a smaller Adam step;
-    # deblurring over-relaxes its state steps (1.9/ℓ)
-    own = {"pnn-denoise": {"lifted": {"state_steps": 2}, ("bregman", "adam"): {"lr": 1e-3}},
+    # 20-layer PNN takes a smaller Adam step
+    own = {"pnn-denoise": {("bregman", "adam"): {"lr": 1e-3}},
            "unrolled-ct": {"all": {"batch_size": 8}, "lifted": {"rho": 3.0}},
-           "unrolled-deblur": {"lifted": {"state_lr": 1.9}}}[name]
+           "unrolled-deblur": {}}[name]
     presets = {key: {**IMAGING_PRESETS.get(key, {}), **own.get(key, {})}
                for key in {*IMAGING_PRESETS, *own}}
     if source is not None and not source.fresh:
