@@ -67,7 +67,7 @@ def test_a_float_image_is_not_clipped_and_nan_names_the_image(tmp_path):
     assert torch.allclose(x[0], torch.from_numpy(values))
     values[3, 4] = np.nan
     imsave(tmp_path / "nan.tif", values, check_contrast=False)
-    with pytest.raises(ValueError, match=r"^image .*nan\.tif.*NaN"):
+    with pytest.raises(ValueError, match=r"^image: .*nan\.tif.*NaN"):
         load_named_image(str(tmp_path / "nan.tif"))
 
 
@@ -322,3 +322,8 @@ def test_a_text_file_given_as_a_checkpoint_is_one_line_naming_the_flag(capsys, t
     assert rc == 2 and err.count("\n") == 1 and "--resume: cannot read" in err, err
     rc, _, err = _run(capsys, ["invert", "--model", str(text), "--out", str(tmp_path / "o")])
     assert rc == 2 and err.count("\n") == 1 and "--model: cannot read" in err, err
+
+
+def test_noise_errors_name_the_noise(capsys):
+    rc, _, err = _run(capsys, ["invert", "--model", "perceptron", "--noise", "inf", "--dry-run"])
+    assert rc == 2 and err.count("\n") == 1 and "--noise:" in err

@@ -28,7 +28,8 @@ def load_image(path: str | os.PathLike, size: int | Sequence[int] | None = None,
         array = imread(path)
     except Exception as err:  # imageio/PIL raise many types for unreadable files
         raise ValueError(f"image: cannot read {str(path)!r} as an image ({err})") from err
-    return to_chw_tensor(array, parse_size(size), gray=gray, normalize=normalize, name=f"image {str(path)!r}")
+    return to_chw_tensor(array, parse_size(size), gray=gray, normalize=normalize,
+                         name=f"image: {str(path)!r}")
 
 
 class ImageFolder(Dataset):
