@@ -101,3 +101,87 @@ def test_state_phase_arguments_are_checked():
         with pytest.raises(ValueError, match="state_tol"):
             LiftedSolver(obj, "bcd", state_tol=bad)
     assert LiftedSolver(obj, "bcd", state_sweeps=None).state_sweeps == "auto"
+
+
+# ---- options of the one engine (issue 15, D2): continuation, warm starts, ISGM's proximal term
+
+
+def _step(task_name, extra, **cfg):
+    from lifted_inverse.training import TaskConfig, TrainConfig, make_task
+    from lifted_inverse.training.trainer import make_step, resolve_for
+
+    task = make_task(task_name, TaskConfig(seed=0, extra=extra))
+    config = resolve_for(task, TrainConfig(method="bregman", **cfg))
+    return task, config, make_step(task, config)
+
+
+def test_penalty_continuation_scales_hidden_and_coupling_weights_per_epoch():
+    """``penalty_growth``/``penalty_max``: λ and ρ (never the loss) times
+    ``min(penalty_max, growth^epoch)``; refused where it cannot apply."""
+    from lifted_inverse.training import TrainConfig, make_task, train
+
+    _, config, step = _step("digits-resnet", {"blocks": 2, "width": 16}, solver="bcd",
+                            penalty_growth=2.0, penalty_max=3.0)
+    net, obj = step.net, step.objective
+    last = len(net.layers) - 1
+    coupling = [layer.index for layer in net.layers if layer.coupling and layer.index != last]
+    hidden = [layer.index for layer in net.layers if not layer.coupling and layer.index != last]
+    assert coupling and hidden
+    for epoch, mu in ((0, 1.0), (1, 2.0), (5, 3.0)):
+        step.set_epoch(epoch)
+        assert all(obj.penalties[i].scale == pytest.approx(config.lam * mu) for i in hidden)
+        assert all(obj.penalties[i].scale == pytest.approx(config.rho * mu) for i in coupling)
+        assert obj.penalties[last].scale == 1.0
+    _, _, plain = _step("digits-resnet", {"blocks": 2, "width": 16}, solver="bcd")
+    plain.set_epoch(5)
+    assert plain.objective.penalties[hidden[0]].scale == pytest.approx(config.lam)
+    task = make_task("digits-mlp")
+    for bad, match in (({"penalty_growth": 0.5}, "penalty_growth"), ({"penalty_max": 10.0}, "penalty_max"),
+                       ({"method": "backprop", "penalty_growth": 2.0}, "penalty_growth")):
+        with pytest.raises(ValueError, match=match):
+            train(task, TrainConfig(**{"method": "bregman", "epochs": 1, **bad}))
+
+
+def test_warm_started_states_carry_over_to_the_next_visit():
+    """``state_init='store'``: a batch's solved states are kept per sample and are where its next
+    visit starts (the other samples keep theirs); ``'forward'`` keeps nothing."""
+    task, _, step = _step("digits-mlp", {}, solver="bcd", state_init="store", state_sweeps=2)
+    net = step.net
+    ids = torch.arange(0, 64)
+    others = torch.arange(64, 128)
+    before = step.store.gather(others)
+    step(ids)
+    x, _ = task.train_batch(ids)
+    fwd = net.forward_states(x)
+    kept = step.store.gather(ids)
+    assert any(not torch.allclose(kept[s], fwd[s]) for s in net.free_states)
+    assert all(torch.equal(step.store.gather(others)[s], before[s]) for s in net.free_states)
+    seen = {}
+    solve = step.solver.solve_states
+
+    def record(states, cache=None):
+        seen.update({s: states[s].clone() for s in net.free_states})
+        return solve(states, cache)
+    step.solver.solve_states = record
+    step(ids)
+    assert all(torch.equal(seen[s], kept[s]) for s in net.free_states)
+    _, _, fresh = _step("digits-mlp", {}, solver="bcd", state_init="forward")
+    assert fresh.store is None
+
+
+@pytest.mark.parametrize("task_name, extra", [
+    ("digits-mlp", {}), ("pnn-denoise", {"n_train": 16, "layers": 4, "features": 4, "test_size": 32})])
+def test_isgm_proximal_term_is_on_by_default_and_holds_the_weights(task_name, extra):
+    """ISGM's ``(η/2)‖θ − θ^k‖²`` is on by default (η = 1/τ = 1, engine and imaging presets), and
+    read: a large η moves the weights by less than none (τ = inf) from the same start."""
+    moves = {}
+    for tau in (None, 1e-4, float("inf")):
+        task, config, step = _step(task_name, extra, solver="isgm", batch_size=16,
+                                   **({} if tau is None else {"tau": tau}))
+        if tau is None:
+            assert config.tau == 1.0 and step.solver.prox_weight == 1.0
+        w0 = [p.detach().clone() for p in task.model.parameters()]
+        step(torch.arange(16))
+        moves[tau] = sum(float((p.detach() - w).pow(2).sum()) for p, w in zip(task.model.parameters(), w0))
+    assert moves[float("inf")] > 0
+    assert moves[1e-4] < 0.5 * moves[float("inf")]

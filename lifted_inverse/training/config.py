@@ -40,7 +40,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "bcd": 1.0, "nesterov": 1.0, "heavyball
 
 #: options that only lifted training reads (an error with backprop)
 LIFTED_ONLY = ("state_steps", "state_init", "state_order", "state_lr", "state_sweeps", "state_tol",
-               "lam", "rho", "tau",
+               "lam", "rho", "tau", "penalty_growth", "penalty_max",
                "inner_sweeps", "momentum", "power_iterations", "batched_layers")
 SELECTIONS = ("best-val", "last")
 #: options only ISGM reads: its proximal parameter τ ((1/2τ)‖θ − θ^k‖², τ = inf drops the term)
@@ -75,6 +75,10 @@ class TrainConfig:
     #: relative decrease of the state objective below which the phase stops (0: never early)
     state_sweeps: int | str | None = None
     state_tol: float | None = None
+    #: penalty continuation: the hidden and coupling penalty weights λ, ρ times
+    #: ``μ_k = min(penalty_max, penalty_growth^k)`` at epoch k (unset: none, MAC its own schedule)
+    penalty_growth: float | None = None
+    penalty_max: float | None = None
     lam: float | None = None
     rho: float | None = None
     tau: float | None = None
@@ -145,6 +149,13 @@ def validate(cfg: TrainConfig) -> None:
             _check_positive(name, v)
     if cfg.tau is not None and (isinstance(cfg.tau, bool) or not cfg.tau > 0):
         raise ValueError(f"tau: must be positive (inf: no proximal term), got {cfg.tau!r}")
+    for name in ("penalty_growth", "penalty_max"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not (v >= 1 and math.isfinite(v))):
+            raise ValueError(f"{name}: must be a finite number >= 1, got {v!r}")
+    if cfg.penalty_max is not None and cfg.penalty_growth is None:
+        raise ValueError("penalty_max: caps the continuation; set penalty_growth too")
     if cfg.reg_strength is not None and not (cfg.reg_strength >= 0 and math.isfinite(cfg.reg_strength)):
         raise ValueError(f"reg_strength: must be >= 0 and finite, got {cfg.reg_strength!r}")
     if cfg.state_init is not None and cfg.state_init not in STATE_INITS:

@@ -19,14 +19,19 @@ import torch
 
 from ..lifted.batched import BatchedLiftedSolver, uniform_chain
 from ..lifted.objective import LiftedObjective, WeightRegularizer
+from ..lifted.penalties import HomotopySchedule
 from ..lifted.solvers import LiftedSolver, StateStore
 from .config import TrainConfig
 
 
 def lifted_objective(net, config: TrainConfig) -> LiftedObjective:
-    """The lifted objective of ``net`` by the (resolved) ``config``: method, λ, ρ, regulariser."""
+    """The lifted objective of ``net`` by the (resolved) ``config``: method, λ, ρ, regulariser,
+    penalty continuation (λ and ρ times ``min(penalty_max, penalty_growth^epoch)``)."""
     reg = WeightRegularizer(config.regularizer, config.reg_strength) if config.regularizer else None
-    return LiftedObjective(net, config.method, lam=config.lam, rho=config.rho, regularizer=reg)
+    homotopy = None if config.penalty_growth is None else HomotopySchedule(
+        1.0, config.penalty_growth, 100.0 if config.penalty_max is None else config.penalty_max)
+    return LiftedObjective(net, config.method, lam=config.lam, rho=config.rho, regularizer=reg,
+                           homotopy=homotopy)
 
 
 def solver_options(config: TrainConfig) -> dict:

@@ -45,7 +45,8 @@ from .steps import BackpropStep, LiftedStep
 #: settings that must match between a checkpoint and the run that resumes it (others, such as
 #: ``epochs`` or ``time_budget``, may grow)
 RESUME_KEYS = ("method", "solver", "batch_size", "lr", "lr_schedule", "seed", "state_steps",
-               "state_init", "state_order", "state_lr", "lam", "rho", "tau", "inner_sweeps",
+               "state_init", "state_order", "state_lr", "state_sweeps", "state_tol", "lam", "rho",
+               "penalty_growth", "penalty_max", "tau", "inner_sweeps",
                "momentum", "power_iterations", "batched_layers", "regularizer", "reg_strength",
                "select", "fresh_noise", "eval_every")
 
