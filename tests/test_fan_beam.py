@@ -99,6 +99,23 @@ def test_sparse_equals_matrix_free(dtype):
     assert _rel(a(x), b(x)) < tol and _rel(a.adjoint(y), b.adjoint(y)) < tol
 
 
+def test_skipped_rays_miss_the_image():
+    """The projector computes only the bins whose rays can meet the image (FanSampling.hit_range):
+    every ray with a non-zero weight on an image pixel lies inside that range."""
+    from lifted_inverse.operators.fan_beam import FanSampling, fan_rows
+
+    g = FanBeamGeometry((13, 17), 12, 61, 1.0, 30.0, 20.0, detector_offset=3.0, angle_range=(0.2, 6.0))
+    s = FanSampling(g)
+    index, wts = fan_rows(s, 0, g.n_angles, torch.float64, "cpu")
+    row, col = index // (17 + 2) - 1, index % (17 + 2) - 1
+    inside = (row >= 0) & (row < 13) & (col >= 0) & (col < 17) & (wts != 0)
+    touched = inside.any(dim=-1).any(dim=-1).numpy()                                  # (A, D)
+    assert 0 < touched.sum() < touched.size  # the detector is wider than the image
+    for a in range(g.n_angles):
+        d0, d1 = s.hit_range(a, a + 1)
+        assert not touched[a, :d0].any() and not touched[a, d1:].any()
+
+
 def test_batch_one_matches_large_batch_float32():
     """Batch 1 takes the CSR matrix-vector kernel, batch >= 8 embedding_bag: the same matrix."""
     A = Radon(24, n_angles=12, method="sparse")

@@ -58,6 +58,21 @@ class FanSampling:
         self.n_det = geometry.n_detectors
         self.n_line = max(self.h, self.w)
         self.key = ("fan", *geometry.key())
+        # rays that can meet the image: a chord through it grown by one pixel (the reach of the
+        # interpolation taps); from a point source onto a convex box they are one run of bins
+        hit = _chords(geometry, margin=1.0)[0] > 0
+        first = np.argmax(hit, axis=1)
+        last = self.n_det - np.argmax(hit[:, ::-1], axis=1)
+        self.hit = np.where(hit.any(axis=1)[:, None], np.stack((first, last), 1), 0)
+
+    def hit_range(self, a0: int, a1: int) -> tuple[int, int]:
+        """Bins ``[d0, d1)`` holding every ray of angles ``[a0, a1)`` that meets the image (the
+        others are zero rows of ``R``); ``d0 = d1`` when none does."""
+        block = self.hit[a0:a1]
+        seen = block[:, 1] > block[:, 0]
+        if not seen.any():
+            return 0, 0
+        return int(block[seen, 0].min()), int(block[seen, 1].max())
 
     def runs(self, entries_per_angle: int, budget: int) -> list[tuple[int, int]]:
         """Angle blocks ``[a0, a1)`` with at most ``budget`` entries each (at least one angle)."""
@@ -66,10 +81,10 @@ class FanSampling:
         return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def fan_rows(sampling: FanSampling, a0: int, a1: int, dtype, device):
-    """Rows of ``R`` for the rays of angles ``[a0, a1)`` (see the module docstring).
+def fan_rows(sampling: FanSampling, a0: int, a1: int, dtype, device, d0: int = 0, d1: int | None = None):
+    """Rows of ``R`` for the rays of angles ``[a0, a1)`` and bins ``[d0, d1)`` (module docstring).
 
-    Returns ``(index, weight)``, each of shape ``(c, D, L, 2)`` (``c = a1 - a0``,
+    Returns ``(index, weight)``, each of shape ``(c, d1 - d0, L, 2)`` (``c = a1 - a0``,
     ``L = max(H, W)``): tap ``k`` on line ``l`` of ray ``(a, d)`` reads pixel ``index`` (int64) of
     the zero-padded image flattened row-major, ``(H + 2)(W + 2)`` entries, with ``weight``
     (``dtype``). Taps outside the image point into the zero border; lines past the ray's major
@@ -79,7 +94,7 @@ def fan_rows(sampling: FanSampling, a0: int, a1: int, dtype, device):
     p = geom.pixel_size
     cr, cc = geom.centre()
     beta = torch.as_tensor(geom.angles[a0:a1], dtype=f64, device=device)[:, None]
-    u = torch.as_tensor(geom.detector_positions() / p, dtype=f64, device=device)[None, :]
+    u = torch.as_tensor(geom.detector_positions()[d0:d1] / p, dtype=f64, device=device)[None, :]
     rs, sd = geom.source_origin / p, geom.source_detector / p
     cb, sb = torch.cos(beta), torch.sin(beta)
     src_r, src_c = cr - rs * cb, cc - rs * sb                                           # (c, 1)
@@ -116,14 +131,14 @@ def fan_rows(sampling: FanSampling, a0: int, a1: int, dtype, device):
     return index, wts
 
 
-def fan_entries_estimate(geom: FanBeamGeometry) -> float:
-    """About the number of non-zeros of ``R``: ``Σ_rays 2 (ℓ |v_major|/(p |v|) + 1)`` with ``ℓ``
-    the chord of the ray through the image rectangle (one sample per line crossed, two taps)."""
+def _chords(geom: FanBeamGeometry, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Length of every ray's chord through the image rectangle grown by ``margin`` pixels, and
+    the rays' unit directions: ``(A, D)`` and ``(A, D, 2)``."""
     p = geom.pixel_size
     h, w = geom.image_shape
     cr, cc = geom.centre()
-    lo = np.array([-cr - 0.5, -cc - 0.5]) * p
-    hi = np.array([h - cr - 0.5, w - cc - 0.5]) * p
+    lo = np.array([-cr - 0.5 - margin, -cc - 0.5 - margin]) * p
+    hi = np.array([h - cr - 0.5 + margin, w - cc - 0.5 + margin]) * p
     beta = geom.angles[:, None]
     u = geom.detector_positions()[None, :]
     e = np.stack(np.broadcast_arrays(np.cos(beta), np.sin(beta)), -1)
@@ -135,8 +150,14 @@ def fan_entries_estimate(geom: FanBeamGeometry) -> float:
         t1, t2 = (lo - src) / v, (hi - src) / v
     t_in = np.nanmax(np.minimum(t1, t2), axis=-1)
     t_out = np.nanmin(np.maximum(t1, t2), axis=-1)
-    chord = np.clip(t_out - t_in, 0, None)
-    lines = chord * np.abs(v).max(axis=-1) / p
+    return np.clip(t_out - t_in, 0, None), v
+
+
+def fan_entries_estimate(geom: FanBeamGeometry) -> float:
+    """About the number of non-zeros of ``R``: ``Σ_rays 2 (ℓ |v_major|/(p |v|) + 1)`` with ``ℓ``
+    the chord of the ray through the image rectangle (one sample per line crossed, two taps)."""
+    chord, v = _chords(geom)
+    lines = chord * np.abs(v).max(axis=-1) / geom.pixel_size
     return float(np.sum(np.where(chord > 0, 2 * (lines + 1), 0.0)))
 
 

@@ -336,10 +336,13 @@ def _build_fan(geom: FanSampling) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     unpad[1:-1, 1:-1] = torch.arange(geom.h * geom.w, dtype=torch.int32).reshape(geom.h, geom.w)
     unpad = unpad.reshape(-1)
     for a0, a1 in geom.runs(2 * geom.n_det * geom.n_line, _CHUNK_ENTRIES):
-        index, wts = fan_rows(geom, a0, a1, torch.float64, "cpu")
+        d0, d1 = geom.hit_range(a0, a1)
+        index, wts = fan_rows(geom, a0, a1, torch.float64, "cpu", d0, d1)
         pixel = unpad[index]
         present = (pixel >= 0) & (wts != 0)
-        counts.append(present.sum(dim=(2, 3)).reshape(-1))
+        count = torch.zeros((a1 - a0, geom.n_det), dtype=torch.int64)
+        count[:, d0:d1] = present.sum(dim=(2, 3))
+        counts.append(count.reshape(-1))
         cols.append(torch.masked_select(pixel, present))
         vals.append(torch.masked_select(wts, present))
     crow = torch.cat((torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.cat(counts), 0)))
@@ -553,25 +556,33 @@ def _fan_mf_forward(x: torch.Tensor, geom: FanSampling) -> torch.Tensor:
     store = x.new_zeros((geom.h + 2, geom.w + 2, b))
     store[1:-1, 1:-1] = x.reshape(b, geom.h, geom.w).permute(1, 2, 0)
     store = store.reshape(-1, b)
-    out = x.new_empty((len(geom.angles) * n_det, b))
+    out = x.new_zeros((len(geom.angles), n_det, b))
     per_ray = 2 * geom.n_line
     for a0, a1 in geom.runs(per_ray * n_det, _CHUNK_ENTRIES):
-        index, wts = fan_rows(geom, a0, a1, x.dtype, x.device)
-        offsets = torch.arange(0, (a1 - a0) * n_det * per_ray + 1, per_ray, dtype=torch.int64,
+        d0, d1 = geom.hit_range(a0, a1)  # the other rays miss the image: zero
+        if d1 <= d0:
+            continue
+        index, wts = fan_rows(geom, a0, a1, x.dtype, x.device, d0, d1)
+        offsets = torch.arange(0, (a1 - a0) * (d1 - d0) * per_ray + 1, per_ray, dtype=torch.int64,
                                device=x.device)
-        out[a0 * n_det:a1 * n_det] = _gather_sum(offsets, index.reshape(-1), wts.reshape(-1), store)
-    return out
+        rays = _gather_sum(offsets, index.reshape(-1), wts.reshape(-1), store)
+        out[a0:a1, d0:d1] = rays.reshape(a1 - a0, d1 - d0, b)
+    return out.reshape(-1, b)
 
 
 def _fan_mf_adjoint(y: torch.Tensor, geom: FanSampling) -> torch.Tensor:
     """Fan-beam ``R^T y`` -> ``(H*W, B)``: the weights of :func:`~.fan_beam.fan_rows` scattered
     (``index_add_``) onto the zero-padded image, which is then cropped (the exact transpose)."""
     b, n_det = y.shape[0], geom.n_det
-    sino = y.reshape(b, -1).T.contiguous()
+    sino = y.reshape(b, -1, n_det).permute(1, 2, 0)                                    # (A, D, B)
     out = y.new_zeros(((geom.h + 2) * (geom.w + 2), b))
     for a0, a1 in geom.runs(2 * geom.n_line * n_det * max(1, b), _CHUNK_ENTRIES):
-        index, wts = fan_rows(geom, a0, a1, y.dtype, y.device)
-        vals = wts.reshape((a1 - a0) * n_det, -1, 1) * sino[a0 * n_det:a1 * n_det, None, :]
+        d0, d1 = geom.hit_range(a0, a1)
+        if d1 <= d0:
+            continue
+        index, wts = fan_rows(geom, a0, a1, y.dtype, y.device, d0, d1)
+        rays = sino[a0:a1, d0:d1].reshape(-1, 1, b)
+        vals = wts.reshape((a1 - a0) * (d1 - d0), -1, 1) * rays
         out.index_add_(0, index.reshape(-1), vals.reshape(-1, b))
     return out.reshape(geom.h + 2, geom.w + 2, b)[1:-1, 1:-1].reshape(-1, b)
 
@@ -650,7 +661,7 @@ class Radon(LinearOperator):
     Parameters
     ----------
     image_size: ``N`` (square) or ``(H, W)``, each >= 2 (optional with ``geometry``).
-    n_angles: number of angles ``A`` [180], uniform in ``angle_range`` (end point excluded).
+    n_angles: number of angles ``A`` [60, :data:`~.geometry.DEFAULT_N_ANGLES`], uniform in ``angle_range`` (end point excluded).
     angles: explicit angles in radians (overrides ``n_angles`` and ``angle_range``).
     n_detectors: ``D``; default :func:`diagonal_detectors` ``= ceil(hypot(H, W))``: the rays
         cover the whole image, not only its inscribed disc (photographs fill the square).
