@@ -327,3 +327,12 @@ def test_a_text_file_given_as_a_checkpoint_is_one_line_naming_the_flag(capsys, t
 def test_noise_errors_name_the_noise(capsys):
     rc, _, err = _run(capsys, ["invert", "--model", "perceptron", "--noise", "inf", "--dry-run"])
     assert rc == 2 and err.count("\n") == 1 and "--noise:" in err
+
+
+def test_one_default_ct_angle_count():
+    from lifted_inverse import Radon, make_operator
+    from lifted_inverse.jobs import data, reconstruct
+    from lifted_inverse.operators.geometry import DEFAULT_N_ANGLES
+
+    assert Radon(16).n_angles == make_operator("ct", (1, 16, 16)).n_angles == DEFAULT_N_ANGLES
+    assert reconstruct.DEFAULTS["angles"] == data.DEFAULTS["angles"] == DEFAULT_N_ANGLES

@@ -100,6 +100,11 @@ def _finite(value, name: str) -> float:
     return float(value)
 
 
+#: angle count when none is given: a sparse-view scan; the same for ``Radon``, ``make_operator("ct", …)``
+#: and the command line
+DEFAULT_N_ANGLES = 60
+
+
 def _parse_angles(n_angles, angles, angle_range, default_range: float):
     """``(angles, uniform, (lo, hi) or None)``; ``angle_range`` is ``hi`` (from 0) or ``(lo, hi)``."""
     if angles is not None:
@@ -111,7 +116,7 @@ def _parse_angles(n_angles, angles, angle_range, default_range: float):
         if not np.all(np.isfinite(ang)):
             raise ValueError("angles: contains NaN or Inf values")
         return ang, False, None
-    n = 180 if n_angles is None else n_angles
+    n = DEFAULT_N_ANGLES if n_angles is None else n_angles
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n_angles: expected a positive integer, got {n_angles!r}")
     rng = (0.0, default_range) if angle_range is None else angle_range

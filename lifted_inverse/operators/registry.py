@@ -46,6 +46,7 @@ from .fourier import SubsampledFourier, sampling_mask
 from .gradient import Gradient
 from .mask import Mask, random_mask
 from .geometry import (
+    DEFAULT_N_ANGLES,
     GEOMETRY_KINDS,
     FanBeamGeometry,
     ParallelBeamGeometry,
@@ -62,7 +63,7 @@ __all__ = ["OPERATOR_CASES", "OPERATOR_NAMES", "make_operator", "operator_from_s
 OPERATOR_NAMES = ("denoise", "blur", "ct", "inpaint", "mri")
 _SPEC_ATTR = "_operator_spec"  # the resolved spec, kept on operators built here
 
-_CT_DEFAULTS = {"n_angles": 60, "angle_range": [0.0, math.pi], "model": "joseph"}
+_CT_DEFAULTS = {"n_angles": DEFAULT_N_ANGLES, "angle_range": [0.0, math.pi], "model": "joseph"}
 _CT_BUILD_DEFAULTS = {"method": "auto", "disk_cache": False}
 _ALLOWED = {
     "denoise": (),
