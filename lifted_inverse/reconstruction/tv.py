@@ -101,7 +101,9 @@ def tv_pdhg(
     """TV-regularised least squares ``min_x 1/2||sqrt(w)(Ax - y)||^2 + alpha TV(x) (+ x >= 0)``
     by PDHG (module docstring).
 
-    ``alpha``: scalar or (B,); ``nonneg`` adds the constraint x >= 0; ``weights`` ``w``: None (all
+    ``alpha``: scalar or (B,); ``nonneg`` adds the constraint x >= 0 (off by default:
+    stored values such as Hounsfield units may be negative; ``lifted-inverse reconstruct`` turns it
+    on for images without negative values); ``weights`` ``w``: None (all
     ones), a scalar, ``A.out_shape`` or ``(B, *A.out_shape)``, finite and >= 0. Step sizes come
     from ``A.norm()`` (or ``A_norm``) and ``||grad|| <= sqrt(8)``: the operator is balanced as
     K~ = [A/||A||; grad/sqrt(8)] (||K~|| <= sqrt(2)) with ``tau~ = balance * 0.99/sqrt(2)``,
