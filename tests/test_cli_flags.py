@@ -31,7 +31,8 @@ CONFIG_FLAGS = {
 TASK_FLAGS = {"--noise": ("0.05", "noise"), "--data": ("somewhere", None), "--features": ("3", "network"),
               "--layers": ("3", "network"), "--n-train": ("5", "n_train"),
               "--hidden-layers": ("3", "widths"), "--width": ("32", "widths"),
-              "--activation": ("tanh", "activation"), "--blocks": ("2", "blocks")}
+              "--activation": ("tanh", "activation"), "--blocks": ("2", "blocks"),
+              "--val-fraction": ("0.2", "data")}
 LIFTED_ONLY = {"--state-steps", "--state-init", "--state-order", "--state-lr", "--state-sweeps",
                "--state-tol", "--lam", "--rho", "--tau",
                "--inner-sweeps", "--momentum", "--power-iterations", "--batched-layers",
@@ -71,6 +72,8 @@ def expected_error(family: str, method: str, flag: str) -> bool:
     if flag in ("--hidden-layers", "--width", "--activation") and family != "classifier":
         return True
     if flag == "--blocks":          # digits-resnet only
+        return True
+    if flag == "--val-fraction":    # the validation split of --data FILE.h5 (tests/test_train_data.py)
         return True
     return False
 
@@ -336,7 +339,8 @@ DATA_FLAGS = {
     "--n": ("3", "n", 3), "--size": ("12", "size", 12), "--image-size": ("32", "image_size", 32),
     "--images": ("camera,coins", "images", "camera,coins"), "--folder": (None, "folder", None),
     "--angles": ("10", "angles", 10), "--seed": ("1", "seed", 1), "--batch-size": ("4", "batch_size", 4),
-    "--device": ("cpu", "device", "cpu"),
+    "--device": ("cpu", "device", "cpu"), "--layout": ("deepinv", "layout", "deepinv"),
+    "--test-fraction": ("0.5", "test_fraction", 0.5),
 }
 DATA_DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
 
@@ -369,7 +373,8 @@ def test_data_every_flag_applies_or_is_refused(capsys, image_folder, dataset, op
             value = want = image_folder
         refused = ((flag == "--angles" and operator != "ct") or (flag == "--folder" and dataset != "folder")
                    or (flag == "--images" and dataset not in ("builtin", "patches"))
-                   or (flag == "--image-size" and dataset != "patches"))
+                   or (flag == "--image-size" and dataset != "patches")
+                   or flag == "--test-fraction")     # the deepinv layout's only
         _check_flag(capsys, "data", base, flag, value, field, want, refused)
 
 
