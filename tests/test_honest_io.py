@@ -336,3 +336,9 @@ def test_one_default_ct_angle_count():
 
     assert Radon(16).n_angles == make_operator("ct", (1, 16, 16)).n_angles == DEFAULT_N_ANGLES
     assert reconstruct.DEFAULTS["angles"] == data.DEFAULTS["angles"] == DEFAULT_N_ANGLES
+
+
+def test_a_noise_level_that_overflows_the_measurement_names_the_noise(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["reconstruct", "--operator", "denoise", "--size", "16", "--noise", "1e300",
+                               "--out", str(tmp_path / "o")])
+    assert rc == 2 and err.count("\n") == 1 and "--noise:" in err and "overflows" in err
