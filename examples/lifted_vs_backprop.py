@@ -11,13 +11,11 @@ OUT/<method>/{metrics.json,checkpoint.pt,reconstructions.png}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
-from lifted_inverse.runtime import retain_freed_memory
+from lifted_inverse.io import write_json
+from lifted_inverse.runtime import retain_freed_memory, set_threads, show_progress
 from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
 from lifted_inverse.training.plots import plot_convergence
 
@@ -27,10 +25,12 @@ def main() -> None:
     ap.add_argument("--task", default="pnn-denoise")
     ap.add_argument("--out", default="runs/lifted_vs_backprop")
     ap.add_argument("--budget", type=float, default=120.0, help="training seconds per method")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bars (default: when stderr is a terminal)")
     ap.add_argument("--n-train", type=int, default=256)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     retain_freed_memory()   # as the CLI and the benchmarks: large temporaries reuse freed heap memory
     out = Path(args.out)
     histories = {}
@@ -38,8 +38,9 @@ def main() -> None:
         task = make_task(args.task, TaskConfig(extra={"n_train": args.n_train}))
         # epochs far beyond the budget: the budget ends both runs
         cfg = TrainConfig(method=method, solver="adam", epochs=10**6, time_budget=args.budget, eval_every=2)
-        r = train(task, cfg, checkpoint=str(out / method / "checkpoint.pt"))
-        (out / method / "metrics.json").write_text(json.dumps(r, indent=2) + "\n")
+        r = train(task, cfg, checkpoint=str(out / method / "checkpoint.pt"),
+                  progress=show_progress(args.progress))
+        write_json(out / method / "metrics.json", r)
         task.write_figures(task.model, f"{method}/adam", out / method)
         histories[f"{method}/adam"] = r["history"]
         print(f"{method}: test PSNR {r['test_psnr']:.2f} dB after {r['seconds']:.0f} s "
