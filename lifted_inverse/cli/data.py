@@ -49,6 +49,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..jobs.data import DataOptions, make_data, plan_data
+    from ..runtime import show_progress
 
     options = DataOptions(**{f.name: getattr(args, f.name) for f in fields(DataOptions)})
     if args.dry_run:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ValueError("out: an output file is required")
-    made = make_data(options, args.out)
+    made = make_data(options, args.out, progress=show_progress(args.progress))
     split = f", {made['n'] - made['n_test']} train / {made['n_test']} test" if made["layout"] == "deepinv" else ""
     print(f"wrote {made['n']} pairs ({made['dataset']}, {made['operator']}, noise {made['noise']}"
           f"{' relative' if made['noise_relative'] else ''}{split}) -> {made['path']}")

@@ -82,7 +82,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--resume", default=None, help="checkpoint to continue (same task and settings)")
-    p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    p.add_argument("--progress", action="store_true",
+                   help="show a tqdm progress bar (default: when stderr is a terminal)")
     p.add_argument("--dry-run", action="store_true",
                    help="build the task and the update step, print the resolved config (with the "
                    "source of every value) as JSON and exit without training")
@@ -137,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         run_training,
         set_threads,
     )
-    from ..runtime import checked_device
+    from ..runtime import checked_device, show_progress
 
     if args.list_tasks:
         print("\n".join(available_tasks()))
@@ -167,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         result = run_training(args.task, task_config, config, args.out, resume=args.resume,
-                              progress=args.progress and is_writer, compare=args.compare,
+                              progress=show_progress(args.progress) and is_writer, compare=args.compare,
                               is_writer=is_writer)
     except KeyboardInterrupt:
         print(f"lifted-inverse train: interrupted; the checkpoint of the last finished epoch (if any) "

@@ -149,9 +149,10 @@ def plan_data(options: DataOptions) -> dict:
     return config_record(options, {**cfg, "n": n, **extra})
 
 
-def make_data(options: DataOptions, out: str | Path) -> dict:
-    """Write the pairs to ``out`` (module docstring); returns the config record with ``n`` the
-    number of pairs written, ``n_test`` of them in the test split, ``noise_relative`` and ``path``."""
+def make_data(options: DataOptions, out: str | Path, progress: bool = False) -> dict:
+    """Write the pairs to ``out`` (module docstring; ``progress``: a bar over the batches); returns
+    the config record with ``n`` the number of pairs written, ``n_test`` of them in the test split,
+    ``noise_relative`` and ``path``."""
     from ..datasets import make_measurements
     from ..operators.noise import GaussianNoise
     from ..operators.registry import make_operator
@@ -167,7 +168,7 @@ def make_data(options: DataOptions, out: str | Path) -> dict:
     config = config_record(options, {**cfg, "n": len(dataset),
                                      **({"n_test": n_test} if cfg["layout"] == "deepinv" else {})})
     path = make_measurements(dataset, operator, noise, out, batch_size=cfg["batch_size"], seed=cfg["seed"],
-                             device=device, layout=cfg["layout"], n_test=n_test,
+                             device=device, layout=cfg["layout"], n_test=n_test, progress=progress,
                              attrs={"config": config, "dataset_args": {
                                  "dataset": cfg["dataset"], "n": len(dataset), "size": cfg["size"],
                                  "images": cfg.get("images"), "folder": cfg.get("folder")}})

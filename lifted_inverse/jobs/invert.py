@@ -54,7 +54,8 @@ MODEL_DEFAULTS = {
 TASK_DEFAULTS = {"digits-autoencoder": {"image": "digit"}}
 REGULARIZERS = ("tv", "l2", "l1")
 #: defaults of the options every model takes
-DEFAULTS = {"noise": 0.05, "regularizer": "tv", "seed": 0, "device": "cpu", "progress": False}
+#: (``progress`` None: bars when stderr is a terminal, :func:`lifted_inverse.runtime.show_progress`)
+DEFAULTS = {"noise": 0.05, "regularizer": "tv", "seed": 0, "device": "cpu", "progress": None}
 TARGET_SUFFIXES = (".npy", ".pt", ".pth", ".h5", ".hdf5")
 
 
@@ -361,7 +362,8 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
         relative_delta,
     )
     from ..inversion.noise import bregman_noise
-    from ..io import atomic_write_text
+    from ..io import write_json
+    from ..runtime import show_progress
     from ..lifted import lift
     from ..metrics import psnr, ssim
     from ..plotting import plot_images, plot_reconstructions
@@ -371,7 +373,8 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
     if model is None:
         model, input_shape = _model(cfg), (1, cfg["size"], cfg["size"])
     model = model.to(device)
-    iterations, seed, regularizer, progress = cfg["iterations"], cfg["seed"], cfg["regularizer"], cfg["progress"]
+    iterations, seed, regularizer = cfg["iterations"], cfg["seed"], cfg["regularizer"]
+    progress = show_progress(cfg["progress"])
     net = lift(model, input_shape)  # raises a clear error for layers without a lifted form
     if cfg["target"] is not None:
         truth, clean = None, None
@@ -472,7 +475,7 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
         k: metrics[k] for k in ("model", "regularizer", "alpha", "alpha_rule", "delta", "delta_estimated",
                                 "noise_level", "iterations", "converged", "lifted_method", "baseline_method")
     } | {"input_shape": list(input_shape), "target_file": cfg["target"] or "", "config": metrics["config"]})
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null + reason
     title = f"{cfg['model']}: " + (f"noisy output f^δ (ε={cfg['noise']:g})" if truth is not None
                                    else f"target {Path(cfg['target']).name}") + f", α={alpha:.3g}"
     recovered = {f"lifted ({result.seconds:.2f}s)": result.u[0], f"gradient descent ({gd.seconds:.2f}s)": gd.u[0]}

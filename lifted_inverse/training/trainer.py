@@ -132,7 +132,7 @@ class Trainer:
         from ..networks.checkpoint import load_checkpoint
 
         device = next(iter(self.task.model.parameters())).device
-        ck = load_checkpoint(path, map_location=device)
+        ck = load_checkpoint(path, map_location=device, what="resume")
         spec = ck.spec
         task_name = (spec.get("description") or {}).get("task")
         if task_name != self.task.name:
