@@ -171,15 +171,21 @@ class Blur(LinearOperator):
         return super()._apply(fn, recurse)
 
     def _convolve(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
-        """``R C_P Z x`` (``conj``: ``R C_P^* Z x``); ``Z``, ``R`` are the identity on the circular
-        grid. ``rfft2(x, s=grid)`` zero-pads at the end of each axis, which is ``Z``."""
+        """``R C_P Z x`` (``conj``: ``R C_P^* Z x``); ``Z``, ``R`` are the identity when the grid
+        is the image. On a padded grid the 2-D DFT is done axis by axis so that the zero rows of
+        ``Z x`` are never transformed (``rfft(x, n=Q)`` pads the columns, the column DFT with
+        ``n=P`` pads the rows) and the rows that ``R`` drops are removed before the last inverse
+        transform."""
         mult = self._multiplier(x.dtype, x.device)
         if conj:
             mult = mult.conj()
         h, w = self.in_shape[1:]
-        spectrum = torch.fft.rfft2(x, s=self.grid)
-        out = torch.fft.irfft2(spectrum.mul_(mult), s=self.grid)  # in place: one buffer fewer
-        return out if self.grid == (h, w) else out[..., :h, :w]
+        if self.grid == (h, w):
+            return torch.fft.irfft2(torch.fft.rfft2(x).mul_(mult), s=(h, w))  # in place: one buffer fewer
+        p, q = self.grid
+        spectrum = torch.fft.fft(torch.fft.rfft(x, n=q, dim=-1), n=p, dim=-2).mul_(mult)
+        kept_rows = torch.fft.ifft(spectrum, dim=-2)[..., :h, :]
+        return torch.fft.irfft(kept_rows, n=q, dim=-1)[..., :w]
 
     def _forward(self, x):
         return self._convolve(x, False)
