@@ -1,6 +1,8 @@
 """The state phase of the lifted engine (``state_sweeps``, ``state_tol``): several state sweeps
 before each W-step descend the state objective, carry the output's residual to the first layer
 (so every W-block gets a gradient), and stop at the tolerance."""
+import itertools
+
 import pytest
 import torch
 
@@ -44,7 +46,7 @@ def test_state_sweeps_never_increase_the_state_objective(cls, order):
     solver.solve_states(states, {})
     values = solver.state_values
     assert solver.last_state_sweeps == len(values) - 1 >= 2
-    assert all(b <= a + 1e-12 * abs(values[0]) for a, b in zip(values[:-1], values[1:])), values
+    assert all(b <= a + 1e-12 * abs(values[0]) for a, b in itertools.pairwise(values)), values
     assert values[-1] < values[0]
     assert values[-1] == pytest.approx(obj.value(states), rel=1e-12)
 
@@ -57,7 +59,7 @@ def test_full_batch_objective_is_monotone_with_several_state_sweeps(cls):
     _, obj, solver = _solver(cls, state_sweeps="auto")
     store = StateStore.from_forward(obj, x)
     values = [solver.step(x, t, store, None) for _ in range(15)]
-    assert all(b <= a + 1e-12 * values[0] for a, b in zip(values[:-1], values[1:])), values
+    assert all(b <= a + 1e-12 * values[0] for a, b in itertools.pairwise(values)), values
     assert values[-1] < values[0]
 
 
@@ -85,7 +87,7 @@ def test_state_tol_stops_the_phase_early():
     """A tolerance the first sweep cannot beat stops after it; tolerance 0 runs every sweep."""
     x, t = _blobs()
     for tol, want in ((0.999, 1), (0.0, 8)):
-        _, obj, solver = _solver(state_init="forward", state_sweeps=8, state_tol=tol)
+        _, _, solver = _solver(state_init="forward", state_sweeps=8, state_tol=tol)
         solver.step(x, t)
         assert solver.last_state_sweeps == want
         assert len(solver.state_values) == (want + 1 if tol > 0 else 0)

@@ -1,0 +1,206 @@
+"""Stability experiments (issue 15, deliverable 5): where does lifted training train and backprop not?
+
+Four experiments on the digits MLP (``digits-mlp``, validation split for the selected epoch, test
+accuracy of the selected model), one sub-command each, each writing ``stability_<name>.png`` and
+``stability_<name>.json`` to ``--out`` (default ``docs/figures``) and printing a markdown table:
+
+* ``depth``: 2, 4, 8, 16 hidden layers (width ``--width``) for ReLU, tanh and sigmoid;
+* ``step``: 4 hidden tanh layers, every method's step times 1/4, 1, 4, 16, 64 (its own default
+  step: the task's preset; backprop SGD 0.05, Adam 1e-3; lifted BCD 4/L), up to more than 10x
+  the largest step at which backprop trains;
+* ``init``: 8 hidden ReLU and tanh layers, every weight matrix times 0.1, 1 or 3 at
+  initialisation (the same draw for every method);
+* ``nonsmooth``: 4 and 8 hidden layers of the non-smooth activations soft-threshold and clip
+  (their proximal maps are the lifted penalties' activations).
+
+Methods (``--methods``): lifted Bregman with Adam on blocks (the task's default setting) and with
+BCD (its preset), backprop Adam and backprop SGD (momentum 0.9), all at their task defaults:
+nothing is tuned here, on validation or test. Every method runs the same ``--epochs`` and seeds
+``0..N−1`` (model initialisation and batch order: runs pair by seed). Reported per condition
+and method: test accuracy mean ± sd, the fraction of seeds that train (validation accuracy
+above ``--trains-above``, chance is 0.1), seconds per epoch (for equal-time reading; absolute
+times are inflated by a shared machine), and for each lifted method the paired difference to
+backprop Adam with its 95 % t-interval (``protocol.paired_interval``).
+
+    nice -n 10 python benchmarks/stability.py depth --seeds 3 --epochs 5 --width 32 --threads 1
+    nice -n 10 python benchmarks/stability.py nonsmooth --seeds 5 --epochs 5 --width 32 --threads 1
+
+``--activations`` and ``--depths`` shrink a grid (the lifted state phase costs about depth²
+per batch: one sweep per hidden state). The commands behind the figures of docs/results.md are
+listed there.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lifted_inverse.training import TaskConfig, TrainConfig, make_task, train
+from lifted_inverse.training.trainer import resolve_for
+
+_spec = importlib.util.spec_from_file_location("protocol", Path(__file__).with_name("protocol.py"))
+protocol = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(protocol)
+
+METHODS = ("bregman/adam", "bregman/bcd", "backprop/adam", "backprop/sgd")
+BASELINE = "backprop/adam"
+
+
+#: per experiment: the activations and depths (hidden layers) it runs by default
+DEFAULTS = {"depth": (("relu", "tanh", "sigmoid"), (2, 4, 8, 16)), "step": (("tanh",), (4,)),
+            "init": (("relu", "tanh"), (8,)), "nonsmooth": (("soft_threshold", "clip"), (4, 8))}
+
+
+def conditions(name: str, width: int, activations=None, depths=None) -> list[dict]:
+    """The conditions of experiment ``name``: ``label``, task ``extra``, ``lr_factor`` (times each
+    method's default step) and ``init_scale`` (times every initial weight matrix)."""
+    if name not in DEFAULTS:
+        raise ValueError(f"experiment: unknown {name!r}")
+    acts = tuple(activations or DEFAULTS[name][0])
+    ds = tuple(depths or DEFAULTS[name][1])
+
+    def mlp(depth, act):
+        return {"hidden_layers": depth, "width": width, "activation": act}
+    if name in ("depth", "nonsmooth"):
+        return [{"label": f"{act} x{d}", "group": act, "x": d, "extra": mlp(d, act)}
+                for act in acts for d in ds]
+    if name == "step":
+        return [{"label": f"{act} x{d} lr x{f:g}", "group": f"{act} x{d}", "x": f, "extra": mlp(d, act),
+                 "lr_factor": f} for act in acts for d in ds for f in (0.25, 1.0, 4.0, 16.0, 64.0)]
+    return [{"label": f"{act} x{d} init x{s:g}", "group": f"{act} x{d}", "x": s, "extra": mlp(d, act),
+             "init_scale": s} for act in acts for d in ds for s in (0.1, 1.0, 3.0)]
+
+
+def run_one(method: str, cond: dict, seed: int, epochs: int) -> dict:
+    """One training run of ``method`` under ``cond`` from seed ``seed``."""
+    name, solver = protocol.split_method(method)
+    task = make_task("digits-mlp", TaskConfig(seed=seed, extra=dict(cond["extra"])))
+    scale = cond.get("init_scale", 1.0)
+    if scale != 1.0:
+        with torch.no_grad():
+            for p in task.model.parameters():
+                if p.ndim >= 2:
+                    p.mul_(scale)
+    base = resolve_for(task, TrainConfig(method=name, solver=solver)).lr
+    lr = base * cond.get("lr_factor", 1.0)
+    t0 = time.perf_counter()
+    res = train(task, TrainConfig(method=name, solver=solver, epochs=epochs, seed=seed, lr=lr))
+    change = res["layer_change"]
+    ok = all(math.isfinite(v) for v in change) and max(change) > 0
+    return {"method": method, "seed": seed, "lr": lr, "val": res["val_accuracy"],
+            "test": res["test_accuracy"], "seconds_per_epoch": res["seconds_per_epoch"],
+            "wall": time.perf_counter() - t0,
+            "layer_change_ratio": (min(change) / max(change)) if ok else float("nan")}
+
+
+def _finite(v):
+    return v is not None and math.isfinite(v)
+
+
+def summarise(runs: list[dict], methods, trains_above: float) -> dict:
+    """Per method: test mean ± sd, fraction of seeds that train, s/epoch; paired interval of
+    each lifted method against the baseline."""
+    out = {}
+    by = {m: sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
+    for m, rs in by.items():
+        tests = [r["test"] if _finite(r["test"]) else 0.0 for r in rs]
+        out[m] = {"test_mean": statistics.fmean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                  "trains": sum(_finite(r["val"]) and r["val"] > trains_above for r in rs) / len(rs),
+                  "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in rs),
+                  "layer_change_ratio": statistics.median(r["layer_change_ratio"] for r in rs)}
+    if BASELINE in by:
+        base = [r["test"] if _finite(r["test"]) else 0.0 for r in by[BASELINE]]
+        for m, rs in by.items():
+            if m != BASELINE and not m.startswith("backprop") and len(rs) >= 2:
+                mine = [r["test"] if _finite(r["test"]) else 0.0 for r in rs]
+                out[m]["paired"] = protocol.paired_interval(mine, base)
+    return out
+
+
+def markdown(name: str, conds, summary, methods) -> str:
+    lines = ["| condition | " + " | ".join(methods) + " | lifted − backprop/adam (95 % CI) |",
+             "|---|" + "---|" * (len(methods) + 1)]
+    for c in conds:
+        s = summary[c["label"]]
+        cells = [f"{100 * s[m]['test_mean']:.1f} ± {100 * s[m]['test_sd']:.1f} "
+                 f"({100 * s[m]['trains']:.0f} % train, {s[m]['seconds_per_epoch']:.2f} s/ep)" for m in methods]
+        paired = "; ".join(f"{m.split('/')[1]}: {100 * s[m]['paired']['mean']:+.1f} "
+                           f"[{100 * s[m]['paired']['low']:+.1f}, {100 * s[m]['paired']['high']:+.1f}]"
+                           for m in methods if "paired" in s[m])
+        lines.append(f"| {c['label']} | " + " | ".join(cells) + f" | {paired} |")
+    return "\n".join(lines)
+
+
+def figure(name: str, conds, summary, methods, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(c["group"] for c in conds))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        cs = [c for c in conds if c["group"] == g]
+        xs = [c["x"] for c in cs]
+        for m in methods:
+            ys = [100 * summary[c["label"]][m]["test_mean"] for c in cs]
+            es = [100 * summary[c["label"]][m]["test_sd"] for c in cs]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m)
+        ax.set_xscale("log", base=2 if name in ("depth", "nonsmooth") else 10)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel({"depth": "hidden layers", "nonsmooth": "hidden layers", "step": "step × default",
+                       "init": "initial weights ×"}[name])
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.axhline(10, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"digits-mlp, {g}")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=("depth", "step", "init", "nonsmooth"))
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--activations", nargs="+", default=None, help="override the experiment's activations")
+    p.add_argument("--depths", nargs="+", type=int, default=None, help="override its depths (hidden layers)")
+    p.add_argument("--trains-above", type=float, default=0.5, help="validation accuracy that counts as training")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="docs/figures")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    conds = conditions(args.experiment, args.width, args.activations, args.depths)
+    runs, summary = {}, {}
+    for c in conds:
+        rs = []
+        for seed in range(args.seeds):
+            for m in args.methods:      # methods alternate within a seed (shared-machine timing)
+                r = run_one(m, c, seed, args.epochs)
+                rs.append(r)
+                print(f"{c['label']:>22} {m:>14} seed {seed}: val {r['val']:.3f} test {r['test']:.3f} "
+                      f"{r['seconds_per_epoch']:.2f} s/ep", file=sys.stderr, flush=True)
+        runs[c["label"]] = rs
+        summary[c["label"]] = summarise(rs, args.methods, args.trains_above)
+    figure(args.experiment, conds, summary, args.methods, out / f"stability_{args.experiment}.png")
+    with open(out / f"stability_{args.experiment}.json", "w") as f:
+        json.dump({"experiment": args.experiment, "args": vars(args), "conditions": conds,
+                   "runs": runs, "summary": summary}, f, indent=1, default=str)
+    print(markdown(args.experiment, conds, summary, args.methods))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
