@@ -98,6 +98,8 @@ def _skimage_sinogram(n=128, n_angles=60):
     from skimage.transform import radon
 
     img = shepp_logan(n)[0].double().numpy()
+    rr, cc = np.mgrid[:n, :n] - n // 2
+    img = img * (rr ** 2 + cc ** 2 <= (n // 2 - 1) ** 2)  # zero outside the disc circle=True sees
     theta = np.arange(n_angles) * 180.0 / n_angles
     return img, theta, radon(img, theta, circle=True)  # (detectors, angles)
 

@@ -34,7 +34,7 @@ import torch
 
 from ..datasets._util import NORMALIZATIONS
 from ..datasets.hdf5 import describe_noise, operator_record, write_arrays
-from ..io import write_json
+from ..io import strict_json, write_json
 from ..operators.base import LinearOperator
 from ..runtime import checked_device, show_progress
 from ._common import check_min, config_record, load_named_image, noise_rule, refuse
@@ -325,6 +325,8 @@ def simulate_problem(cfg: dict, loaded: tuple | None) -> Problem:
     noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
     with torch.no_grad():
         y = noise(operator(x)).to(torch.float64)
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"noise: a level of {cfg['noise']:g} overflows the float32 measurement")
     return Problem(operator, y, x.to(torch.float64), noise_std(y, cfg["noise"], cfg["noise_relative"]),
                    describe_noise(noise), {"image": cfg["image"]})
 
@@ -540,9 +542,10 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     measured = options.measurement is not None
     problem = load_problem(cfg, options) if measured else simulate_problem(cfg, loaded)
     operator = problem.operator
-    # TV's constraint x >= 0 (off by default in the library's tv_pdhg): for images without negative
-    # values, not for stored values such as Hounsfield units
-    nonneg = problem.truth is None or float(problem.truth.min()) >= 0
+    # TV's constraint x >= 0 (off by default in the library's tv_pdhg): for simulated images without
+    # negative values, not for stored values such as Hounsfield units; a read measurement's
+    # reconstruction never depends on whether a reference is given, so it keeps x >= 0
+    nonneg = measured or float(problem.truth.min()) >= 0
     context = {"options": options, "noise_std": problem.noise_std, "network": loaded, "nonneg": nonneg}
     start = time.perf_counter()
     rec, infos = _reconstruct(problem, cfg, context, device)
@@ -584,6 +587,6 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
                              data_range=1.0, title=f"{cfg['operator']} / {cfg['image']}")
         arrays = {"ground_truth": problem.truth[0], "measurement": problem.y[0], "reconstruction": rec[0]}
     write_arrays(out / "result.h5", arrays, {"operator": operator_record(operator), "noise": problem.noise,
-                                             "source": problem.source, "metrics": metrics})
+                                             "source": problem.source, "metrics": strict_json(metrics)})
     write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null + reason
     return metrics
