@@ -172,9 +172,13 @@ def main_more(out_dir: str) -> None:
     results = {}
     for method in ("bregman", "backprop"):       # data parallel on an imaging task
         task = make_imaging_task()
-        res = train(task, imaging_config(method, distributed=True))
+        trainers = []
+        res = train(task, imaging_config(method, distributed=True),
+                    callbacks=[lambda record, trainer, seen=trainers: seen.append(trainer) and None])
+        absent = torch.tensor([getattr(trainers[-1].step, "absent_steps", 0)])
+        torch.distributed.all_reduce(absent)
         results[f"pnn-{method}"] = {"params": [p.detach().clone() for p in task.model.parameters()],
-                                    "objective": res["train_objective"]}
+                                    "objective": res["train_objective"], "absent_steps": int(absent)}
     task = make_synthetic_task()
     res = train(task, make_config("adam", distributed=True, method="backprop"))
     results["synthetic-backprop"] = {"params": [p.detach().clone() for p in task.model.parameters()],

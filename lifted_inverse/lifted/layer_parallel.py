@@ -330,7 +330,7 @@ class LayerParallelSolver:
         st, link = self.stage, self.link
         down = st.start(x, target, ids)
         n_states, n_terms = st.message_sizes(x.shape[0])
-        like = st._states[-1]
+        like = target       # messages are states: the target's dtype and device
         st.take_states(link.exchange(down, +1, n_states, -1, like))
         st.take_terms(link.exchange(st.boundary_terms(), -1, n_terms, +1, like))
         value = torch.tensor([st.finish()], dtype=torch.float64, device=like.device)

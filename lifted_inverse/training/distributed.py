@@ -53,6 +53,7 @@ class DataParallelLiftedStep(LiftedStep):
         self.rank, self.world_size = rank_and_world(group)
         self.shard = Shard.of(task.n_train, self.rank, self.world_size)
         self.comm = AllReduce(group)
+        self.absent_steps = 0       # batches without a sample of this rank (_absent_step)
         broadcast_parameters([p for p in task.model.parameters()], src=0, group=group)
         super().__init__(task, replace(config, reduce_fn=self.comm))
 
@@ -86,6 +87,7 @@ class DataParallelLiftedStep(LiftedStep):
         x, t = self.task.train_batch(first)
         scratch = None if self.store is None else StateStore(self.store.gather(first - self.shard.start))
         self.comm.absent = True
+        self.absent_steps += 1
         try:
             return self.solver.step(x, t, scratch, None)
         finally:
