@@ -257,3 +257,20 @@ def test_stage_bounds_keep_shared_weights_together():
     pnn, _, _ = dw.lp_objective("pnn-denoise")     # 4 dual layers; the image layer shares L_4
     assert stage_bounds(pnn.net, 2) == [(0, 2), (2, 5)]
     assert stage_bounds(pnn.net, 4)[-1] == (3, 5)
+
+
+def test_layer_parallel_refusals(capsys):
+    from lifted_inverse.cli import main
+    from lifted_inverse.training import TrainConfig
+
+    assert main(["train", "--dry-run", "--layer-parallel"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--layer-parallel" in err
+    with pytest.raises(ValueError, match="layer_parallel: no torch.distributed process group"):
+        train(dw.make_synthetic_task(), dw.make_config("bcd", layer_parallel=True))
+    objective, _, _ = dw.lp_objective("mlp")
+    with pytest.raises(ValueError, match="layer_parallel: needs per-sample states"):
+        StagedSolver(objective, "isgm")
+    with pytest.raises(ValueError, match="layer_parallel: needs per-sample states"):
+        StagedSolver(objective, "bcd", state_init="forward")
+    assert TrainConfig(layer_parallel=True).user_fields() == {}

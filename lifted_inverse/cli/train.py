@@ -149,7 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     checked_device(args.device, "--device")
     is_writer = True
     if args.distributed or args.layer_parallel:
-        args.device, is_writer = init_distributed(args.device)
+        args.device, is_writer = init_distributed(
+            args.device, "layer_parallel" if args.layer_parallel else "distributed")
     extra = {k: getattr(args, k) for k in TASK_EXTRAS if getattr(args, k) is not None}
     task_config = TaskConfig(seed=args.seed or 0, data=args.data, noise=args.noise, device=args.device,
                              dtype=DTYPES[args.dtype], extra=extra)

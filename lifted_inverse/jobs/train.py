@@ -81,10 +81,10 @@ def run_training(task_name: str, task_config: TaskConfig, config: TrainConfig, o
     return result
 
 
-def init_distributed(device: str) -> tuple[str, bool]:
+def init_distributed(device: str, what: str = "distributed") -> tuple[str, bool]:
     """Join the process group torchrun describes (:func:`lifted_inverse.lifted.distributed.init_from_env`):
-    ``(this rank's device, whether this rank writes the outputs)``."""
+    ``(this rank's device, whether this rank writes the outputs)``; errors name ``what``."""
     from ..lifted.distributed import init_from_env
 
-    info = init_from_env(device)
+    info = init_from_env(device, what=what)
     return str(info.device), info.is_main

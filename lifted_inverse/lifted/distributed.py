@@ -59,20 +59,21 @@ class DistributedInfo:
 
 
 def init_from_env(device: str | torch.device = "cpu", backend: str | None = None,
-                  timeout_s: float = 600.0) -> DistributedInfo:
+                  timeout_s: float = 600.0, what: str = "distributed") -> DistributedInfo:
     """Initialise the default process group from torchrun's environment variables.
 
     ``device='cuda'`` becomes ``cuda:LOCAL_RANK`` (one GPU per process). Reuses an already
     initialised group. Raises ``ValueError`` naming the missing variables when not launched by
-    torchrun (or an equivalent launcher).
+    torchrun (or an equivalent launcher); its message starts with ``what`` (the option that
+    asked for the process group).
     """
     device = torch.device(device)
     if not dist.is_available():
-        raise ValueError("distributed: this torch build has no torch.distributed support")
+        raise ValueError(f"{what}: this torch build has no torch.distributed support")
     if not dist.is_initialized():
         missing = [v for v in ENV_VARS if v not in os.environ]
         if missing:
-            raise ValueError(f"distributed: environment variables {', '.join(missing)} are not set; "
+            raise ValueError(f"{what}: environment variables {', '.join(missing)} are not set; "
                              "launch with `torchrun --nproc-per-node N -m lifted_inverse train ...`")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
