@@ -21,7 +21,9 @@ from lifted_inverse.inversion import (
     invert_gradient,
     invert_single_layer,
     pretrained,
+    rate_bound,
     relative_delta,
+    source_condition_pair,
 )
 from lifted_inverse.inversion.regularizers import TotalVariation, make_regularizer
 from lifted_inverse.lifted import AffineLayer, ResidualBlock, SkipLayer, lift
@@ -136,28 +138,46 @@ def test_relative_noise_level_for_identity_output():
 
 
 # ---- single layer --------------------------------------------------------------------------------
-def _source_condition_truth(stage, alpha0=1.0):
-    """u† = TV-regularised inversion of the phantom: satisfies Wᵀv† ∈ ∂TV(u†) by construction."""
-    phantom = shepp_logan(16)[None].to(DT)
-    return invert_single_layer(stage.net, stage(phantom), alpha0, "tv", iterations=3000, tol=1e-8).u
-
-
-def test_tv_rate_bregman_distance_is_linear_in_delta():
-    """Acceptance: D_TV(u†, u_α) with α = δ decays at the theorem's rate O(δ) (slope ≥ 0.8)."""
+def test_tv_rate_where_the_theorem_applies():
+    """Acceptance: for (u†, v†) with Wᵀv† ∈ ∂TV(u†) and f^δ ± αv† in dom Ψ (ReLU: ≥ 0), the
+    measured D_TV(u†, u_α) with α = cδ stays below the theorem's bound and decays at the rate O(δ)
+    (fitted slope ≥ 0.8)."""
     stage = single_layer()
-    u_true = _source_condition_truth(stage)
-    z = stage.pre_activation(u_true)
-    deltas, errors = [], []
-    for eps in (0.2, 0.1, 0.05, 0.025):
+    reg = TotalVariation(prox_iterations=20)
+    pair = source_condition_pair(stage.net, shepp_logan(16)[None].to(DT), 1.0, reg, iterations=5000)
+    assert pair.residual < 1e-6
+    assert float(pair.v.abs().sum()) > 0 and bool((pair.v[0, pair.support] != 0).any())
+    off_support = torch.ones(pair.v.shape[1], dtype=torch.bool)
+    off_support[pair.support] = False
+    assert bool((pair.v[0, off_support] == 0).all())
+    c = math.sqrt(2.0) / float(pair.v.norm())
+    z = stage.pre_activation(pair.u)
+    deltas, errors, previous = [], [], None
+    for eps in (0.04, 0.02, 0.01, 0.005):
         delta = float(relative_delta(stage.activation(z), eps))
         f = bregman_noise(stage.activation, z, delta, seed=1)
-        assert float(stage.activation.bregman(f, z)) == pytest.approx(delta ** 2, rel=1e-6)
-        res = invert_single_layer(stage.net, f, a_priori_alpha(delta, 1.0), "tv", iterations=3000, tol=1e-7)
+        alpha = c * delta
+        assert bool((f - alpha * pair.v.abs() >= 0).all())          # f^δ ± αv† inside dom Ψ
+        bound = float(rate_bound(stage.activation, f, pair.v, delta, alpha))
+        assert bound == pytest.approx(2 * math.sqrt(2) * float(pair.v.norm()) * delta, rel=1e-9)
+        warm = {} if previous is None else {"u0": previous.u, "state": previous.state}
+        res = invert_single_layer(stage.net, f, alpha, reg, iterations=3000, tol=1e-9, **warm)
+        previous = res
         deltas.append(delta)
-        errors.append(float(bregman_error(res, u_true)))
+        errors.append(float(bregman_error(res, pair.u)))
+        assert errors[-1] <= bound, (eps, errors[-1], bound)
     slope = np.polyfit(np.log(deltas), np.log(errors), 1)[0]
     assert slope >= 0.8, (slope, errors)
     assert errors[-1] < errors[0] / 4
+
+
+def test_rate_bound_is_infinite_outside_the_domain_of_psi():
+    relu = ReLU()
+    f = torch.tensor([[0.0, 2.0]], dtype=DT)
+    inside = torch.tensor([[0.0, 1.0]], dtype=DT)
+    assert float(rate_bound(relu, f, inside, 0.1, 0.5)) == pytest.approx(2 * 0.01 / 0.5 + 0.5 * 1.0)
+    assert math.isinf(float(rate_bound(relu, f, inside, 0.1, 3.0)))     # f − αv < 0 on row 2
+    assert math.isinf(float(rate_bound(relu, f, torch.tensor([[1.0, 0.0]], dtype=DT), 0.1, 0.5)))
 
 
 def test_fista_and_pdhg_reach_the_same_tv_solution():

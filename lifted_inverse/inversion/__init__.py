@@ -7,7 +7,13 @@ from .noise import bregman_noise, relative_delta
 from .parameter_choice import DiscrepancyResult, a_priori_alpha, discrepancy_principle
 from .regularizers import L1, REGULARIZERS, Regularizer, Tikhonov, TotalVariation, make_regularizer
 from .result import InversionResult
-from .single_layer import bregman_error, invert_single_layer
+from .single_layer import (
+    SourcePair,
+    bregman_error,
+    invert_single_layer,
+    rate_bound,
+    source_condition_pair,
+)
 
 __all__ = [
     "L1",
@@ -15,6 +21,7 @@ __all__ = [
     "DiscrepancyResult",
     "InversionResult",
     "Regularizer",
+    "SourcePair",
     "Tikhonov",
     "TotalVariation",
     "a_priori_alpha",
@@ -28,6 +35,8 @@ __all__ = [
     "invert_single_layer",
     "make_regularizer",
     "network_output",
+    "rate_bound",
     "relative_delta",
     "smoothed_regularizer",
+    "source_condition_pair",
 ]

@@ -14,11 +14,15 @@ the lifted inversion objective of :mod:`lifted_inverse.lifted.inverse` for a net
 
 Theorem (method §5): if ``B_Ψ(f^δ, Wu† + b) ≤ δ²`` and ``Wᵀv† ∈ ∂J(u†)`` then
 ``D_J(u†, u_α) ≤ 2δ²/α + α‖v†‖² + (1/α)(Ψ(f^δ + αv†) + Ψ(f^δ − αv†) − 2Ψ(f^δ))`` — ``O(δ)`` for
-``α ∝ δ`` (ReLU). :func:`bregman_error` measures ``D_J(u†, u_α)``.
+``α ∝ δ`` (ReLU, as long as ``f^δ ± αv† ∈ dom Ψ``: otherwise the bound is infinite).
+:func:`bregman_error` measures ``D_J(u†, u_α)``, :func:`rate_bound` evaluates the right-hand side
+and :func:`source_condition_pair` constructs a pair ``(u†, v†)`` for which the theorem applies.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -181,3 +185,76 @@ def bregman_error(result: InversionResult, u_true: torch.Tensor) -> torch.Tensor
     reg: Regularizer = result.state["regularizer"]
     return reg.bregman_distance(u_true, result.u, result.state, result.state["grad"], result.alpha)
 
+
+
+def rate_bound(activation, f: torch.Tensor, v: torch.Tensor, delta: float, alpha: float) -> torch.Tensor:
+    """The theorem's bound ``2δ²/α + α‖v†‖² + (Ψ(f + αv†) + Ψ(f − αv†) − 2Ψ(f))/α`` per sample
+    ``(B,)`` (``+inf`` where ``f ± αv†`` leaves ``dom Ψ``; ``f`` must lie in ``dom Ψ``)."""
+    if not alpha > 0:
+        raise ValueError(f"alpha: the bound needs alpha > 0, got {alpha}")
+    psi = activation.psi
+    curvature = psi(f + alpha * v) + psi(f - alpha * v) - 2.0 * psi(f)
+    norm_sq = (v * v).flatten(1).sum(1)
+    return 2.0 * delta * delta / alpha + alpha * norm_sq + curvature / alpha
+
+
+@dataclass
+class SourcePair:
+    """A ground truth ``u`` ``(1, *input_shape)`` and a source element ``v`` ``(1, m)`` with
+    ``Wᵀv ∈ ∂J(u)`` (up to ``residual``), ``v`` zero outside ``support`` (row indices)."""
+    u: torch.Tensor
+    v: torch.Tensor
+    support: torch.Tensor
+    residual: float
+
+
+def source_condition_pair(model: nn.Module | LiftedNetwork, x: torch.Tensor, alpha0: float,
+                          regularizer: str | Regularizer = "tv", *, quantile: float = 0.5,
+                          input_shape: Sequence[int] | None = None, iterations: int = 20000,
+                          tol: float = 1e-12) -> SourcePair:
+    """``(u†, v†)`` satisfying the theorem's assumptions for ``N(u) = σ(Wu + b)`` (``nn.Linear``).
+
+    ``S`` = the rows where ``z = Wx + b`` exceeds the ``quantile`` of its positive entries;
+    ``g = z_S`` and
+
+        u† = argmin_u ½‖W_S u + b_S − g‖² + α0 J(u),     v†_S = (g − W_S u† − b_S)/α0,  v† = 0 off S,
+
+    so the optimality condition of ``u†`` reads ``Wᵀv† = W_Sᵀv†_S ∈ ∂J(u†)`` (the source
+    condition), and ``v†`` vanishes where ``σ`` is at the boundary of ``dom Ψ``: ``f^δ ± αv†``
+    stays in ``dom Ψ`` once ``α|v†_i| ≤ f^δ_i`` on ``S`` (check with :func:`rate_bound`).
+    ``residual`` = ``‖Wᵀv† − ∂J‖/‖Wᵀv†‖`` with the solver's certified subgradient of ``J`` at
+    ``u†`` (0 at the exact minimiser). ``x``: ``(1, *input_shape)``.
+    """
+    net = as_single_layer(model, input_shape)
+    layer = net.layers[0]
+    if not isinstance(layer.module, nn.Linear):
+        raise TypeError(f"model: the construction needs an nn.Linear layer, got {type(layer.module).__name__}")
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"quantile: expected a value in [0, 1), got {quantile}")
+    with torch.no_grad():
+        z = net.output_pre_activation(x).reshape(-1)
+        positive = z[z > 0]
+        if positive.numel() == 0:
+            raise ValueError("x: W x + b has no positive entry; no row can carry the source element")
+        support = torch.nonzero(z >= torch.quantile(positive, quantile)).reshape(-1)
+        weight, bias = layer.module.weight[support], layer.module.bias
+        # built on the meta device, then filled: no draw from the global random generator
+        rows = nn.Linear(weight.shape[1], len(support), bias=bias is not None, device="meta",
+                         dtype=weight.dtype).to_empty(device=weight.device)
+        rows.weight.copy_(weight)
+        if bias is not None:
+            rows.bias.copy_(bias[support])
+        restricted = nn.Sequential(nn.Flatten(), rows) if len(net.input_shape) > 1 else nn.Sequential(rows)
+        g = z[support][None]
+    res = invert_single_layer(restricted, g, alpha0, regularizer, iterations=iterations, tol=tol,
+                              input_shape=net.input_shape)
+    with torch.no_grad():
+        v = torch.zeros((1, z.numel()), dtype=z.dtype, device=z.device)
+        v[0, support] = (g[0] - rows(res.u.flatten(1))[0]) / alpha0
+        source = layer.linear_adjoint(v).reshape(res.u.shape)
+        reg = res.state["regularizer"]
+        sub = reg.subgradient(res.u, res.state, res.state["grad"], alpha0)
+        residual = float(torch.linalg.vector_norm(source - sub) / torch.linalg.vector_norm(source).clamp_min(1e-300))
+    if not math.isfinite(residual):
+        raise ValueError("x: the source element is not finite")
+    return SourcePair(u=res.u, v=v, support=support, residual=residual)
