@@ -327,10 +327,10 @@ def test_invert_explicit_out_of_range_values_are_errors(capsys, argv, flag):
 
 def test_invert_checkpoint_size_must_match(capsys, sequential_checkpoint):
     rc, _, err = _dry(capsys, "invert", ["--model", sequential_checkpoint, "--size", "8"])
-    assert rc == 2 and "--size: the checkpoint expects 12x12" in err
+    assert rc == 2 and "--size: the model expects 12x12" in err
     rc, out, _ = _dry(capsys, "invert", ["--model", sequential_checkpoint])
     config = json.loads(out)
-    assert rc == 0 and config["size"] == 12 and config["iterations"] == 300 and config["sources"]["size"] == "default"
+    assert rc == 0 and config["size"] == 12 and config["iterations"] == 2000 and config["sources"]["size"] == "default"
 
 
 #: flag -> (value, config field, value recorded)
