@@ -13,6 +13,8 @@ ranks) it also resumes that run for one more epoch.
 sweeps (:class:`~lifted_inverse.lifted.layer_parallel.LayerParallelSolver`) of an MLP, a PNN and
 an unrolled deblurring network on fixed batches, and layer-parallel training through the trainer
 (straight, and two epochs plus a resumed third); rank 0 saves ``OUT_DIR/more_P.pt``.
+``distributed_worker.py --grid OUT_DIR`` on 4 ranks (:func:`main_grid`): layer-parallel sweeps
+on a 2 × 2 process grid (2 stages, each data parallel over 2 replicas).
 Not collected by pytest (no ``test_`` prefix).
 """
 from __future__ import annotations
@@ -207,8 +209,50 @@ def main_more(out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+#: 2-D grid runs (2 stages × 2 replicas): the layer-parallel batches, then one batch all in the
+#: first replica's shard (the second replica joins with a stand-in sample)
+GRID_CASES = ("mlp-bcd", "pnn-bcd")
+
+
+def grid_batches() -> list:
+    return lp_batches() + [torch.arange(LP_BATCH)]
+
+
+def run_grid(case: str, solver_cls, **kw) -> dict:
+    """``run_layer_parallel`` on ``grid_batches()``."""
+    kind, solver, options = LP_CASES[case]
+    objective, x, t = lp_objective(kind)
+    lp = solver_cls(objective, solver, **options, **kw)
+    lp.init_store(x)
+    values = [lp.step(x[ids], t[ids], ids) for ids in grid_batches()]
+    return {"values": values, "objective": objective, "solver": lp}
+
+
+def main_grid(out_dir: str) -> None:
+    """4 ranks: layer parallel (2 stages) × data parallel (2 replicas)."""
+    from lifted_inverse.lifted.distributed import init_from_env
+    from lifted_inverse.lifted.layer_parallel import LayerParallelSolver, ProcessGrid
+
+    info = init_from_env("cpu")
+    torch.set_num_threads(1)
+    grid = ProcessGrid.of(2)
+    results = {}
+    for case in GRID_CASES:
+        run = run_grid(case, LayerParallelSolver, grid=grid)
+        lp = run["solver"]
+        lp.sync_model()
+        results[case] = {"values": run["values"], "states": lp.gather_states(),
+                         "params": [p.detach().clone() for p in run["objective"].net.model.parameters()]}
+    if info.is_main:
+        torch.save(results, Path(out_dir) / f"grid_{info.world_size}.pt")
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--more":
+    if sys.argv[1] == "--grid":
+        main_grid(sys.argv[2])
+    elif sys.argv[1] == "--more":
         main_more(sys.argv[2])
     else:
         main(*sys.argv[1:3])

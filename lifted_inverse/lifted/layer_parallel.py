@@ -26,6 +26,9 @@ Per sweep, each boundary carries ``2·B·Σ_s|s| + n_s`` numbers by point-to-poi
 one all-reduce of a single number sums the stages' objectives; no weight travels during
 training (:meth:`LayerParallelSolver.sync_model` copies them once per epoch, for evaluation and
 checkpoints). With a single stage a sweep is exactly the :class:`~.solvers.LiftedSolver` sweep.
+On a 2-D :class:`ProcessGrid` (stages × data replicas) each stage is also data parallel: the
+sums over samples inside a stage go through the solver's ``reduce_fn`` over the stage's replicas
+(:mod:`.distributed`), the boundary messages stay within a replica.
 
 The order does not depend on processes: :class:`StagedSolver` runs all ``P`` stages in one
 process, exchanging in memory, and computes what ``P`` processes compute with
@@ -36,10 +39,12 @@ would run the stages one after another and is refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from .distributed import AllReduce, Shard
 from .objective import LiftedObjective
 from .solvers import LiftedSolver, StateStore
 
@@ -296,6 +301,38 @@ class PipelineLink:
         return buf
 
 
+@dataclass(frozen=True)
+class ProcessGrid:
+    """The world as ``stages × replicas`` ranks, ``rank = replica·stages + stage``: ``pipeline``
+    is the group of one replica's stages (neighbouring stages on neighbouring ranks), ``data``
+    the group of the ranks that hold one stage (data parallel over sample shards)."""
+
+    stages: int
+    replicas: int
+    stage: int
+    replica: int
+    pipeline: object
+    data: object
+
+    @classmethod
+    def of(cls, stages: int) -> ProcessGrid:
+        """Build the groups (a collective: every rank calls it with the same ``stages``)."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if stages < 1 or world % stages:
+            raise ValueError(f"stages: {world} ranks do not form a grid of {stages} stages")
+        replicas = world // stages
+        pipeline = data = None
+        for d in range(replicas):
+            ranks = [d * stages + r for r in range(stages)]
+            group = dist.new_group(ranks)
+            pipeline = group if rank in ranks else pipeline
+        for r in range(stages):
+            ranks = [d * stages + r for d in range(replicas)]
+            group = dist.new_group(ranks)
+            data = group if rank in ranks else data
+        return cls(stages, replicas, rank % stages, rank // stages, pipeline, data)
+
+
 class LayerParallelSolver:
     """One stage per rank of ``group`` (module docstring); every rank holds the whole model,
     identical at the start, and updates only its stage's weights.
@@ -303,12 +340,25 @@ class LayerParallelSolver:
     ``step(x, target, ids)`` is one sweep on a batch every rank is given in full; it returns the
     batch objective summed over the stages (the same number on every rank). ``link.bytes_sent``:
     boundary bytes this rank sent; ``statistics_bytes``: bytes of the objective all-reduces.
+
+    With ``grid`` (a :class:`ProcessGrid`) the stages run over ``grid.pipeline`` and each
+    replica owns a contiguous shard of the samples (:class:`~.distributed.Shard`) and their
+    states: a sweep works on the batch's samples of its shard, and every sum over samples in the
+    stage solver is all-reduced over ``grid.data`` (``comm``), so a sweep equals the sweep of the
+    whole batch in the layer-parallel order. A replica whose shard has no sample in the batch
+    runs the sweep on a stand-in sample contributing zeros (``AllReduce.absent``).
     """
 
     def __init__(self, objective: LiftedObjective, solver: str = "bcd", *,
-                 bounds: Sequence[tuple[int, int]] | None = None, group=None, **options):
+                 bounds: Sequence[tuple[int, int]] | None = None, group=None,
+                 grid: ProcessGrid | None = None, **options):
         if not dist.is_available() or not dist.is_initialized():
             raise ValueError("layer_parallel: no torch.distributed process group is initialised")
+        self.grid, self.comm = grid, None
+        if grid is not None:
+            group = grid.pipeline
+            self.comm = AllReduce(grid.data)
+            options = {**options, "reduce_fn": self.comm}
         self.group = group
         self.link = PipelineLink(group)
         bounds = list(bounds) if bounds is not None else stage_bounds(objective.net, self.link.world)
@@ -318,15 +368,39 @@ class LayerParallelSolver:
         self.stage = Stage(objective, bounds, self.link.rank, solver, **options)
         self.solver = self.stage.solver
         self.statistics_bytes = 0
+        self.shard: Shard | None = None
 
     @property
     def rank(self) -> int:
         return self.link.rank
 
     def init_store(self, x: torch.Tensor) -> None:
-        self.stage.init_store(x)
+        """The states of this rank's stage (and, on a grid, its replica's shard) of the forward
+        pass of all training inputs ``x`` (N, *input)."""
+        if self.grid is None:
+            self.stage.init_store(x)
+            return
+        self.shard = Shard.of(x.shape[0], self.grid.replica, self.grid.replicas)
+        self.stage.init_store(x[self.shard.start:self.shard.stop])
 
     def step(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None = None) -> float:
+        if self.grid is None:
+            return self._sweep(x, target, ids)
+        shard = self.shard
+        everyone = torch.arange(x.shape[0], device=x.device) if ids is None else ids
+        mine = (everyone >= shard.start) & (everyone < shard.stop)
+        if bool(mine.any()):
+            return self._sweep(x[mine], target[mine], everyone[mine] - shard.start)
+        st = self.stage                  # no sample of this shard: a stand-in joins the collectives
+        kept = st.store
+        st.store = StateStore(kept.gather(torch.zeros(1, dtype=torch.long, device=x.device)))
+        self.comm.absent = True
+        try:
+            return self._sweep(x[:1], target[:1], None)
+        finally:
+            st.store, self.comm.absent = kept, False
+
+    def _sweep(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None) -> float:
         st, link = self.stage, self.link
         down = st.start(x, target, ids)
         n_states, n_terms = st.message_sizes(x.shape[0])
@@ -356,15 +430,22 @@ class LayerParallelSolver:
                 hook.restore(snapshot)
 
     def gather_states(self) -> dict[int, torch.Tensor]:
-        """The per-sample states of every stage, ``{state: (N, *shape)}`` on every rank."""
-        net = self.stage.objective.net
+        """The per-sample states of every stage, ``{state: (N, *shape)}`` on every rank (on a
+        grid, the shards are summed into zero buffers over ``grid.data`` first)."""
+        net, st = self.stage.objective.net, self.stage
+        n = st.samples if self.shard is None else self.shard.total
         out = {}
         for r, (a, b) in enumerate(self.bounds):
             src = r if self.group is None else dist.get_global_rank(self.group, r)
             for s in [layer.output for layer in net.layers[a:b] if layer.output in net.free_states]:
-                st = self.stage
-                t = st.store.states[s] if r == self.rank else \
-                    torch.empty((st.samples, *net.state_shapes[s]), dtype=st.dtype, device=st.device)
+                if r != self.rank:
+                    t = torch.empty((n, *net.state_shapes[s]), dtype=st.dtype, device=st.device)
+                elif self.shard is None:
+                    t = st.store.states[s]
+                else:
+                    t = torch.zeros((n, *net.state_shapes[s]), dtype=st.dtype, device=st.device)
+                    t[self.shard.start:self.shard.stop] = st.store.states[s]
+                    dist.all_reduce(t, group=self.grid.data)
                 dist.broadcast(t, src=src, group=self.group)
                 out[s] = t
         return out
