@@ -20,7 +20,9 @@ start of the sweep) and the solver's usual order inside a stage:
 3. every stage runs the solver's state phase on its own free states (producer and local
    consumers as in :class:`~.solvers.LiftedSolver`, plus the frozen ``g_s``, ``L_s`` for its
    boundary states), then its W-step on its own layers (boundary inputs at the sweep's start
-   values), and writes its states back.
+   values), and writes its states back. A state phase of several sweeps (``state_sweeps``)
+   repeats the stage's own sweep with the boundary values and terms frozen, and ``state_tol``
+   tests the stage's part of the state objective.
 
 Per sweep, each boundary carries ``2·B·Σ_s|s| + n_s`` numbers by point-to-point send/recv, and
 one all-reduce of a single number sums the stages' objectives; no weight travels during
