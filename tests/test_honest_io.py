@@ -93,6 +93,8 @@ def test_an_int16_hu_image_round_trips_through_reconstruct_denoise(capsys, hu_sl
     assert rec.min() < -900 and rec.max() > 900  # HU kept: no [0, 1] clipping, no x >= 0 constraint
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["normalize"] == "none"
+    # PSNR / SSIM on the image's own range (HU span), never on a [0, 1] range it does not have
+    assert "psnr" not in metrics and metrics["psnr_gt_range"] > 20 and 0 < metrics["ssim_gt_range"] <= 1
 
 
 # ---------------------------------------------------------------- --out and inputs, before any work

@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     m = run_reconstruction(options, args.out)
     what = m["measurement"]["path"] if "measurement" in m else m["image"]
     quality = f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, " if "psnr" in m else ""
+    if "psnr" not in m and "psnr_gt_range" in m:  # a reference outside [0, 1]: its own range
+        quality = f"PSNR {m['psnr_gt_range']:.2f} dB, SSIM {m['ssim_gt_range']:.4f} (range max - min), "
     print(f"{m['method']} on {m['operator']}/{what} ({m['n_samples']} sample(s)): {quality}"
           f"{m['seconds']:.2f} s -> {args.out}")
     return 0
