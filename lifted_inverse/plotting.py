@@ -41,15 +41,18 @@ def _as_image(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.float()
 
 
-def _show(ax, img: torch.Tensor, vmin=None, vmax=None, colorbar=False):
+def _show(ax, img: torch.Tensor, vmin=None, vmax=None, colorbar=False, aspect=None):
+    """``img`` (C, H, W) on ``ax``; ``aspect`` None: pixels square for square arrays, the panel
+    filled otherwise (sinograms, folded vectors); ``"equal"`` keeps an image's proportions."""
     arr = img.numpy()
+    if aspect is None:
+        aspect = "auto" if arr.shape[1] != arr.shape[2] else "equal"
     if arr.shape[0] == 3:
         lo, hi = (vmin, vmax) if vmin is not None else (arr.min(), arr.max())
         arr = np.clip((np.moveaxis(arr, 0, -1) - lo) / max(hi - lo, 1e-12), 0, 1)
         handle = ax.imshow(arr)
     else:
-        handle = ax.imshow(arr[0], cmap="gray", vmin=vmin, vmax=vmax, aspect="auto"
-                           if arr.shape[1] != arr.shape[2] else "equal")
+        handle = ax.imshow(arr[0], cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect)
     ax.set_xticks([])
     ax.set_yticks([])
     if colorbar:
@@ -100,19 +103,19 @@ def plot_reconstructions(
     lo = float(gt.min())
     lo = 0.0 if lo >= 0.0 and float(gt.max()) <= data_range else lo
     hi = lo + data_range
-    _show(axes[0], gt, lo, hi)
+    _show(axes[0], gt, lo, hi, aspect="equal")
     axes[0].set_title("ground truth")
     i = 1
     if meas is not None:
         if meas.shape == gt.shape:
-            _show(axes[i], meas, lo, hi)
+            _show(axes[i], meas, lo, hi, aspect="equal")
             axes[i].set_title(f"measurement\n{metrics(meas)}")
         else:
             _show(axes[i], meas, colorbar=True)
             axes[i].set_title(f"measurement {tuple(meas.shape[1:])}")
         i += 1
     for name, img in recs.items():
-        _show(axes[i], img, lo, hi)
+        _show(axes[i], img, lo, hi, aspect="equal")
         axes[i].set_title(f"{math_title(name)}\n{metrics(img)}")
         i += 1
     if title:
