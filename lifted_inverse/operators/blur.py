@@ -172,20 +172,18 @@ class Blur(LinearOperator):
 
     def _convolve(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
         """``R C_P Z x`` (``conj``: ``R C_P^* Z x``); ``Z``, ``R`` are the identity when the grid
-        is the image. On a padded grid the 2-D DFT is done axis by axis so that the zero rows of
-        ``Z x`` are never transformed (``rfft(x, n=Q)`` pads the columns, the column DFT with
-        ``n=P`` pads the rows) and the rows that ``R`` drops are removed before the last inverse
-        transform."""
+        is the image. ``rfft2(x, s=grid)`` zero-pads at the end of each axis, which is ``Z``; the
+        inverse DFT is done axis by axis so that the rows ``R`` drops are removed before the last
+        transform, which then has ``H`` rows instead of ``P``."""
         mult = self._multiplier(x.dtype, x.device)
         if conj:
             mult = mult.conj()
         h, w = self.in_shape[1:]
+        spectrum = torch.fft.rfft2(x, s=self.grid).mul_(mult)  # in place: one buffer fewer
         if self.grid == (h, w):
-            return torch.fft.irfft2(torch.fft.rfft2(x).mul_(mult), s=(h, w))  # in place: one buffer fewer
-        p, q = self.grid
-        spectrum = torch.fft.fft(torch.fft.rfft(x, n=q, dim=-1), n=p, dim=-2).mul_(mult)
+            return torch.fft.irfft2(spectrum, s=(h, w))
         kept_rows = torch.fft.ifft(spectrum, dim=-2)[..., :h, :]
-        return torch.fft.irfft(kept_rows, n=q, dim=-1)[..., :w]
+        return torch.fft.irfft(kept_rows, n=self.grid[1], dim=-1)[..., :w]
 
     def _forward(self, x):
         return self._convolve(x, False)
