@@ -16,7 +16,8 @@ from ..datasets import builtin_image, ellipse_phantom, load_image, shepp_logan
 from ..datasets._util import NORMALIZATIONS
 
 NOISE_TYPES = ("auto", "absolute", "relative")
-#: default Gaussian noise level: relative to rms(Ax) for CT, absolute for images in [0, 1] otherwise
+#: default Gaussian noise level: relative to rms(Ax) for CT; otherwise absolute, in the image's units
+#: (0.1 is 10 % of the range of an image in [0, 1]; give ``noise`` for stored values such as HU)
 DEFAULT_NOISE = {"relative": 0.01, "absolute": 0.1}
 
 
