@@ -62,6 +62,17 @@ def measure_samples(x: torch.Tensor, A, noise: dict, seeds) -> torch.Tensor:
                           for b, s in enumerate(seeds)])
 
 
+def read_finite(data: MeasurementDataset, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``data.read(rows)``; NaN or Inf in a sample is a ``ValueError`` naming the dataset."""
+    x, y = data.read(rows)
+    for key, a in ((data.x_key, x), (data.y_key, y)):
+        if a is not None and not bool(torch.isfinite(a).all()):
+            bad = sorted({int(rows[i]) for i in torch.nonzero(~torch.isfinite(a.flatten(1)).all(1)).flatten()})
+            raise ValueError(f"{data.name}: dataset {key!r} of {str(data.path)!r} holds NaN or Inf in "
+                             f"sample(s) {bad[:8]}")
+    return x, y
+
+
 class FilePairs:
     """The training pairs of a file, read per mini-batch (module docstring).
 
@@ -105,11 +116,7 @@ class FilePairs:
         """``(measurements, clean images)`` of training samples ``ids`` (all when None: the
         whole training split is read)."""
         rows = self.ids if ids is None else self.ids.index_select(0, ids.cpu())
-        x, y = self.data.read(rows)
-        for key, a in ((self.data.x_key, x), (self.data.y_key, y)):
-            if a is not None and not bool(torch.isfinite(a).all()):
-                raise ValueError(f"{self.data.name}: dataset {key!r} of {str(self.data.path)!r} holds NaN or "
-                                 f"Inf among samples {sorted(rows.tolist())[:8]}")
+        x, y = read_finite(self.data, rows)
         x = x.to(device=self.device, dtype=self.dtype)
         if y is None:
             y = measure_samples(x, self.operator, self.noise,
@@ -201,7 +208,7 @@ def load_file_data(path: str | Path, *, task: str, task_spec: dict, task_noise: 
         train_ids, val_ids = train_ids[1:], train_ids[:1]
 
     def held_out(split_data, ids, seed0):
-        x, y = split_data.read(ids)
+        x, y = read_finite(split_data, ids)
         x = x.to(device=device, dtype=dtype)
         if y is None:
             y = measure_samples(x, A, noise, [seed0 + i for i in range(len(x))])
