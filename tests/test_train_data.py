@@ -180,6 +180,14 @@ def test_bad_files_and_options_fail_with_one_line_naming_the_argument(tmp_path, 
         with h5py.File(p, "a") as f:
             f["x"][2, 0, 3, 3] = np.nan
 
+    def flipped(p):           # one byte changed in the middle of sample 4's measurement
+        p.write_bytes(good.read_bytes())
+        with h5py.File(p) as f:
+            info = f["y"].id.get_chunk_info(4)
+        data = bytearray(p.read_bytes())
+        data[info.byte_offset + info.size // 2] ^= 0xFF
+        p.write_bytes(bytes(data))
+
     cases = [
         ([*run, "--data", _bad(tmp_path, "nokey.h5", nokey)], "--data:.*no dataset"),
         ([*run, "--data", _bad(tmp_path, "shape.h5", wrong_shape)], "--data:.*(shape|maps)"),
@@ -190,6 +198,8 @@ def test_bad_files_and_options_fail_with_one_line_naming_the_argument(tmp_path, 
         ([*run, "--data", str(tmp_path / "absent.h5")], "--data: no such"),
         ([*run, "--data", str(good), "--batch-size", "9", "--val-fraction", "0.5",
           "--out", str(tmp_path / "n")], None),
+        ([*run, "--data", _bad(tmp_path, "flip.h5", flipped), "--batch-size", "0", "--method", "backprop"],
+         r"--data: cannot read .*dataset 'y' in .*flip.h5.*checksum mismatch"),
         ([*run, "--data", _bad(tmp_path, "nan.h5", nan_sample), "--batch-size", "0", "--method",
           "backprop"], "--data:.*'x'.*NaN"),
         ([*run, "--data", str(good), "--n-train", "4"], "--n-train: does not apply to --data FILE"),
