@@ -218,3 +218,16 @@ def test_bad_files_and_options_fail_with_one_line_naming_the_argument(tmp_path, 
         assert code == 2, (argv, err)
         assert len(err.splitlines()) == 1, err
         assert re.search(message, err), (message, err)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["bregman", "backprop"])
+def test_file_training_on_cuda_matches_cpu(ct_file, method):
+    """Batches read from the file go to the task's device; same objectives as on the CPU (float64)."""
+    _, _, _, path = ct_file
+    runs = {}
+    for device in ("cuda", "cpu"):
+        task = make_imaging_task("unrolled-ct", data=str(path), dtype=torch.float64, device=device, **NET)
+        assert task.train_batch(torch.tensor([0, 1]))[0].device.type == device
+        runs[device] = train(task, TrainConfig(method=method, solver="adam", lr=1e-2, epochs=2, batch_size=4))
+    assert runs["cuda"]["train_objective"] == pytest.approx(runs["cpu"]["train_objective"], rel=1e-8)
