@@ -157,7 +157,7 @@ def _small_ct(seed=0, n=24, angles=12):
 def test_tv_stops_on_relative_primal_dual_gap(nonneg):
     """The restricted primal-dual gap is >= 0 at every iteration, the solver stops once every
     sample's gap / E <= tol, and E there is within tol of the minimum (a long run's energy)."""
-    x, A, y = _small_ct()
+    _, A, y = _small_ct()
     tol = 1e-3
     res = tv_pdhg(A, y, 0.05, nonneg=nonneg, max_iter=5000, tol=tol)
     assert res.converged and res.iterations < 5000
@@ -174,7 +174,7 @@ def test_tv_stops_on_relative_primal_dual_gap(nonneg):
 
 def test_tv_weighted_data_term():
     """weights w: a constant c is alpha / c; w = 0 ignores those entries of y exactly."""
-    x, A, y = _small_ct()
+    _, A, y = _small_ct()
     a = tv_pdhg(A, y, 0.1, nonneg=True, max_iter=3000, tol=1e-5)
     b = tv_pdhg(A, y, 0.2, nonneg=True, max_iter=3000, tol=1e-5, weights=2.0)
     assert a.converged and b.converged
@@ -194,7 +194,7 @@ def test_tv_weighted_data_term():
 
 
 def test_tikhonov_stops_on_relative_residual():
-    x, A, y = _small_ct()
+    _, A, y = _small_ct()
     res = tikhonov_cg(A, y, 0.5, regulariser="gradient", max_iter=2000, tol=1e-6)
     assert res.converged and res.iterations < 2000
     b = A.adjoint(y)

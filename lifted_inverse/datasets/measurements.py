@@ -89,7 +89,7 @@ def _read_hdf5(path: Path, key: str | None, index: int | None, what: str, keys: 
 
     try:
         with h5py.File(path, "r") as f:
-            names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+            names = [k for k in f if isinstance(f[k], h5py.Dataset)]
             if key is None:
                 key = next((k for k in keys if k in names), None)
                 if key is None and len(names) == 1:
@@ -133,14 +133,15 @@ def _read_plain(path: Path, key: str | None, what: str) -> tuple[np.ndarray, str
                 return z[key], key
         import tifffile
 
-        return tifffile.imread(path), None
+        try:
+            return tifffile.imread(path), None
+        except tifffile.TiffFileError as err:
+            raise ValueError(f"{what}: {str(path)!r} is not a readable TIFF file ({err})") from None
     except ValueError as err:
         if str(err).startswith((f"{what}:", "key:")):
             raise
         raise ValueError(f"{what}: {str(path)!r} is not a readable {suffix} file ({err})") from None
     except (OSError, EOFError, KeyError) as err:
-        raise ValueError(f"{what}: {str(path)!r} is not a readable {suffix} file ({err})") from None
-    except Exception as err:  # tifffile raises its own TiffFileError on damaged files
         raise ValueError(f"{what}: {str(path)!r} is not a readable {suffix} file ({err})") from None
 
 

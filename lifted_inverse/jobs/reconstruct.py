@@ -14,8 +14,9 @@ Two sources of the measurement ``y``:
 Samples are reconstructed ``batch_size`` at a time (the solvers are batched, each sample with its
 own step sizes, ``alpha`` and stopping test). Output (each file written atomically):
 ``OUT/metrics.json`` (quality figures where a reference exists: ``psnr`` / ``ssim`` with the
-fixed range [0, 1] and ``psnr_gt_range`` / ``ssim_gt_range`` with ``max(gt) - min(gt)``, means
-over the samples with the values under ``per_sample``; solver information; ``config``: every
+fixed range [0, 1] (references within [0, 1] only) and ``psnr_gt_range`` / ``ssim_gt_range``
+with ``max(gt) - min(gt)``, means over the samples with the values under ``per_sample``; solver
+information; ``config``: every
 option after defaults, with its source), ``OUT/reconstruction.png`` (one row per sample, at most
 :data:`PLOT_ROWS`), ``OUT/result.h5`` (reconstructions, measurements, ground truth when known,
 provenance). An option that does not apply is a ``ValueError`` naming it.
@@ -354,7 +355,8 @@ def load_problem(cfg: dict, options: ReconstructOptions) -> Problem:
         spec_name = raw.attrs["operator"]["spec"]["name"]
         if options.operator is not None and options.operator != spec_name:
             raise ValueError(f"operator: {cfg['measurement']} holds {spec_name} measurements, got {options.operator}")
-        cfg["operator"] = spec_name
+        cfg.update(operator=spec_name, size=operator.in_shape[-1], layout=None,
+                   angles=operator.out_shape[1] if spec_name == "ct" else None)
         y = raw.data
         noise_record = raw.attrs.get("noise")
     elif cfg["operator"] == "ct":
@@ -490,10 +492,16 @@ def _merge_info(infos: list[dict]) -> dict:
     return out
 
 
+def _in_unit_range(truth: torch.Tensor) -> bool:
+    return float(truth.min()) >= 0.0 and float(truth.max()) <= 1.0
+
+
 def _quality(rec: torch.Tensor, truth: torch.Tensor) -> dict:
     from ..metrics import quality
 
     q = {k: v.tolist() for k, v in quality(rec, truth).items()}
+    if not _in_unit_range(truth):  # stored values (e.g. Hounsfield units): R = 1 describes nothing
+        q = {k: v for k, v in q.items() if k.endswith("_gt_range")}
     out = {k: float(np.mean(v)) for k, v in q.items()}
     if len(rec) > 1:
         out["per_sample"] = q
@@ -502,7 +510,8 @@ def _quality(rec: torch.Tensor, truth: torch.Tensor) -> dict:
 
 def _plot(path: Path, problem: Problem, rec: torch.Tensor, title: str) -> None:
     """One row per sample (at most PLOT_ROWS): measurement | reconstruction | ground truth (when
-    known); images on [0, 1], a measurement of another shape on its own scale."""
+    known); images on [0, 1] (on the reference's range [min, max] when it leaves [0, 1]: stored
+    values such as HU), a measurement of another shape on its own scale."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -514,6 +523,8 @@ def _plot(path: Path, problem: Problem, rec: torch.Tensor, title: str) -> None:
     panels = [("measurement", problem.y), ("reconstruction", rec)]
     if problem.truth is not None:
         panels.append(("ground truth", problem.truth))
+    ref = problem.truth if problem.truth is not None else rec
+    lo, hi = (0.0, 1.0) if _in_unit_range(ref) else (float(ref.min()), float(ref.max()))
     fig = Figure(figsize=(3.2 * len(panels), 3.0 * rows + 0.4), constrained_layout=True)
     axes = fig.subplots(rows, len(panels), squeeze=False)
     for r in range(rows):
@@ -521,7 +532,7 @@ def _plot(path: Path, problem: Problem, rec: torch.Tensor, title: str) -> None:
             img = stack[r].detach().cpu().double()
             img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)
             image_like = tuple(stack.shape[1:]) == tuple(rec.shape[1:])
-            kw = {"vmin": 0.0, "vmax": 1.0} if image_like else {}
+            kw = {"vmin": lo, "vmax": hi} if image_like else {}
             axes[r, c].imshow(img.numpy(), cmap="gray", aspect="equal" if image_like else "auto", **kw)
             axes[r, c].set_axis_off()
             if r == 0:
@@ -533,7 +544,7 @@ def _plot(path: Path, problem: Problem, rec: torch.Tensor, title: str) -> None:
 
 def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     """Reconstruct and write ``out`` (module docstring); returns the metrics."""
-    from ..metrics import psnr
+    from ..metrics import gt_range, psnr
     from ..plotting import plot_reconstructions
 
     cfg = resolve(options)
@@ -558,7 +569,10 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     if problem.truth is not None:
         metrics.update(_quality(rec, problem.truth))
         if problem.y.shape == problem.truth.shape:
-            metrics["psnr_measurement"] = float(psnr(problem.y, problem.truth, 1.0, reduction="mean"))
+            if _in_unit_range(problem.truth):
+                metrics["psnr_measurement"] = float(psnr(problem.y, problem.truth, 1.0, reduction="mean"))
+            metrics["psnr_measurement_gt_range"] = float(
+                psnr(problem.y, problem.truth, gt_range(problem.truth), reduction="mean"))
     sigma = problem.noise_std
     metrics.update({
         "seconds": seconds, "n_samples": len(rec),
@@ -584,7 +598,9 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
             arrays["ground_truth"] = problem.truth
     else:
         plot_reconstructions(problem.truth[0], problem.y[0], {cfg["method"]: rec[0]}, out / "reconstruction.png",
-                             data_range=1.0, title=f"{cfg['operator']} / {cfg['image']}")
+                             data_range=(1.0 if _in_unit_range(problem.truth)
+                                         else float(gt_range(problem.truth)[0])),
+                             title=f"{cfg['operator']} / {cfg['image']}")
         arrays = {"ground_truth": problem.truth[0], "measurement": problem.y[0], "reconstruction": rec[0]}
     write_arrays(out / "result.h5", arrays, {"operator": operator_record(operator), "noise": problem.noise,
                                              "source": problem.source, "metrics": strict_json(metrics)})
