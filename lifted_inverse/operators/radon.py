@@ -563,7 +563,7 @@ def _fan_mf_forward(x: torch.Tensor, geom: FanSampling) -> torch.Tensor:
         if d1 <= d0:
             continue
         index, wts = fan_rows(geom, a0, a1, x.dtype, x.device, d0, d1)
-        offsets = torch.arange(0, (a1 - a0) * (d1 - d0) * per_ray + 1, per_ray, dtype=torch.int64,
+        offsets = torch.arange(0, (a1 - a0) * (d1 - d0) * per_ray + 1, per_ray, dtype=index.dtype,
                                device=x.device)
         rays = _gather_sum(offsets, index.reshape(-1), wts.reshape(-1), store)
         out[a0:a1, d0:d1] = rays.reshape(a1 - a0, d1 - d0, b)
