@@ -128,7 +128,7 @@ class DataParallelBackpropStep(BackpropStep):
         self.group = group
         self.rank, self.world_size = rank_and_world(group)
         model = task.model
-        device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+        device_ids = [_model_device(model).index] if _model_device(model).type == "cuda" else None
         # buffers (e.g. the PNN's step sizes) follow from the weights on every rank: not synced
         # before each forward (the keyword was renamed in newer torch)
         quiet = "forward_sync_buffers" if "forward_sync_buffers" in \
@@ -160,7 +160,7 @@ class DataParallelBackpropStep(BackpropStep):
         return float(total[0])
 
 
-def model_device(model) -> torch.device:
+def _model_device(model) -> torch.device:
     return next(iter(model.parameters())).device
 
 
