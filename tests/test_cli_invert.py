@@ -190,7 +190,13 @@ def test_invert_a_factory_model_with_weights_simulated_and_with_a_target(tmp_pat
     assert torch.equal(read_target(str(tmp_path / "y.pt"), (24,), torch.float32), target)
 
 
-def test_invert_a_layer_without_a_lifted_form_gets_one_line(tmp_path, capsys):
+def test_invert_a_layer_without_a_lifted_form_gets_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "bnnet.py").write_text("from torch import nn\n\n\ndef build():\n    return nn.Sequential("
+                                       "nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU())\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["invert", "--model", "bnnet:build", "--out", str(tmp_path / "n")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model: module 3 (BatchNorm1d): cannot be lifted; supported are" in err
     torch.manual_seed(0)
     path = tmp_path / "gelu.pt2"
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.GELU())
@@ -212,7 +218,7 @@ def test_invert_a_layer_without_a_lifted_form_gets_one_line(tmp_path, capsys):
     assert main(["invert", "--model", str(tmp_path / "skip.pt2"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--model: layer add" in err and "skip connections" in err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "n"))
 
 
 def test_invert_user_input_errors_name_the_argument(tmp_path, capsys):

@@ -179,12 +179,14 @@ def checkpoint_network(path: str) -> tuple[torch.nn.Module, tuple[int, int, int]
 
 def _factory_shape(model: torch.nn.Module, spec: str, size: int | None) -> tuple[int, ...]:
     """The per-sample input shape of a factory model: its ``input_shape`` attribute, else the
-    first ``nn.Linear``'s ``(in_features,)``, else ``(in_channels, size, size)`` of a first
+    ``(in_features,)`` of an ``nn.Linear`` first (after any ``nn.Flatten``), else ``(in_channels, size, size)`` of a first
     ``nn.Conv2d`` given ``size``."""
     declared = getattr(model, "input_shape", None)
     if declared is not None:
         return tuple(int(n) for n in declared)
-    first = next((m for m in model.modules() if not list(m.children())), None)
+    # the first leaf after any Flatten (flattening a flat input changes nothing)
+    first = next((m for m in model.modules() if not list(m.children()) and not isinstance(m, torch.nn.Flatten)),
+                 None)
     if isinstance(first, torch.nn.Linear):
         return (first.in_features,)
     if isinstance(first, torch.nn.Conv2d) and size is not None:
@@ -307,7 +309,13 @@ def _load(options: InvertOptions) -> tuple[dict, torch.nn.Module | None, tuple |
         refuse(options, ("weights",), f"the state dict of a package.module:factory model, not of "
                f"--model {options.model}")
         return resolve(options), None, None
+    from ..lifted import lift
+
     model, input_shape, task = user_network(options.model, options.weights, options.size)
+    try:   # a layer without a lifted form: one line naming it, before anything runs
+        lift(model, input_shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model: {err}") from None
     return resolve(options, input_shape, task), model.requires_grad_(False), input_shape
 
 
@@ -363,10 +371,10 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
     )
     from ..inversion.noise import bregman_noise
     from ..io import write_json
-    from ..runtime import show_progress
     from ..lifted import lift
     from ..metrics import psnr, ssim
     from ..plotting import plot_images, plot_reconstructions
+    from ..runtime import show_progress
 
     cfg, model, input_shape = _load(options)
     device = checked_device(cfg["device"], "--device")
