@@ -192,10 +192,20 @@ def test_parker_weights_are_complementary():
         assert np.allclose(w + wc, 1.0, atol=1e-12)
 
 
-def test_short_scan_shorter_than_the_fan_raises():
-    g = FanBeamGeometry(16, 20, 31, 1.0, 40.0, 20.0, angle_range=math.pi)
-    with pytest.raises(ValueError, match="^angles:"):
-        scan_weights(g)
+def test_scans_fbp_cannot_weight_raise():
+    for rng in (math.pi, 3 * math.pi):   # shorter than π + fan angle; overscan beyond 2π
+        g = FanBeamGeometry(16, 20, 31, 1.0, 40.0, 20.0, angle_range=rng)
+        with pytest.raises(ValueError, match="^angles:"):
+            scan_weights(g)
+
+
+def test_explicit_angles_short_scan_fbp_matches_uniform():
+    """Explicit angles equal to a uniform short scan: the same weights and step, the same FBP."""
+    uni = FanBeamGeometry(32, 90, 61, 1.0, 64.0, 32.0, angle_range=(0.3, 0.3 + 4.0))
+    exp = FanBeamGeometry(32, None, 61, 1.0, 64.0, 32.0, angles=uni.angles)
+    assert exp.angle_step == pytest.approx(uni.angle_step)
+    y = _rand((1, 90, 61), batch=1, seed=9)
+    assert torch.allclose(Radon(geometry=uni).fbp(y), Radon(geometry=exp).fbp(y), atol=1e-10)
 
 
 @pytest.mark.parametrize("scan", ["full", "short"])

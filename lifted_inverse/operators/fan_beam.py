@@ -196,11 +196,13 @@ def _scan_range(geom: FanBeamGeometry) -> tuple[float, float]:
 
 
 def scan_weights(geom: FanBeamGeometry) -> np.ndarray:
-    """Redundancy weights ``w(β_a, γ_d)`` ``(A, D)``: ``1/2`` for a scan over ``2π`` or more,
-    Parker's (:func:`parker_weights`, ``δ = (span - π)/2``) for a short scan. ``ValueError`` for a
-    scan shorter than ``π + 2γ_max`` (some lines are never measured)."""
+    """Redundancy weights ``w(β_a, γ_d)`` ``(A, D)``: ``1/2`` for a scan over ``2π``, Parker's
+    (:func:`parker_weights`, ``δ = (span - π)/2``) for a short scan. ``ValueError`` for a scan
+    shorter than ``π + 2γ_max`` (some lines are never measured) or longer than ``2π``."""
     lo, span = _scan_range(geom)
     gamma = geom.fan_angles()
+    if span > 2 * math.pi * (1 + 1e-9):
+        raise ValueError(f"angles: fan-beam FBP takes a scan over at most 2π, got {span:.4f} rad")
     if span >= 2 * math.pi * (1 - 1e-9):
         return np.full((geom.n_angles, geom.n_detectors), 0.5)
     delta = (span - math.pi) / 2

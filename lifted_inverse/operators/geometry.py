@@ -149,11 +149,15 @@ class _BeamGeometry:
 
     @property
     def angle_step(self) -> float:
-        """Quadrature weight ``Δθ`` per angle: ``(hi - lo)/A`` for uniform angles, else the mean
-        gap of the sorted angles wrapped around ``2π`` for a fan (``π/A`` for parallel beam)."""
+        """Quadrature weight ``Δθ`` per angle: ``(hi - lo)/A`` for uniform angles; for explicit
+        angles ``π/A`` (parallel beam) or, for a fan, the mean gap of the sorted angles
+        ``(max - min)/(A - 1)`` (``2π`` for a single angle)."""
         if self.uniform:
             return (self.angle_range[1] - self.angle_range[0]) / self.n_angles
-        return (2 * math.pi if self.kind == "fan" else math.pi) / self.n_angles
+        if self.kind == "fan":
+            a = self.angles
+            return float(a.max() - a.min()) / (a.size - 1) if a.size > 1 else 2 * math.pi
+        return math.pi / self.n_angles
 
     def detector_positions(self) -> np.ndarray:
         """``u_d = (d - D//2) Δu + o`` for ``d = 0 .. D-1`` (length units), float64."""
