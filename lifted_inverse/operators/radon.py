@@ -1,7 +1,15 @@
-"""2-D parallel-beam Radon transform with an exact adjoint, and filtered backprojection.
+"""2-D CT projectors (parallel and fan beam) with exact adjoints, and filtered backprojection.
 
-Geometry (the convention of ``skimage.transform.radon(image, theta, circle=True)``): an image of
-shape ``(H, W)`` with unit pixel spacing, rotation centre at pixel index ``(c_r, c_c) = (H//2, W//2)``;
+:class:`Radon` takes a :class:`~.geometry.ParallelBeamGeometry` or
+:class:`~.geometry.FanBeamGeometry` (physical units: pixel size, detector pitch and offset,
+source and detector distances); the fan-beam rows and FBP are in :mod:`.fan_beam`. Below, the
+parallel beam in pixel units; a pitch ``Δu``, offset ``o`` and pixel size ``p`` put bin ``d`` at
+``s_d = ((d - D//2) Δu + o)/p`` pixels and scale every weight by ``p`` (line integrals in length
+units).
+
+Parallel geometry (the convention of ``skimage.transform.radon(image, theta, circle=True)``): an
+image of shape ``(H, W)`` with unit pixel spacing, rotation centre at pixel index
+``(c_r, c_c) = (H//2, W//2)``;
 ``D`` detector bins with unit spacing, bin ``d`` at signed offset ``s_d = d - D//2`` (default
 ``D = ceil(hypot(H, W))``, :func:`diagonal_detectors`: the rays cover the whole image;
 skimage's ``circle=True`` is ``D = max(H, W)``, the inscribed disc); angle ``θ`` in radians.
@@ -33,18 +41,23 @@ columns ``X`` of shape ``(H·W, B)`` (the batch contiguous per pixel):
 * ``'sparse'``: ``R`` and ``R^T`` assembled once (vectorised; ``R^T`` by a stable sort of
   ``R``'s entries by column) and cached per geometry as CSR with int32 indices. ``Y = R X`` is the weighted
   gather-sum ``Y[i] = Σ_{k ∈ row i} v_k X[col_k]`` (``torch.nn.functional.embedding_bag``, an SpMM
-  kernel on CPU and CUDA); ``R^T Y`` gathers with the cached ``R^T``: no scatter, no atomics.
+  kernel, on CUDA and for float32 batches of 8 or more on CPU; otherwise the CSR matrix-vector or
+  matrix-matrix product, as ``embedding_bag``'s CPU kernel is slow for one column and float64);
+  ``R^T Y`` gathers with the cached ``R^T``: no scatter, no atomics.
 * ``'matrix_free'``: for ``'joseph'``, the rows of ``R`` (forward) and of ``R^T`` (adjoint) are
   generated on the fly for chunks of angles and applied by the same gather-sum, so memory is
-  ``O(chunk)``. A row of ``R^T`` (pixel ``m`` on line ``l``, angle ``θ``) has at most two rays:
+  ``O(chunk)`` (when bins are finer than pixels, ``Δu < p``, a pixel can meet more than two rays
+  of one angle and the adjoint scatters the forward rows instead; so does the fan beam).
+  A row of ``R^T`` (pixel ``m`` on line ``l``, angle ``θ``) has at most two rays:
   with ``u_θ(l, d) = a + s_d α`` (``|α| = w_θ >= 1``), ``|u_θ(l, d) - m| < 1`` only for
   ``d ∈ {⌊d*⌋, ⌊d*⌋ + 1}``, ``d* = (m - a)/α + D//2``, found by an exact integer division in the
   fixed-point geometry; its weights are the forward's integers, so the pair is an exact transpose. For
   ``'bilinear'``: rotate-and-sum with ``grid_sample``, whose adjoint scatters the same weights
   (``aten.grid_sampler_2d_backward``).
 
-Both are wrapped in ``torch.autograd.Function`` pairs whose backward is the other map, so the
-vector-Jacobian product of the forward is exactly the adjoint (and twice differentiable).
+Both go through :func:`~.linear_function.apply_linear`, whose backward is the other map, so the
+vector-Jacobian product of the forward is exactly the adjoint (differentiable to any order, and
+``torch.func.vjp`` / ``jvp`` / ``vmap`` work).
 """
 from __future__ import annotations
 
