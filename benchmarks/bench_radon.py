@@ -149,8 +149,8 @@ def batch_sweep(repeats: int, size: int = 128, n_angles: int = 60, batches=(1, 2
             x2, y2 = x.reshape(b, -1).T.contiguous(), y.reshape(b, -1).T.contiguous()
             cases[(b, "fwd")] = lambda op=op, x=x: op(x)
             cases[(b, "adj")] = lambda op=op, y=y: op.adjoint(y)
-            cases[(b, "fwd_bag")] = lambda x2=x2: bag(mat, x2)
-            cases[(b, "adj_bag")] = lambda y2=y2: bag(mat_t, y2)
+            cases[(b, "fwd_bag")] = lambda x2=x2, m=mat: bag(m, x2)
+            cases[(b, "adj_bag")] = lambda y2=y2, m=mat_t: bag(m, y2)
         runs = _round_robin(cases, repeats)
         for b in batches:
             cells = [f"{1e3 * min(runs[(b, k)]) / b:6.3f}/{1e3 * statistics.median(runs[(b, k)]) / b:<7.3f}"
@@ -165,7 +165,11 @@ def fan_vs_astra(repeats: int, size: int = 256, batch: int = 16, n_angles: int =
     ``line_fanflat`` CPU projector on the same rays (:func:`astra_geometries`), looped over the
     batch; and the relative L2 difference of the sinograms of a smooth ellipse phantom."""
     from lifted_inverse.operators import FanBeamGeometry
-    from lifted_inverse.operators.analytic import ellipse_image, ellipse_sinogram, shepp_logan_ellipses
+    from lifted_inverse.operators.analytic import (
+        ellipse_image,
+        ellipse_sinogram,
+        shepp_logan_ellipses,
+    )
 
     g = FanBeamGeometry(size, n_angles, n_det, 2.0, 2.0 * size, 2.0 * size)
     ell = shepp_logan_ellipses(0.45 * size)
@@ -236,7 +240,11 @@ def referee(size: int = 256) -> None:
     from lifted_inverse.datasets.phantoms import shepp_logan
     from lifted_inverse.metrics import psnr
     from lifted_inverse.operators import FanBeamGeometry, ParallelBeamGeometry, operator_from_spec
-    from lifted_inverse.operators.analytic import ellipse_image, ellipse_sinogram, shepp_logan_ellipses
+    from lifted_inverse.operators.analytic import (
+        ellipse_image,
+        ellipse_sinogram,
+        shepp_logan_ellipses,
+    )
     from lifted_inverse.operators.geometry import fan_detectors
 
     ell = shepp_logan_ellipses(0.45 * size)

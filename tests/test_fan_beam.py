@@ -265,7 +265,7 @@ def test_torch_func_vjp_jvp_vmap(kind, method):
     y, pullback = vjp(A, x)
     assert torch.allclose(y, A(x), atol=1e-12)
     assert torch.allclose(pullback(v)[0], A.adjoint(v), atol=1e-12)
-    out, tangent = jvp(A, (x,), (t,))
+    _, tangent = jvp(A, (x,), (t,))
     assert torch.allclose(tangent, A(t), atol=1e-12)
     _, pullback_t = vjp(A.adjoint, v)
     assert torch.allclose(pullback_t(x)[0], A(x), atol=1e-12)

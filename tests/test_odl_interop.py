@@ -119,5 +119,5 @@ def test_odl_fan_ray_transform_rejects_parallel():
     from lifted_inverse.operators import ParallelBeamGeometry
     from lifted_inverse.operators.odl_interop import odl_fan_ray_transform
 
-    with pytest.raises(ValueError, match="^geometry:"):
+    with pytest.raises(TypeError, match="^geometry:"):
         odl_fan_ray_transform(ParallelBeamGeometry(16))

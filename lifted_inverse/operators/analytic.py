@@ -117,7 +117,7 @@ def ellipse_sinogram(ellipses: Sequence[Ellipse], geometry: ParallelBeamGeometry
     a tensor ``(1, 1, A, D)``, the analytic counterpart of ``Radon(geometry=geometry)`` applied
     to :func:`ellipse_image`."""
     if not isinstance(geometry, (ParallelBeamGeometry, FanBeamGeometry)):
-        raise ValueError(f"geometry: expected a ParallelBeamGeometry or FanBeamGeometry, got {geometry!r}")
+        raise TypeError(f"geometry: expected a ParallelBeamGeometry or FanBeamGeometry, got {geometry!r}")
     q, e = _rays(geometry)
     out = np.zeros(q.shape[:2])
     b_k = math.sqrt(math.pi) * math.gamma(smoothness + 1) / math.gamma(smoothness + 1.5)

@@ -201,7 +201,7 @@ def odl_fan_ray_transform(geometry, impl: str | None = None):
     from .geometry import FanBeamGeometry
 
     if not isinstance(geometry, FanBeamGeometry):
-        raise ValueError(f"geometry: expected a FanBeamGeometry, got {type(geometry).__name__}")
+        raise TypeError(f"geometry: expected a FanBeamGeometry, got {type(geometry).__name__}")
     h, w = geometry.image_shape
     p = geometry.pixel_size
     cr, cc = geometry.centre()

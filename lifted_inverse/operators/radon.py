@@ -429,7 +429,7 @@ class _SparseMap:
     :mod:`.linear_function`): ``(B, 1, H, W) <-> (B, 1, A, D)``. The pair is fetched when applied,
     inside the autograd Function, where no ``torch.func`` transform wraps the sparse tensors."""
 
-    def __init__(self, radon: "Radon"):
+    def __init__(self, radon: Radon):
         self.radon = radon
         self.in_shape, self.out_shape = radon.in_shape, radon.out_shape
 

@@ -43,17 +43,16 @@ import torch
 from .base import Identity, LinearOperator, check_image_shape
 from .blur import Blur, box_kernel, gaussian_kernel
 from .fourier import SubsampledFourier, sampling_mask
-from .gradient import Gradient
-from .mask import Mask, random_mask
 from .geometry import (
     DEFAULT_N_ANGLES,
     GEOMETRY_KINDS,
     FanBeamGeometry,
     ParallelBeamGeometry,
-    diagonal_detectors,
     fan_detectors,
     geometry_from_dict,
 )
+from .gradient import Gradient
+from .mask import Mask, random_mask
 from .radon import Radon
 from .sinogram_filter import SinogramFilter
 
