@@ -120,6 +120,9 @@ class Blur(LinearOperator):
     kernel: a 2-D tensor/array, or a name in ``KERNEL_NAMES`` (default parameters, see
         :func:`make_kernel`).
     boundary: ``'circular'`` (the kernel must fit in the image) or ``'zero'``.
+
+    ``grid`` is the FFT grid ``(P, Q)``: ``(H, W)`` for the circular boundary, the padded grid of
+    the module docstring for the zero boundary.
     """
 
     def __init__(self, image_shape: int | Sequence[int], kernel="gaussian", boundary: str = "circular"):
