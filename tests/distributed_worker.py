@@ -196,7 +196,7 @@ def main_more(out_dir: str) -> None:
             "params": [p.detach().clone() for p in run["objective"].net.model.parameters()]}
     for epochs, resume in ((3, None), (2, None), (3, out / "lp_2.pt")):   # through the trainer
         task = make_synthetic_task()
-        cfg = make_config("bcd", layer_parallel=True)
+        cfg = make_config("bcd", layer_parallel=2)
         cfg.epochs = epochs
         res = train(task, cfg, checkpoint=str(out / f"lp_{epochs}.pt") if resume is None else None,
                     resume=None if resume is None else str(resume))
@@ -243,6 +243,12 @@ def main_grid(out_dir: str) -> None:
         lp.sync_model()
         results[case] = {"values": run["values"], "states": lp.gather_states(),
                          "params": [p.detach().clone() for p in run["objective"].net.model.parameters()]}
+    from lifted_inverse.training import train
+
+    task = make_synthetic_task()          # through the trainer: --layer-parallel 2 --distributed
+    res = train(task, make_config("bcd", layer_parallel=2, distributed=True))
+    results["trainer"] = {"params": [p.detach().clone() for p in task.model.parameters()],
+                          "objective": res["train_objective"]}
     if info.is_main:
         torch.save(results, Path(out_dir) / f"grid_{info.world_size}.pt")
     torch.distributed.barrier()

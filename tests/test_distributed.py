@@ -270,13 +270,13 @@ def test_layer_parallel_refusals(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--layer-parallel" in err
     with pytest.raises(ValueError, match="layer_parallel: no torch.distributed process group"):
-        train(dw.make_synthetic_task(), dw.make_config("bcd", layer_parallel=True))
+        train(dw.make_synthetic_task(), dw.make_config("bcd", layer_parallel=2))
     objective, _, _ = dw.lp_objective("mlp")
     with pytest.raises(ValueError, match="layer_parallel: needs per-sample states"):
         StagedSolver(objective, "isgm")
     with pytest.raises(ValueError, match="layer_parallel: needs per-sample states"):
         StagedSolver(objective, "bcd", state_init="forward")
-    assert TrainConfig(layer_parallel=True).user_fields() == {}
+    assert TrainConfig(layer_parallel=2).user_fields() == {}
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +297,10 @@ def test_layer_and_data_parallel_grid_equals_one_process_same_order(grid, case):
     assert _max_err(params, four["params"]) < LP_TOL
     states = {s: v for st in one["solver"].stages for s, v in st.store.states.items()}
     assert max(float((states[s] - four["states"][s]).abs().max()) for s in states) < LP_TOL
+
+
+def test_trainer_grid_equals_two_stage_training(grid, more):
+    """``layer_parallel=2, distributed=True`` on 4 ranks trains what 2 stages train on 2."""
+    two, four = more["trainer-lp-3"], grid["trainer"]
+    assert _max_err(two["params"], four["params"]) < LP_TOL
+    assert two["objective"] == pytest.approx(four["objective"], abs=LP_TOL)

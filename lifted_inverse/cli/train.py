@@ -93,10 +93,11 @@ def register(subparsers) -> None:
                    help="data-parallel training (lifted methods: sample shards; backprop: "
                    "DistributedDataParallel), one process per rank: launch with "
                    "`torchrun --nproc-per-node N -m lifted_inverse train --distributed ...`")
-    p.add_argument("--layer-parallel", action="store_true",
-                   help="layer-parallel lifted training: the layers in contiguous stages, one per "
-                   "rank, exchanging boundary states (needs per-sample states: not isgm or "
-                   "--state-init forward); launch with torchrun as --distributed")
+    p.add_argument("--layer-parallel", type=int, nargs="?", const=-1, default=0, metavar="STAGES",
+                   help="layer-parallel lifted training: the layers in STAGES contiguous stages "
+                   "(default: one per rank), exchanging boundary states (needs per-sample states: "
+                   "not isgm or --state-init forward); with --distributed the ranks form a grid of "
+                   "STAGES x data replicas; launch with torchrun as --distributed")
     net = p.add_argument_group("network (MLP tasks: digits-mlp, mnist-mlp; digits-resnet: width, blocks)")
     net.add_argument("--hidden-layers", type=int, default=None, help="hidden layers of the MLP (default 2)")
     net.add_argument("--width", type=int, default=None, help="hidden width (MLP 256, ResNet 128)")
@@ -151,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.distributed or args.layer_parallel:
         args.device, is_writer = init_distributed(
             args.device, "layer_parallel" if args.layer_parallel else "distributed")
+        if args.layer_parallel == -1:       # the flag alone: one stage per rank
+            args.layer_parallel = torch.distributed.get_world_size()
     extra = {k: getattr(args, k) for k in TASK_EXTRAS if getattr(args, k) is not None}
     task_config = TaskConfig(seed=args.seed or 0, data=args.data, noise=args.noise, device=args.device,
                              dtype=DTYPES[args.dtype], extra=extra)

@@ -94,8 +94,9 @@ class TrainConfig:
     select: str | None = None
     fresh_noise: bool | None = None
     distributed: bool = False
-    #: layer-parallel lifted training: one stage of layers per rank (lifted.layer_parallel)
-    layer_parallel: bool = False
+    #: layer-parallel lifted training (lifted.layer_parallel): the number of stages of layers, one
+    #: per rank (0: off); with ``distributed`` the ranks form a grid of stages × data replicas
+    layer_parallel: int = 0
     #: where each resolved value came from: 'engine', 'task' or 'user' (filled by resolve)
     sources: dict = field(default_factory=dict)
     reduce_fn: Callable | None = field(default=None, repr=False)

@@ -3,8 +3,9 @@
 * :class:`DataParallelLiftedStep` (``TrainConfig(distributed=True)``, lifted methods);
 * :class:`DataParallelBackpropStep` (``distributed=True``, ``method='backprop'``):
   ``DistributedDataParallel`` on the same batches;
-* :class:`LayerParallelStep` (``TrainConfig(layer_parallel=True)``, lifted methods): one stage
-  of layers per rank (:mod:`lifted_inverse.lifted.layer_parallel`).
+* :class:`LayerParallelStep` (``TrainConfig(layer_parallel=STAGES)``, lifted methods): one stage
+  of layers per rank (:mod:`lifted_inverse.lifted.layer_parallel`), with ``distributed=True`` on
+  a grid of stages × data replicas.
 
 Rank 0 writes metrics, figures and checkpoints (``is_writer``); every rank calls ``state_dict``
 (a collective).
@@ -170,20 +171,25 @@ class LayerParallelStep(LiftedStep):
     stage's weights and the states they produce, and exchanges boundary states with its
     neighbours.
 
-    ``sync_model()`` (the trainer calls it before evaluating or writing) copies every stage's
-    weights to all ranks. Checkpoints hold the whole model, the states of all samples and every
-    stage's solver state; they resume on the same number of ranks (the stages of another count
-    would need other solver states).
+    With ``config.distributed`` the ranks form a :class:`~lifted_inverse.lifted.layer_parallel.
+    ProcessGrid` of ``config.layer_parallel`` stages × data replicas (each replica a shard of the
+    samples). ``sync_model()`` (the trainer calls it before evaluating or writing) copies every
+    stage's weights to all ranks. Checkpoints hold the whole model, the states of all samples and
+    every stage's solver state; they resume with the same number of stages and any number of
+    data replicas (the stages of another count would need other solver states).
     """
 
     def __init__(self, task, config: TrainConfig, group=None):
-        from ..lifted.layer_parallel import LayerParallelSolver
+        from ..lifted.layer_parallel import LayerParallelSolver, ProcessGrid
 
         _require_group("layer_parallel")
         if config.method == "backprop":
             raise ValueError("layer_parallel: applies to the lifted methods, not backprop")
-        if config.distributed:
-            raise ValueError("layer_parallel: not yet combined with --distributed (one stage per rank)")
+        stages, world = int(config.layer_parallel), torch.distributed.get_world_size()
+        if stages < 1 or world % stages or (not config.distributed and stages != world):
+            raise ValueError(f"layer_parallel: {stages} stages on {world} ranks (one stage per rank; "
+                             "with --distributed a grid of stages × replicas, STAGES dividing the ranks)")
+        grid = ProcessGrid.of(stages) if config.distributed else None
         if config.batched_layers:
             raise ValueError("batched_layers: the batched kernels do not run layer-parallel stages")
         self.task, self.config, self.group = task, config, group
@@ -191,15 +197,16 @@ class LayerParallelStep(LiftedStep):
         self.net = task.lifted_network(task.model)
         self.objective = lifted_objective(self.net, config)
         self.batched = False
-        self.solver = LayerParallelSolver(self.objective, config.solver, group=group,
+        self.solver = LayerParallelSolver(self.objective, config.solver, group=group, grid=grid,
                                           **solver_options(config))
+        self.world_rank = torch.distributed.get_rank()
         inputs, _ = task.train_batch(None)
         self.solver.init_store(inputs)
         self.store = None
 
     @property
     def is_writer(self) -> bool:
-        return self.solver.rank == 0
+        return self.world_rank == 0
 
     def set_lr(self, lr: float) -> None:
         stage = self.solver.solver
@@ -217,8 +224,10 @@ class LayerParallelStep(LiftedStep):
 
     def state_dict(self) -> dict:
         """Every stage's solver state and all states by sample id (collective; rank 0 keeps them)."""
+        # the stages of one pipeline (data replicas hold the same solver state)
         stages = [None] * self.solver.link.world
-        torch.distributed.all_gather_object(stages, self.solver.solver.state_dict(), group=self.group)
+        torch.distributed.all_gather_object(stages, self.solver.solver.state_dict(),
+                                            group=self.solver.group)
         states = StateStore(self.solver.gather_states()).state_dict()
         return {"solver": {"bounds": [list(b) for b in self.solver.bounds], "stages": stages},
                 "states": states}
@@ -230,6 +239,7 @@ class LayerParallelStep(LiftedStep):
             raise ValueError(f"resume: the checkpoint's layer stages are {saved}; this run's are {mine} "
                              "(resume layer-parallel training on the same number of ranks)")
         self.solver.solver.load_state_dict(d["solver"]["stages"][self.solver.rank])
-        stage = self.solver.stage
-        stage.store = StateStore({s: v for s, v in StateStore.from_state_dict(d["states"]).states.items()
+        stage, shard = self.solver.stage, self.solver.shard
+        stage.store = StateStore({s: v if shard is None else shard.rows(v)
+                                  for s, v in StateStore.from_state_dict(d["states"]).states.items()
                                   if s in stage.view.free_states})

@@ -3,7 +3,8 @@
 ``train(task, TrainConfig(...), checkpoint=PATH, resume=PATH, callbacks=(), progress=False)``
 resolves the config (:func:`.config.resolve`: engine < task presets < caller), builds the step
 (:class:`.steps.LiftedStep` or :class:`.steps.BackpropStep`; under torchrun the data-parallel
-steps with ``distributed=True``, the layer-parallel step with ``layer_parallel=True``) and runs :class:`Trainer`:
+steps with ``distributed=True``, the layer-parallel step with ``layer_parallel=STAGES``) and runs
+:class:`Trainer`:
 
 * epochs and/or a time budget (training seconds, evaluation excluded; whichever ends first);
   each epoch visits a seeded permutation of the training samples in mini-batches;
