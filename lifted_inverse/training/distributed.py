@@ -237,7 +237,7 @@ class LayerParallelStep(LiftedStep):
         mine = [list(b) for b in self.solver.bounds]
         if saved != mine:
             raise ValueError(f"resume: the checkpoint's layer stages are {saved}; this run's are {mine} "
-                             "(resume layer-parallel training on the same number of ranks)")
+                             "(resume layer-parallel training with the same number of stages)")
         self.solver.solver.load_state_dict(d["solver"]["stages"][self.solver.rank])
         stage, shard = self.solver.stage, self.solver.shard
         stage.store = StateStore({s: v if shard is None else shard.rows(v)
