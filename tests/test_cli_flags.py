@@ -194,6 +194,11 @@ RECONSTRUCT_FLAGS = {
     "--angles-file": ("a.txt", "angles_file", None), "--angle-unit": ("deg", "angle_unit", None),
     "--detectors": ("10", "detectors", None), "--ground-truth": ("gt.npy", "ground_truth", None),
     "--batch-size": ("2", "batch_size", None),
+    # CT geometry and transmission noise (tests/test_cli_ct_geometry.py): --dose needs --scanner,
+    # --attenuation and --weighting need --photons or --dose, so these three are refused alone
+    "--geometry": ("fan", "geometry", "fan"), "--scanner": ("lidc", "scanner", "lidc"),
+    "--photons": ("1000", "photons", 1000.0), "--dose": ("low", "dose", None),
+    "--attenuation": ("0.05", "attenuation", None), "--weighting": ("none", "weighting", None),
 }
 RECONSTRUCT_MEASUREMENT_ONLY = {"--key", "--index", "--layout", "--angles-file", "--angle-unit", "--detectors",
                                 "--ground-truth", "--batch-size"}
@@ -205,6 +210,9 @@ def reconstruct_refuses(operator: str, method: str, flag: str) -> bool:
     """Where a reconstruct flag does not apply (the table the test holds the CLI to)."""
     return ((flag == "--angles" and operator != "ct") or (flag == "--filter" and method != "fbp")
             or flag in RECONSTRUCT_MEASUREMENT_ONLY
+            or (flag in ("--geometry", "--scanner", "--photons") and operator != "ct")
+            or (flag in ("--geometry", "--scanner") and method == "unrolled")
+            or flag in ("--dose", "--attenuation", "--weighting")
             or (flag == "--checkpoint" and method != "unrolled")
             or (flag in ("--alpha", "--iterations", "--tol", "--no-progress")
                 and method not in ("tikhonov", "tv")))

@@ -12,7 +12,17 @@ from pathlib import Path
 
 from ..datasets._util import NORMALIZATIONS
 from ..jobs._common import NOISE_TYPES
-from ..jobs.reconstruct import DEFAULTS, ITERATION_DEFAULTS, LAYOUTS, METHODS, OPERATORS
+from ..jobs.reconstruct import (
+    DEFAULT_ATTENUATION,
+    DEFAULTS,
+    GEOMETRIES,
+    ITERATION_DEFAULTS,
+    LAYOUTS,
+    METHODS,
+    OPERATORS,
+    SCANNER_NAMES,
+    WEIGHTINGS,
+)
 
 
 def register(subparsers) -> None:
@@ -67,8 +77,28 @@ def register(subparsers) -> None:
                         f"{ITERATION_DEFAULTS['tv']['tol']})")
     p.add_argument("--seed", type=int, default=None, help="noise (and ellipses phantom) seed, default 0")
     p.add_argument("--angles", type=int, default=None,
-                   help=f"ct: number of angles in [0, pi) (default {DEFAULTS['angles']}; with --measurement "
-                        "the sinograms' count, checked)")
+                   help=f"ct: number of angles (default {DEFAULTS['angles']}, or the --scanner's count; with "
+                        "--measurement the sinograms' count, checked)")
+    p.add_argument("--geometry", choices=GEOMETRIES, default=None,
+                   help="ct: parallel (default: angles over [0, pi)) or fan beam (a flat detector, "
+                        "angles over [0, 2 pi), source and detector at twice the image width)")
+    p.add_argument("--scanner", choices=SCANNER_NAMES, default=None,
+                   help="ct: a scanner preset instead of --geometry (lidc: LION's LIDC-IDRI fan beam, "
+                        "360 angles, 900 bins; --angles overrides its count; the field of view is kept "
+                        "at any --size)")
+    p.add_argument("--photons", type=float, default=None,
+                   help="ct: transmission Poisson noise with I0 incident photons per detector bin, "
+                        "instead of --noise (pre-log counts and post-log data in result.h5; tv then "
+                        "weights its data term, see --weighting)")
+    p.add_argument("--dose", default=None,
+                   help="ct: a dose level of --scanner instead of --photons (lidc: full 1e4, low 3500, "
+                        "extremely_low 1000 photons)")
+    p.add_argument("--attenuation", type=float, default=None,
+                   help=f"--photons/--dose: attenuation per length unit of an image value of 1 (default "
+                        f"{DEFAULT_ATTENUATION}: values relative to water, lengths in mm or pixels)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=None,
+                   help="tv on transmission data: pwls (default: weights n_i / mean(n) from the counts) "
+                        "or none (unweighted least squares)")
     p.add_argument("--filter", default=None, help="fbp: filter ramp (default), shepp-logan, hann")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="unrolled: network checkpoint written by lifted-inverse train")

@@ -4,11 +4,15 @@ Two sources of the measurement ``y``:
 
 * simulate (``image``): image -> operator -> Gaussian noise, in float32 exactly as
   ``lifted-inverse data`` makes its files (so a file written by ``data`` and read back with
-  ``measurement`` gives the same ``y``), then reconstructed in float64;
+  ``measurement`` gives the same ``y``), then reconstructed in float64; for CT with ``photons``
+  (or a scanner's ``dose`` level) the noise is transmission Poisson noise instead: counts
+  ``n ~ Poisson(I_0 exp(-μ Ax))`` and the post-log line integrals ``y = -log(n / I_0) / μ``
+  (:class:`~lifted_inverse.operators.noise.TransmissionPoissonNoise`, ``μ = attenuation``);
 * read (``measurement``): a file of one measurement or a stack (:mod:`lifted_inverse.datasets.measurements`):
   this project's ``data`` files (operator and noise from the file), deepinv-style or
   LoDoPaB-CT-style HDF5, ``.npy``, ``.npz``, TIFF (operator from the options: ``operator``,
-  ``size``, and for CT ``angles`` / ``angles_file`` + ``angle_unit``, ``detectors``, ``layout``).
+  ``size``, and for CT ``angles`` / ``angles_file`` + ``angle_unit``, ``detectors``, ``layout``);
+  a ``data`` file with transmission noise brings its pre-log ``counts`` too.
   ``ground_truth`` (optional) gives the reference for the metrics; without one no metric is computed.
 
 Samples are reconstructed ``batch_size`` at a time (the solvers are batched, each sample with its
@@ -21,6 +25,20 @@ option after defaults, with its source), ``OUT/reconstruction.png`` (one row per
 :data:`PLOT_ROWS`), ``OUT/result.h5`` (reconstructions, measurements, ground truth when known,
 provenance). An option that does not apply is a ``ValueError`` naming it.
 A new method is one entry in :data:`METHODS`: ``func(operator, y, config, context) -> (x, info)``.
+
+CT geometry: ``geometry`` (``parallel``: :mod:`~lifted_inverse.operators.registry`'s default
+``'ct'`` operator; ``fan``: its fan-beam default, a flat detector, ``angles`` over ``[0, 2π)``) or
+a named ``scanner`` preset (:mod:`lifted_inverse.operators.scanners`; ``angles`` overrides its
+count). The operator spec is recorded in ``result.h5`` (``operator``).
+
+Transmission data (counts known): TV minimises the penalised weighted least squares
+``½ ‖√w ⊙ (Ax − y)‖² + α TV(x)`` with ``w = pwls_weights(n, μ, normalize=True)``
+(``w_i = n_i / mean(n)``, :func:`~lifted_inverse.operators.noise.pwls_weights`) unless
+``weighting`` is ``none``. The noise level of the default-``alpha`` rule is then, per sample,
+``σ = 1 / sqrt(mean(μ² n))``: ``Var(y_i) ≈ 1/(μ² n_i)`` (delta method), so every weighted
+residual ``√w_i (y_i − (Ax)_i)`` has variance ``w_i / (μ² n_i) = 1 / mean(μ² n)``. Unweighted
+(FBP's data, Tikhonov, TV with ``weighting`` ``none``) it is the rms of the per-ray standard
+deviations, ``σ = sqrt(mean(1 / (μ² max(n, 1))))``.
 """
 from __future__ import annotations
 
@@ -37,10 +55,20 @@ from ..datasets._util import NORMALIZATIONS
 from ..datasets.hdf5 import describe_noise, operator_record, write_arrays
 from ..io import strict_json, write_json
 from ..operators.base import LinearOperator
+from ..operators.scanners import SCANNER_NAMES
 from ..runtime import checked_device, show_progress
 from ._common import check_min, config_record, load_named_image, noise_rule, refuse
 
 OPERATORS = ("denoise", "blur", "ct")
+GEOMETRIES = ("parallel", "fan")
+WEIGHTINGS = ("pwls", "none")
+#: options of transmission (low-dose CT) noise, simulated with ``photons`` or ``dose``
+TRANSMISSION_OPTIONS = ("photons", "dose", "attenuation")
+#: ``μ`` of transmission noise: image values are read as attenuation relative to water, whose
+#: coefficient is about 0.02 per mm at CT energies (0.19 /cm at 70 keV); lengths are in the
+#: geometry's unit (mm for the ``lidc`` scanner, a pixel for the default geometries), so a body of
+#: 100-300 units gives optical depths ``μ ∫x`` of a few units, as in clinical CT
+DEFAULT_ATTENUATION = 0.02
 ITERATIVE = ("tikhonov", "tv")
 LAYOUTS = ("angles-detectors", "detectors-angles")
 #: options of the read source only / of the simulated source only
@@ -92,6 +120,12 @@ class ReconstructOptions:
     checkpoint: str | Path | None = None
     device: str | None = None
     progress: bool | None = None
+    geometry: str | None = None
+    scanner: str | None = None
+    photons: float | None = None
+    dose: str | None = None
+    attenuation: float | None = None
+    weighting: str | None = None
 
 
 def build_operator(name: str, shape, angles: int | None = None, ct: dict | None = None) -> LinearOperator:
@@ -204,6 +238,73 @@ def resolve(options: ReconstructOptions) -> dict:
         keep.update(iterations=get("iterations"), tol=get("tol"), progress=show_progress(options.progress))
     elif measured:
         keep["progress"] = show_progress(options.progress)
+    keep.update(_resolve_ct(options, operator, method, measured))
+    return keep
+
+
+def _positive(name: str, value) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value}")
+
+
+def _resolve_ct(options: ReconstructOptions, operator: str, method: str, measured: bool) -> dict:
+    """The CT geometry (``geometry`` / ``scanner``, the scanner's ``angles`` unless given) and
+    transmission-noise entries (``photons``, ``dose``, ``attenuation``, ``weighting``) of the
+    config; ``ValueError`` naming an option that does not apply."""
+    from ..operators.scanners import SCANNERS, scanner_spec
+
+    if operator != "ct":
+        refuse(options, ("geometry", "scanner", *TRANSMISSION_OPTIONS, "weighting"),
+               f"a CT option; --operator {operator} has none")
+        return {}
+    if options.geometry is not None and options.scanner is not None:
+        raise ValueError("scanner: give --scanner NAME or --geometry KIND, not both (a scanner fixes its geometry)")
+    if options.geometry is not None and options.geometry not in GEOMETRIES:
+        raise ValueError(f"geometry: expected one of {', '.join(GEOMETRIES)}, got {options.geometry!r}")
+    if options.scanner is not None and options.scanner not in SCANNER_NAMES:
+        raise ValueError(f"scanner: expected one of {', '.join(SCANNER_NAMES)}, got {options.scanner!r}")
+    if method == "unrolled":
+        refuse(options, ("geometry", "scanner"), "the checkpoint of --method unrolled records the scanner "
+                                                 "the network was trained for")
+    if measured:
+        refuse(options, ("geometry", "scanner"), "the geometry of a simulated measurement; a --measurement's "
+                                                 "comes from its data file or --angles/--angles-file/--detectors")
+        refuse(options, TRANSMISSION_OPTIONS, "transmission noise of a simulated measurement; a data file "
+                                              "with transmission noise brings its counts")
+    if options.photons is not None and options.dose is not None:
+        raise ValueError("dose: give --photons I0 or --dose LEVEL, not both")
+    transmission = options.photons is not None or options.dose is not None
+    if transmission:
+        flag = "--photons" if options.photons is not None else "--dose"
+        refuse(options, ("noise", "noise_type"), f"Gaussian noise; {flag} simulates transmission Poisson noise")
+    else:
+        refuse(options, ("attenuation",), "the attenuation of transmission noise, simulated with --photons "
+                                          "or --dose")
+        if not measured:
+            refuse(options, ("weighting",), "the data-term weights of transmission data (--photons or --dose)")
+    if method != "tv":
+        refuse(options, ("weighting",), f"the data-term weights of --method tv, not {method}")
+    if options.weighting is not None and options.weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting: expected one of {', '.join(WEIGHTINGS)}, got {options.weighting!r}")
+    _positive("photons", options.photons)
+    _positive("attenuation", options.attenuation)
+    keep = {"geometry": None if options.scanner else (options.geometry or "parallel"), "scanner": options.scanner}
+    if options.scanner is not None and options.angles is None and not measured:
+        keep["angles"] = scanner_spec(options.scanner, 16)["n_angles"]
+    photons = options.photons
+    if options.dose is not None:
+        levels = SCANNERS[options.scanner].photon_counts if options.scanner else {}
+        if options.dose not in levels:
+            known = f"{options.scanner}'s levels are {', '.join(levels)}" if levels else (
+                f"scanner {options.scanner} has none" if options.scanner else "give --scanner NAME")
+            raise ValueError(f"dose: a dose level of the scanner ({known}), got {options.dose!r}")
+        photons = levels[options.dose]
+    if transmission:
+        keep.update(photons=photons, dose=options.dose,
+                    attenuation=options.attenuation or DEFAULT_ATTENUATION, noise=None, noise_relative=None,
+                    noise_type=None)
+    if method == "tv":
+        keep["weighting"] = options.weighting or ("pwls" if transmission else None)
     return keep
 
 
@@ -231,16 +332,45 @@ def _load_unrolled(path, operator: str) -> tuple:
     return ck.model, {"task": ck.task, "kind": kind, "operator": ck.operator}
 
 
+def ct_spec(geometry: str | None, scanner: str | None, angles: int | None, shape) -> dict:
+    """The ``'ct'`` operator spec for images of ``shape`` ``(1, H, W)``: scanner preset ``scanner``
+    (square images; ``angles`` replaces its angle count when given), else the registry's default
+    of ``geometry`` (``parallel`` or ``fan``) with ``angles`` angles (the registry's default
+    count when None)."""
+    from ..operators.scanners import scanner_spec
+
+    if scanner is not None:
+        if shape[-1] != shape[-2]:
+            raise ValueError(f"scanner: a scanner preset images square fields, got {shape[-2]} x {shape[-1]} "
+                             "pixels (give --size N)")
+        spec = scanner_spec(scanner, int(shape[-1]))
+        if angles is not None:
+            spec["n_angles"] = int(angles)
+        return spec
+    spec = {"name": "ct"}
+    if geometry == "fan":
+        spec["geometry"] = "fan"
+    if angles is not None:
+        spec["n_angles"] = int(angles)
+    return spec
+
+
 def _operator(cfg: dict, shape, loaded: tuple | None) -> LinearOperator:
-    """The operator of ``cfg``; for ``--method unrolled`` on CT the scanner the network was
-    trained for (its detector count, from the checkpoint's CT spec) with ``angles`` angles."""
+    """The operator of ``cfg`` (CT: :func:`ct_spec`); for ``--method unrolled`` on CT the scanner
+    the network was trained for (its geometry, from the checkpoint's CT spec) with ``angles``
+    angles."""
     if loaded is not None and cfg["operator"] == "ct":
         from ..operators.registry import operator_from_spec, resolve_spec
 
         geometry = resolve_spec(loaded[1]["operator"], shape)
         geometry.pop("angles", None)  # the given angle count, uniform in the trained range
         return operator_from_spec({**geometry, "n_angles": cfg["angles"]}, shape)
-    return build_operator(cfg["operator"], shape, cfg.get("angles"))
+    if cfg["operator"] == "ct":
+        from ..operators.registry import operator_from_spec
+
+        return operator_from_spec(ct_spec(cfg.get("geometry"), cfg.get("scanner"), cfg.get("angles"), shape),
+                                  shape)
+    return build_operator(cfg["operator"], shape)
 
 
 def _alpha(context, operator, batch: slice, method: str) -> float | torch.Tensor:
@@ -277,12 +407,20 @@ def _run_tikhonov(operator, y, cfg, context):
 
 
 def _run_tv(operator, y, cfg, context):
+    from ..operators.noise import pwls_weights
     from ..reconstruction import tv_pdhg
 
     alpha = _alpha(context, operator, context["batch"], "tv")
+    weights, weighting = None, {}
+    if cfg.get("weighting") == "pwls":
+        counts = context["counts"][context["batch"]].to(dtype=y.dtype, device=y.device)
+        weights = pwls_weights(counts, context["attenuation"], normalize=True)
+        weighting = {"weighting": "pwls"}
+    elif cfg.get("weighting") == "none":
+        weighting = {"weighting": "none"}
     res = tv_pdhg(operator, y, alpha, nonneg=context["nonneg"], max_iter=cfg["iterations"], tol=cfg["tol"],
-                  progress=context["solver_progress"])
-    return res.x, {"alpha": alpha, "nonneg": context["nonneg"], "iterations": res.iterations,
+                  weights=weights, progress=context["solver_progress"])
+    return res.x, {"alpha": alpha, **weighting, "nonneg": context["nonneg"], "iterations": res.iterations,
                    "converged": res.converged, "final_energy": res.history["energy"][-1],
                    "final_rel_gap": res.history["rel_gap"][-1]}
 
@@ -314,6 +452,20 @@ class Problem:
     noise_std: torch.Tensor | None
     noise: dict | None
     source: dict = field(default_factory=dict)
+    #: pre-log transmission counts (N, *out_shape) float64 of ``y`` (post-log) and ``μ``, or None
+    counts: torch.Tensor | None = None
+    attenuation: float | None = None
+
+
+def transmission_noise_std(counts: torch.Tensor, attenuation: float, weighted: bool) -> torch.Tensor:
+    """Per-sample noise level ``σ`` (B,) of post-log data with counts ``n`` (B, ...): weighted
+    (normalised PWLS weights) ``1 / sqrt(mean(μ² n))``, else ``sqrt(mean(1 / (μ² max(n, 1))))``
+    (module docstring)."""
+    n = counts.detach().double().flatten(1).cpu()
+    mu2 = float(attenuation) ** 2
+    if weighted:
+        return 1.0 / (mu2 * n.mean(1)).sqrt()
+    return (1.0 / (mu2 * n.clamp_min(1.0))).mean(1).sqrt()
 
 
 def simulate_problem(cfg: dict, loaded: tuple | None) -> Problem:
@@ -323,6 +475,8 @@ def simulate_problem(cfg: dict, loaded: tuple | None) -> Problem:
 
     x = load_named_image(cfg["image"], cfg["size"], cfg["seed"], cfg["normalize"])[None]
     operator = _operator(cfg, x.shape[1:], loaded)
+    if cfg.get("photons") is not None:
+        return _simulate_transmission(cfg, operator, x)
     noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
     with torch.no_grad():
         y = noise(operator(x)).to(torch.float64)
@@ -330,6 +484,23 @@ def simulate_problem(cfg: dict, loaded: tuple | None) -> Problem:
         raise ValueError(f"noise: a level of {cfg['noise']:g} overflows the float32 measurement")
     return Problem(operator, y, x.to(torch.float64), noise_std(y, cfg["noise"], cfg["noise_relative"]),
                    describe_noise(noise), {"image": cfg["image"]})
+
+
+def _simulate_transmission(cfg: dict, operator: LinearOperator, x: torch.Tensor) -> Problem:
+    """Counts ``n ~ Poisson(I_0 exp(-μ A x))`` and post-log ``y`` of the float32 image ``x``."""
+    from ..operators.noise import TransmissionPoissonNoise
+
+    noise = TransmissionPoissonNoise(cfg["photons"], seed=cfg["seed"], attenuation=cfg["attenuation"])
+    with torch.no_grad():
+        data = noise.simulate(operator(x))
+    counts = data.counts.to(torch.float64)
+    if not bool((counts > 0).any()):
+        raise ValueError(f"photons: no photon reaches the detector (I_0 = {cfg['photons']:g}, attenuation "
+                         f"{cfg['attenuation']:g}); raise --photons or lower --attenuation")
+    weighted = cfg.get("weighting") == "pwls"
+    return Problem(operator, data.line_integrals.to(torch.float64), x.to(torch.float64),
+                   transmission_noise_std(counts, cfg["attenuation"], weighted), describe_noise(noise),
+                   {"image": cfg["image"]}, counts, cfg["attenuation"])
 
 
 def _file_noise(record, y: torch.Tensor) -> torch.Tensor | None:
@@ -557,7 +728,8 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     # negative values, not for stored values such as Hounsfield units; a read measurement's
     # reconstruction never depends on whether a reference is given, so it keeps x >= 0
     nonneg = measured or float(problem.truth.min()) >= 0
-    context = {"options": options, "noise_std": problem.noise_std, "network": loaded, "nonneg": nonneg}
+    context = {"options": options, "noise_std": problem.noise_std, "network": loaded, "nonneg": nonneg,
+               "counts": problem.counts, "attenuation": problem.attenuation}
     start = time.perf_counter()
     rec, infos = _reconstruct(problem, cfg, context, device)
     if device.type == "cuda":
@@ -580,6 +752,7 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
         "noise": cfg["noise"], "noise_relative": cfg["noise_relative"],
         "noise_std": None if sigma is None else (float(sigma[0]) if len(sigma) == 1 else sigma.tolist()),
         "device": str(device), "alpha": info.get("alpha"),
+        **({"photons": cfg["photons"], "attenuation": cfg["attenuation"]} if cfg.get("photons") else {}),
         **{k: v for k, v in info.items() if k != "alpha"},
     })
     if measured:
@@ -602,6 +775,8 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
                                          else float(gt_range(problem.truth)[0])),
                              title=f"{cfg['operator']} / {cfg['image']}")
         arrays = {"ground_truth": problem.truth[0], "measurement": problem.y[0], "reconstruction": rec[0]}
+        if problem.counts is not None:  # transmission noise: "measurement" is the post-log data
+            arrays["counts"] = problem.counts[0]
     write_arrays(out / "result.h5", arrays, {"operator": operator_record(operator), "noise": problem.noise,
                                              "source": problem.source, "metrics": strict_json(metrics)})
     write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null + reason
