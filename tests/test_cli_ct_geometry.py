@@ -99,3 +99,40 @@ def test_options_that_do_not_apply_exit_2_naming_the_flag(capsys, tmp_path, monk
     assert main(["reconstruct", "--dry-run", *argv]) == 2
     err = capsys.readouterr().err
     assert f"{flag}:" in err and err.count("\n") == 1, err
+
+
+def test_data_file_of_a_scanner_with_transmission_noise_and_its_pwls_reconstruction(tmp_path):
+    path = tmp_path / "d.h5"
+    assert main(["data", "--operator", "ct", "--scanner", "lidc", "--size", "32", "--angles", "45", "--n", "2",
+                 "--dose", "extremely_low", "--out", str(path)]) == 0
+    with h5py.File(path, "r") as f:
+        counts, y = f["counts"][()], f["y"][()]
+        noise, spec = json.loads(f.attrs["noise"]), json.loads(f.attrs["operator"])["spec"]
+    assert counts.shape == y.shape == (2, 1, 45, 900)
+    assert noise["model"] == "transmission" and noise["photons"] == 1000.0 and noise["attenuation"] == 0.02
+    assert spec["geometry"] == "fan" and spec["source_origin"] == 575.0
+    np.testing.assert_allclose(y, -np.log(np.maximum(counts, 1) / 1000.0) / 0.02, rtol=1e-5, atol=1e-4)
+    # reconstruct --measurement weights TV by the file's counts, with the noise level they give
+    m = _run(["--measurement", str(path), "--ground-truth", str(path), "--method", "tv", "--iterations", "50",
+              "--no-progress"], tmp_path / "rec")
+    assert m["weighting"] == "pwls" and m["config"]["weighting"] == "pwls"
+    expected = 1.0 / np.sqrt((0.02 ** 2 * counts.reshape(2, -1)).mean(1))
+    np.testing.assert_allclose(m["noise_std"], expected, rtol=1e-6)
+    with h5py.File(tmp_path / "rec" / "result.h5", "r") as f:
+        np.testing.assert_array_equal(f["counts"][()], counts)
+    unweighted = _run(["--measurement", str(path), "--method", "tv", "--weighting", "none", "--alpha", "1",
+                       "--iterations", "5", "--no-progress"], tmp_path / "rec2")
+    assert unweighted["weighting"] == "none"
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--operator", "blur", "--photons", "1000"], "--photons"),
+    (["--operator", "ct", "--photons", "1000", "--noise", "0.01"], "--noise"),
+    (["--operator", "denoise", "--scanner", "lidc"], "--scanner"),
+    (["--operator", "ct", "--geometry", "fan", "--scanner", "lidc"], "--scanner"),
+    (["--operator", "ct", "--dose", "full"], "--dose"),
+])
+def test_data_refuses_ct_options_that_do_not_apply(capsys, argv, flag):
+    assert main(["data", "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}:" in err and err.count("\n") == 1, err

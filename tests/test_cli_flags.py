@@ -349,6 +349,11 @@ DATA_FLAGS = {
     "--angles": ("10", "angles", 10), "--seed": ("1", "seed", 1), "--batch-size": ("4", "batch_size", 4),
     "--device": ("cpu", "device", "cpu"), "--layout": ("deepinv", "layout", "deepinv"),
     "--test-fraction": ("0.5", "test_fraction", 0.5),
+    # CT geometry and transmission noise (tests/test_cli_ct_geometry.py); --dose needs --scanner,
+    # --attenuation needs --photons or --dose
+    "--geometry": ("fan", "geometry", "fan"), "--scanner": ("lidc", "scanner", "lidc"),
+    "--photons": ("1000", "photons", 1000.0), "--dose": ("low", "dose", None),
+    "--attenuation": ("0.05", "attenuation", None),
 }
 DATA_DATASETS = ("ellipses", "shepp-logan", "builtin", "folder", "patches")
 
@@ -382,7 +387,9 @@ def test_data_every_flag_applies_or_is_refused(capsys, image_folder, dataset, op
         refused = ((flag == "--angles" and operator != "ct") or (flag == "--folder" and dataset != "folder")
                    or (flag == "--images" and dataset not in ("builtin", "patches"))
                    or (flag == "--image-size" and dataset != "patches")
-                   or flag == "--test-fraction")     # the deepinv layout's only
+                   or flag == "--test-fraction"      # the deepinv layout's only
+                   or (flag in ("--geometry", "--scanner", "--photons") and operator != "ct")
+                   or flag in ("--dose", "--attenuation"))
         _check_flag(capsys, "data", base, flag, value, field, want, refused)
 
 

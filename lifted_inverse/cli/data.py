@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..jobs._common import NOISE_TYPES
 from ..jobs.data import DATASETS, DEFAULTS, LAYOUTS, OPERATORS
+from ..jobs.reconstruct import DEFAULT_ATTENUATION, GEOMETRIES, SCANNER_NAMES
 
 
 def register(subparsers) -> None:
@@ -31,6 +32,19 @@ def register(subparsers) -> None:
     p.add_argument("--images", default=None, help="builtin, patches: comma-separated built-in image names")
     p.add_argument("--folder", type=Path, default=None, help="folder: the image folder")
     p.add_argument("--angles", type=int, default=None, help=f"ct: number of angles (default {DEFAULTS['angles']})")
+    p.add_argument("--geometry", choices=GEOMETRIES, default=None,
+                   help="ct: parallel (default) or fan beam (flat detector, angles over [0, 2 pi))")
+    p.add_argument("--scanner", choices=SCANNER_NAMES, default=None,
+                   help="ct: a scanner preset instead of --geometry (lidc: LION's LIDC-IDRI fan beam, 360 "
+                        "angles, 900 bins; --angles overrides its count)")
+    p.add_argument("--photons", type=float, default=None,
+                   help="ct: transmission Poisson noise with I0 photons per detector bin instead of --noise: "
+                        "y holds the post-log line integrals, counts the pre-log counts")
+    p.add_argument("--dose", default=None, help="ct: a dose level of --scanner instead of --photons "
+                                                "(lidc: full, low, extremely_low)")
+    p.add_argument("--attenuation", type=float, default=None,
+                   help=f"--photons/--dose: attenuation per length unit of an image value of 1 (default "
+                        f"{DEFAULT_ATTENUATION})")
     p.add_argument("--seed", type=int, default=None, help="phantom / patch / noise seed (default 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"images per operator call (default {DEFAULTS['batch_size']})")
@@ -59,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("out: an output file is required")
     made = make_data(options, args.out, progress=show_progress(args.progress))
     split = f", {made['n'] - made['n_test']} train / {made['n_test']} test" if made["layout"] == "deepinv" else ""
-    print(f"wrote {made['n']} pairs ({made['dataset']}, {made['operator']}, noise {made['noise']}"
-          f"{' relative' if made['noise_relative'] else ''}{split}) -> {made['path']}")
+    noise = (f"{made['photons']:g} photons" if made.get("photons") is not None else
+             f"noise {made['noise']}{' relative' if made['noise_relative'] else ''}")
+    print(f"wrote {made['n']} pairs ({made['dataset']}, {made['operator']}, {noise}{split}) -> {made['path']}")
     return 0

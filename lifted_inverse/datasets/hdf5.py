@@ -14,6 +14,11 @@ spec, from which :meth:`MeasurementDataset.operator` rebuilds the operator), ``o
 ``n_samples``, ``layout``, ``created`` (UTC ISO 8601), ``lifted_inverse_version``,
 ``format_version``.
 
+Transmission noise (a noise model with ``simulate``, e.g.
+:class:`~lifted_inverse.operators.noise.TransmissionPoissonNoise`): ``y`` holds the post-log line
+integrals and the pre-log detector counts are stored next to it, same shape, under
+:data:`COUNTS_KEYS` (``counts``; ``counts_train`` / ``counts_test``).
+
 Files are written to a temporary file and moved into place, so a crash never leaves half a file.
 
 Public readers (stable): :class:`MeasurementDataset` (``path, split=None, *, require_x=True,
@@ -44,6 +49,8 @@ FORMAT_VERSION = 1
 LAYOUT_KEYS = {"data": {"train": ("x", "y")},
                "deepinv": {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}}
 LAYOUTS = tuple(LAYOUT_KEYS)
+#: measurement key -> the dataset of its pre-log counts (transmission noise)
+COUNTS_KEYS = {"y": "counts", "y_train": "counts_train", "y_test": "counts_test"}
 _ALIASES = {"image_size": ("image_shape",), "shape": ("in_shape",)}  # names operators keep
 _MAX_INLINE = 1024  # arrays up to this many entries are stored verbatim in the description
 
@@ -255,7 +262,11 @@ def make_measurements(
         for batch in iterator:
             x = batch.to(device)
             y = operator(x)
-            if noise is not None:
+            counts = None
+            if hasattr(noise, "simulate"):  # transmission noise: the pre-log counts are stored too
+                data = noise.simulate(y)
+                y, counts = data.line_integrals, data.counts.detach().cpu().numpy()
+            elif noise is not None:
                 y = noise(y)
             x_np, y_np = x.cpu().numpy(), y.detach().cpu().numpy()
             if not sets:
@@ -263,12 +274,16 @@ def make_measurements(
                     kx, ky = LAYOUT_KEYS[layout][split]
                     sets[split] = (_checked_dataset(f, kx, (size, *x_np.shape[1:]), x_np.dtype),
                                    _checked_dataset(f, ky, (size, *y_np.shape[1:]), y_np.dtype))
+                    if counts is not None:
+                        sets[split] += (_checked_dataset(f, COUNTS_KEYS[ky], (size, *y_np.shape[1:]), y_np.dtype),)
             for first, split in bounds:
                 lo, hi = max(start, first), min(start + len(x_np), first + sizes[split])
                 if lo < hi:
-                    dx, dy = sets[split]
+                    dx, dy = sets[split][:2]
                     dx[lo - first:hi - first] = x_np[lo - start:hi - start]
                     dy[lo - first:hi - first] = y_np[lo - start:hi - start]
+                    if counts is not None:
+                        sets[split][2][lo - first:hi - first] = counts[lo - start:hi - start]
             start += len(x_np)
         f.attrs.update(header)
     return path

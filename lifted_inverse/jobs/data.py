@@ -3,7 +3,16 @@ pairs with provenance attributes (operator spec, noise, seed, time, version) and
 every option after defaults, with its source. An option that does not apply to the chosen
 dataset or operator is a ``ValueError`` naming it (``angles`` without CT, ``folder`` without
 ``--dataset folder``, ``images`` outside builtin / patches, ``image_size`` outside patches,
-``test_fraction`` outside the deepinv layout).
+``test_fraction`` outside the deepinv layout; the CT options ``geometry``, ``scanner``,
+``photons``, ``dose``, ``attenuation`` without CT).
+
+CT: ``geometry`` (``parallel``, ``fan``) or a ``scanner`` preset
+(:func:`lifted_inverse.jobs.reconstruct.ct_spec`; the file records the operator spec).
+Transmission noise (``photons`` I_0, or a scanner's ``dose`` level; ``attenuation`` μ, default
+:data:`~lifted_inverse.jobs.reconstruct.DEFAULT_ATTENUATION`) replaces the Gaussian noise: ``y``
+holds the post-log line integrals (what ``reconstruct --measurement`` and ``train --data`` read)
+and ``counts`` the pre-log detector counts (:data:`lifted_inverse.datasets.hdf5.COUNTS_KEYS`);
+the ``noise`` attribute records the model.
 
 Layouts (:mod:`lifted_inverse.datasets.hdf5`): ``data`` writes ``x`` / ``y``; ``deepinv`` writes
 the first ``n - n_test`` pairs as ``x_train`` / ``y_train`` and the last
@@ -46,6 +55,11 @@ class DataOptions:
     device: str | None = None
     layout: str | None = None
     test_fraction: float | None = None
+    geometry: str | None = None
+    scanner: str | None = None
+    photons: float | None = None
+    dose: str | None = None
+    attenuation: float | None = None
 
 
 def resolve(options: DataOptions) -> dict:
@@ -61,6 +75,7 @@ def resolve(options: DataOptions) -> dict:
         raise ValueError(f"operator: expected one of {', '.join(OPERATORS)}, got {operator!r}")
     if operator != "ct":
         refuse(options, ("angles",), f"the number of CT angles; --operator {operator} has none")
+    ct = _resolve_ct(options, operator)
     if dataset != "folder":
         refuse(options, ("folder",), f"the image folder of --dataset folder, not {dataset}")
     elif options.folder is None:
@@ -90,6 +105,7 @@ def resolve(options: DataOptions) -> dict:
     cfg["n"] = options.n if dataset in ("folder", "builtin") else get("n")
     if operator == "ct":
         cfg["angles"] = get("angles")
+        cfg.update(ct)
     if dataset in ("builtin", "patches"):
         from ..datasets import NATURAL_IMAGES
 
@@ -106,6 +122,19 @@ def resolve(options: DataOptions) -> dict:
     if dataset == "folder":
         cfg["folder"] = str(options.folder)
     return cfg
+
+
+def _resolve_ct(options: DataOptions, operator: str) -> dict:
+    """The CT geometry and transmission-noise entries of the config, by the rules of
+    ``reconstruct`` (:func:`lifted_inverse.jobs.reconstruct.resolve_ct`: the same options, the
+    same refusals); ``{}`` for other operators."""
+    from .reconstruct import ReconstructOptions, resolve_ct
+
+    as_reconstruct = ReconstructOptions(noise=options.noise, noise_type=options.noise_type, angles=options.angles,
+                                        geometry=options.geometry, scanner=options.scanner,
+                                        photons=options.photons, dose=options.dose,
+                                        attenuation=options.attenuation)
+    return resolve_ct(as_reconstruct, operator, "fbp", measured=False)
 
 
 def build_dataset(cfg: dict) -> Dataset:
@@ -154,16 +183,22 @@ def make_data(options: DataOptions, out: str | Path, progress: bool = False) -> 
     the config record with ``n`` the number of pairs written, ``n_test`` of them in the test split,
     ``noise_relative`` and ``path``."""
     from ..datasets import make_measurements
-    from ..operators.noise import GaussianNoise
-    from ..operators.registry import make_operator
+    from ..operators.noise import GaussianNoise, TransmissionPoissonNoise
+    from ..operators.registry import make_operator, operator_from_spec
+    from .reconstruct import ct_spec
 
     cfg = resolve(options)
     device = checked_device(cfg["device"], "--device")
     dataset = build_dataset(cfg)
     shape = tuple(dataset[0].shape)
-    extra = {"n_angles": cfg["angles"]} if cfg["operator"] == "ct" else {}
-    operator = make_operator(cfg["operator"], shape, **extra)
-    noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
+    if cfg["operator"] == "ct":
+        operator = operator_from_spec(ct_spec(cfg["geometry"], cfg["scanner"], cfg["angles"], shape), shape)
+    else:
+        operator = make_operator(cfg["operator"], shape)
+    if cfg.get("photons") is not None:
+        noise = TransmissionPoissonNoise(cfg["photons"], seed=cfg["seed"], attenuation=cfg["attenuation"])
+    else:
+        noise = GaussianNoise(cfg["noise"], relative=cfg["noise_relative"], seed=cfg["seed"])
     n_test = test_count(cfg, len(dataset))
     config = config_record(options, {**cfg, "n": len(dataset),
                                      **({"n_test": n_test} if cfg["layout"] == "deepinv" else {})})

@@ -238,7 +238,7 @@ def resolve(options: ReconstructOptions) -> dict:
         keep.update(iterations=get("iterations"), tol=get("tol"), progress=show_progress(options.progress))
     elif measured:
         keep["progress"] = show_progress(options.progress)
-    keep.update(_resolve_ct(options, operator, method, measured))
+    keep.update(resolve_ct(options, operator, method, measured))
     return keep
 
 
@@ -247,7 +247,7 @@ def _positive(name: str, value) -> None:
         raise ValueError(f"{name}: expected a finite number > 0, got {value}")
 
 
-def _resolve_ct(options: ReconstructOptions, operator: str, method: str, measured: bool) -> dict:
+def resolve_ct(options: ReconstructOptions, operator: str, method: str, measured: bool) -> dict:
     """The CT geometry (``geometry`` / ``scanner``, the scanner's ``angles`` unless given) and
     transmission-noise entries (``photons``, ``dose``, ``attenuation``, ``weighting``) of the
     config; ``ValueError`` naming an option that does not apply."""
@@ -560,13 +560,36 @@ def load_problem(cfg: dict, options: ReconstructOptions) -> Problem:
         raise ValueError(f"measurement: {cfg['measurement']} holds samples of shape {tuple(y.shape[1:])}, "
                          f"the operator ({cfg['operator']}) measures {tuple(operator.out_shape)}")
     y = torch.from_numpy(np.ascontiguousarray(y))
+    counts, attenuation = _file_counts(cfg, raw, noise_record, options) if raw.is_project_file else (None, None)
+    if counts is None and options.weighting is not None:
+        raise ValueError(f"weighting: {cfg['measurement']} holds no transmission counts to weight by")
     sigma = None
-    if cfg["noise"] is not None:
+    if counts is not None:
+        sigma = transmission_noise_std(counts, attenuation, cfg.get("weighting") == "pwls")
+    elif cfg["noise"] is not None:
         sigma = noise_std(y, cfg["noise"], cfg["noise_relative"])
     elif noise_record is not None:
         sigma = _file_noise(noise_record, y)
     truth = _load_truth(cfg, raw, operator, len(y)) if cfg["ground_truth"] is not None else None
-    return Problem(operator, y, truth, sigma, noise_record, {"measurement": raw.source})
+    return Problem(operator, y, truth, sigma, noise_record, {"measurement": raw.source}, counts, attenuation)
+
+
+def _file_counts(cfg: dict, raw, record, options: ReconstructOptions) -> tuple:
+    """``(counts, μ)`` of a ``data`` file with transmission noise (its pre-log ``counts`` dataset,
+    the samples of ``y``), else ``(None, None)``; TV then weights by them (``weighting`` ``pwls``
+    unless given)."""
+    from ..datasets.hdf5 import COUNTS_KEYS
+    from ..datasets.measurements import read_array
+
+    if not (isinstance(record, dict) and record.get("model") == "transmission"):
+        return None, None
+    refuse(options, ("noise", "noise_type"), f"{cfg['measurement']} holds transmission counts; the noise "
+                                             "level comes from them")
+    key = COUNTS_KEYS[raw.source["key"]]
+    counts = read_array(cfg["measurement"], key=key, index=cfg["index"]).data
+    if cfg["method"] == "tv":
+        cfg["weighting"] = cfg.get("weighting") or "pwls"
+    return torch.from_numpy(np.ascontiguousarray(counts)), float(record.get("attenuation", 1.0))
 
 
 def _load_truth(cfg: dict, raw, operator: LinearOperator, n: int) -> torch.Tensor:
@@ -767,6 +790,8 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
     if measured:
         _plot(out / "reconstruction.png", problem, rec, f"{title}: {Path(cfg['measurement']).name}")
         arrays = {"reconstruction": rec, "measurement": problem.y}
+        if problem.counts is not None:
+            arrays["counts"] = problem.counts
         if problem.truth is not None:
             arrays["ground_truth"] = problem.truth
     else:
