@@ -18,9 +18,11 @@ BCD (its preset), backprop Adam and backprop SGD (momentum 0.9), all at their ta
 nothing is tuned here, on validation or test. Every method runs the same ``--epochs`` and seeds
 ``0..N−1`` (model initialisation and batch order: runs pair by seed). Reported per condition
 and method: test accuracy mean ± sd, the fraction of seeds that train (validation accuracy
-above ``--trains-above``, chance is 0.1), seconds per epoch (for equal-time reading; absolute
+above ``--trains-above``, chance is 0.1; a run that diverges scores 0 and does not train), seconds per epoch (for equal-time reading; absolute
 times are inflated by a shared machine), and for each lifted method the paired difference to
-backprop Adam with its 95 % t-interval (``protocol.paired_interval``).
+backprop Adam and to backprop SGD with its 95 % t-interval (``protocol.paired_interval``).
+``--time-budget S`` gives every run S seconds of training instead (equal time; the files get
+the suffix ``_equal_time``).
 
     nice -n 10 python benchmarks/stability.py depth --seeds 3 --epochs 5 --width 32 --threads 1
     nice -n 10 python benchmarks/stability.py nonsmooth --seeds 5 --epochs 5 --width 32 --threads 1
@@ -50,7 +52,7 @@ protocol = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(protocol)
 
 METHODS = ("bregman/adam", "bregman/bcd", "backprop/adam", "backprop/sgd")
-BASELINE = "backprop/adam"
+BASELINES = ("backprop/adam", "backprop/sgd")
 
 
 #: per experiment: the activations and depths (hidden layers) it runs by default
@@ -58,13 +60,18 @@ DEFAULTS = {"depth": (("relu", "tanh", "sigmoid"), (2, 4, 8, 16)), "step": (("ta
             "init": (("relu", "tanh"), (8,)), "nonsmooth": (("soft_threshold", "clip"), (4, 8))}
 
 
-def conditions(name: str, width: int, activations=None, depths=None) -> list[dict]:
+#: the step factors and initial-weight scales of ``step`` and ``init``
+FACTORS = {"step": (0.25, 1.0, 4.0, 16.0, 64.0), "init": (0.1, 1.0, 3.0)}
+
+
+def conditions(name: str, width: int, activations=None, depths=None, values=None) -> list[dict]:
     """The conditions of experiment ``name``: ``label``, task ``extra``, ``lr_factor`` (times each
     method's default step) and ``init_scale`` (times every initial weight matrix)."""
     if name not in DEFAULTS:
         raise ValueError(f"experiment: unknown {name!r}")
     acts = tuple(activations or DEFAULTS[name][0])
     ds = tuple(depths or DEFAULTS[name][1])
+    xs = tuple(values or FACTORS.get(name, ()))
 
     def mlp(depth, act):
         return {"hidden_layers": depth, "width": width, "activation": act}
@@ -73,13 +80,14 @@ def conditions(name: str, width: int, activations=None, depths=None) -> list[dic
                 for act in acts for d in ds]
     if name == "step":
         return [{"label": f"{act} x{d} lr x{f:g}", "group": f"{act} x{d}", "x": f, "extra": mlp(d, act),
-                 "lr_factor": f} for act in acts for d in ds for f in (0.25, 1.0, 4.0, 16.0, 64.0)]
+                 "lr_factor": f} for act in acts for d in ds for f in xs]
     return [{"label": f"{act} x{d} init x{s:g}", "group": f"{act} x{d}", "x": s, "extra": mlp(d, act),
-             "init_scale": s} for act in acts for d in ds for s in (0.1, 1.0, 3.0)]
+             "init_scale": s} for act in acts for d in ds for s in xs]
 
 
-def run_one(method: str, cond: dict, seed: int, epochs: int) -> dict:
-    """One training run of ``method`` under ``cond`` from seed ``seed``."""
+def run_one(method: str, cond: dict, seed: int, epochs: int, time_budget: float | None = None) -> dict:
+    """One training run of ``method`` under ``cond`` from seed ``seed`` (``epochs``, or
+    ``time_budget`` seconds of training with ``epochs`` as the cap)."""
     name, solver = protocol.split_method(method)
     task = make_task("digits-mlp", TaskConfig(seed=seed, extra=dict(cond["extra"])))
     scale = cond.get("init_scale", 1.0)
@@ -91,17 +99,29 @@ def run_one(method: str, cond: dict, seed: int, epochs: int) -> dict:
     base = resolve_for(task, TrainConfig(method=name, solver=solver)).lr
     lr = base * cond.get("lr_factor", 1.0)
     t0 = time.perf_counter()
-    res = train(task, TrainConfig(method=name, solver=solver, epochs=epochs, seed=seed, lr=lr))
+    try:
+        res = train(task, TrainConfig(method=name, solver=solver, epochs=epochs, seed=seed, lr=lr,
+                                      time_budget=time_budget))
+    except FloatingPointError as err:       # diverged: scored as chance-free zero, not dropped
+        return {"method": method, "seed": seed, "lr": lr, "val": math.nan, "test": math.nan,
+                "seconds_per_epoch": math.nan, "epochs": 0, "wall": time.perf_counter() - t0,
+                "layer_change_ratio": math.nan, "diverged": str(err)}
     change = res["layer_change"]
     ok = all(math.isfinite(v) for v in change) and max(change) > 0
     return {"method": method, "seed": seed, "lr": lr, "val": res["val_accuracy"],
             "test": res["test_accuracy"], "seconds_per_epoch": res["seconds_per_epoch"],
+            "epochs": len(res["history"]),
             "wall": time.perf_counter() - t0,
-            "layer_change_ratio": (min(change) / max(change)) if ok else float("nan")}
+            "layer_change_ratio": (min(change) / max(change)) if ok else math.nan}
 
 
 def _finite(v):
     return v is not None and math.isfinite(v)
+
+
+def _median(values) -> float:
+    vals = [v for v in values if _finite(v)]
+    return statistics.median(vals) if vals else math.nan
 
 
 def summarise(runs: list[dict], methods, trains_above: float) -> dict:
@@ -113,27 +133,30 @@ def summarise(runs: list[dict], methods, trains_above: float) -> dict:
         tests = [r["test"] if _finite(r["test"]) else 0.0 for r in rs]
         out[m] = {"test_mean": statistics.fmean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
                   "trains": sum(_finite(r["val"]) and r["val"] > trains_above for r in rs) / len(rs),
-                  "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in rs),
-                  "layer_change_ratio": statistics.median(r["layer_change_ratio"] for r in rs)}
-    if BASELINE in by:
-        base = [r["test"] if _finite(r["test"]) else 0.0 for r in by[BASELINE]]
+                  "seconds_per_epoch": _median(r["seconds_per_epoch"] for r in rs),
+                  "layer_change_ratio": _median(r["layer_change_ratio"] for r in rs),
+                  "diverged": sum("diverged" in r for r in rs)}
+    for b in BASELINES:
+        if b not in by:
+            continue
+        base = [r["test"] if _finite(r["test"]) else 0.0 for r in by[b]]
         for m, rs in by.items():
-            if m != BASELINE and not m.startswith("backprop") and len(rs) >= 2:
+            if not m.startswith("backprop") and len(rs) >= 2:
                 mine = [r["test"] if _finite(r["test"]) else 0.0 for r in rs]
-                out[m]["paired"] = protocol.paired_interval(mine, base)
+                out[m].setdefault("paired", {})[b] = protocol.paired_interval(mine, base)
     return out
 
 
 def markdown(name: str, conds, summary, methods) -> str:
-    lines = ["| condition | " + " | ".join(methods) + " | lifted − backprop/adam (95 % CI) |",
+    lines = ["| condition | " + " | ".join(methods) + " | lifted − backprop (paired, 95 % CI) |",
              "|---|" + "---|" * (len(methods) + 1)]
     for c in conds:
         s = summary[c["label"]]
         cells = [f"{100 * s[m]['test_mean']:.1f} ± {100 * s[m]['test_sd']:.1f} "
                  f"({100 * s[m]['trains']:.0f} % train, {s[m]['seconds_per_epoch']:.2f} s/ep)" for m in methods]
-        paired = "; ".join(f"{m.split('/')[1]}: {100 * s[m]['paired']['mean']:+.1f} "
-                           f"[{100 * s[m]['paired']['low']:+.1f}, {100 * s[m]['paired']['high']:+.1f}]"
-                           for m in methods if "paired" in s[m])
+        paired = "; ".join(f"{m.split('/')[1]} − {b.split('/')[1]}: {100 * p['mean']:+.1f} "
+                           f"[{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
+                           for m in methods for b, p in s[m].get("paired", {}).items())
         lines.append(f"| {c['label']} | " + " | ".join(cells) + f" | {paired} |")
     return "\n".join(lines)
 
@@ -171,31 +194,38 @@ def main(argv=None) -> int:
     p.add_argument("experiment", choices=("depth", "step", "init", "nonsmooth"))
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="epochs (with --time-budget: the cap)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of training per run, every method (equal time; shared-machine noise)")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--activations", nargs="+", default=None, help="override the experiment's activations")
     p.add_argument("--depths", nargs="+", type=int, default=None, help="override its depths (hidden layers)")
+    p.add_argument("--values", nargs="+", type=float, default=None,
+                   help="step: the step factors; init: the weight scales (override the defaults)")
     p.add_argument("--trains-above", type=float, default=0.5, help="validation accuracy that counts as training")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="docs/figures")
+    p.add_argument("--name", default=None, help="file stem of the figure and JSON (default "
+                   "stability_<experiment>[_equal_time])")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    conds = conditions(args.experiment, args.width, args.activations, args.depths)
+    conds = conditions(args.experiment, args.width, args.activations, args.depths, args.values)
     runs, summary = {}, {}
     for c in conds:
         rs = []
         for seed in range(args.seeds):
             for m in args.methods:      # methods alternate within a seed (shared-machine timing)
-                r = run_one(m, c, seed, args.epochs)
+                r = run_one(m, c, seed, args.epochs, args.time_budget)
                 rs.append(r)
                 print(f"{c['label']:>22} {m:>14} seed {seed}: val {r['val']:.3f} test {r['test']:.3f} "
                       f"{r['seconds_per_epoch']:.2f} s/ep", file=sys.stderr, flush=True)
         runs[c["label"]] = rs
         summary[c["label"]] = summarise(rs, args.methods, args.trains_above)
-    figure(args.experiment, conds, summary, args.methods, out / f"stability_{args.experiment}.png")
-    with open(out / f"stability_{args.experiment}.json", "w") as f:
+    stem = args.name or (f"stability_{args.experiment}" + ("_equal_time" if args.time_budget else ""))
+    figure(args.experiment, conds, summary, args.methods, out / f"{stem}.png")
+    with open(out / f"{stem}.json", "w") as f:
         json.dump({"experiment": args.experiment, "args": vars(args), "conditions": conds,
                    "runs": runs, "summary": summary}, f, indent=1, default=str)
     print(markdown(args.experiment, conds, summary, args.methods))
