@@ -136,3 +136,38 @@ def test_data_refuses_ct_options_that_do_not_apply(capsys, argv, flag):
     assert main(["data", "--dry-run", *argv]) == 2
     err = capsys.readouterr().err
     assert f"{flag}:" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["--geometry", "fan"], {"name": "ct", "n_angles": 60, "geometry": "fan"}),
+    # the preset's resolved spec (lidc measures 360 x 900 rays: too slow for a unit test)
+    (["--scanner", "parallel"], {"name": "ct", "n_angles": 60, "n_detectors": 182, "model": "joseph"}),
+])
+def test_train_unrolled_ct_records_the_geometry_in_its_task(capsys, argv, want):
+    rc = main(["train", "--dry-run", "--task", "unrolled-ct", "--n-train", "2", "--layers", "1", "--features", "2",
+               *argv])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    operator = json.loads(out)["description"]["operator"]
+    assert {k: operator[k] for k in want} == want
+
+
+def test_train_unrolled_ct_on_a_fan_beam_checkpoint_reconstructs_with_its_geometry(tmp_path):
+    assert main(["train", "--task", "unrolled-ct", "--geometry", "fan", "--n-train", "2",
+                 "--layers", "1", "--features", "2", "--epochs", "1", "--method", "backprop",
+                 "--out", str(tmp_path / "run")]) == 0
+    m = _run(["--operator", "ct", "--method", "unrolled", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"),
+              "--size", "64", "--angles", "30"], tmp_path / "rec")
+    spec = _spec(tmp_path / "rec")
+    assert spec["geometry"] == "fan" and spec["n_angles"] == 30 and np.isfinite(m["psnr"])
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--task", "pnn-denoise", "--scanner", "lidc"], "--scanner"),
+    (["--task", "unrolled-ct", "--scanner", "lidc", "--geometry", "fan"], "--scanner"),
+    (["--task", "unrolled-ct", "--geometry", "cone"], "--geometry"),
+])
+def test_train_refuses_ct_geometry_options_that_do_not_apply(capsys, argv, flag):
+    assert main(["train", "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}:" in err and err.count("\n") == 1, err

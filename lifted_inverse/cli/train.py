@@ -17,7 +17,7 @@ import torch
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: CLI flags whose value goes to the task factory (TaskConfig.extra) rather than the trainer
 TASK_EXTRAS = ("features", "layers", "n_train", "hidden_layers", "width", "activation", "blocks",
-               "val_fraction")
+               "val_fraction", "scanner", "geometry")
 
 
 def _sweeps(text: str) -> int | str:
@@ -78,6 +78,11 @@ def register(subparsers) -> None:
                    "data` writes or in deepinv's layout (x_train/y_train, x_test/y_test), read in "
                    "mini-batches, operator and noise from the file")
     p.add_argument("--noise", type=float, default=None, help="noise level of the task's measurements")
+    p.add_argument("--scanner", default=None,
+                   help="unrolled-ct: a CT scanner preset (parallel, lidc: LION's LIDC-IDRI fan beam, 360 "
+                        "angles, 900 bins), recorded in the checkpoint's operator spec")
+    p.add_argument("--geometry", default=None,
+                   help="unrolled-ct: parallel (default) or fan beam (flat detector, 60 angles over [0, 2 pi))")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -376,19 +376,31 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
                       seed: int = 0, n_train: int | None = None, patch: int | None = None,
                       features: int | None = None, layers: int | None = None, tied: bool = False,
                       test_size: int | None = None, val_fraction: float | None = None,
+                      scanner: str | None = None, geometry: str | None = None,
                       dtype=torch.float32, device: str | torch.device = "cpu") -> ImagingTask:
     """Build ``name`` (one of :data:`IMAGING_TASKS`) on ``device``; see the module docstring.
     Images, measurements and the network live on ``device``; the noise is drawn on the CPU (same
     draws on every device). ``data``: a folder of images (added to the training images) or an
     HDF5 file (the training data, ``val_fraction`` of it held out for validation; ``n_train``,
-    ``patch`` and ``test_size`` then do not apply)."""
+    ``patch`` and ``test_size`` then do not apply). ``unrolled-ct`` only: ``scanner`` (a preset of
+    :mod:`lifted_inverse.operators.scanners`, its geometry and angle count) or ``geometry``
+    (``'parallel'``, the default, or ``'fan'``: the registry's fan-beam default), 60 angles."""
     if name not in IMAGING_TASKS:
         raise ValueError(f"task: expected one of {IMAGING_TASKS}, got {name!r}")
     if noise is not None and not (noise >= 0 and math.isfinite(noise)):
         raise ValueError(f"noise: expected a finite level >= 0, got {noise}")
     kind = _data_kind(data)
+    if name != "unrolled-ct":
+        for key, value in (("scanner", scanner), ("geometry", geometry)):
+            if value is not None:
+                raise ValueError(f"{key}: a CT geometry, for --task unrolled-ct only")
+    if scanner is not None and geometry is not None:
+        raise ValueError("scanner: give a scanner or a geometry, not both (a scanner fixes its geometry)")
+    if geometry not in (None, "parallel", "fan"):
+        raise ValueError(f"geometry: expected parallel or fan, got {geometry!r}")
     if kind == "file":
-        for key, value in (("n_train", n_train), ("patch", patch), ("test_size", test_size)):
+        for key, value in (("n_train", n_train), ("patch", patch), ("test_size", test_size),
+                           ("scanner", scanner), ("geometry", geometry)):
             if value is not None:
                 raise ValueError(f"{key}: does not apply to --data FILE (the file holds the training "
                                  "samples, their size and the validation split)")
@@ -397,6 +409,12 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
     if name == "unrolled-ct":
         size = test_size or 128
         spec = {"name": "ct", "n_angles": 60}     # detectors: the diagonal (registry default)
+        if geometry == "fan":
+            spec["geometry"] = "fan"
+        elif scanner is not None:
+            from ..operators.scanners import scanner_spec
+
+            spec = scanner_spec(scanner, size)
         level = 0.01 if noise is None else float(noise)
         noise_d = {"sigma": level, "relative": True}
         if kind != "file":
@@ -493,7 +511,8 @@ def make_imaging_task(name: str, *, noise: float | None = None, data: str | None
 def _factory(name):
     def make(config):
         extra = dict(getattr(config, "extra", {}) or {})
-        unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied", "val_fraction"}
+        unknown = set(extra) - {"features", "layers", "n_train", "patch", "test_size", "tied", "val_fraction",
+                                "scanner", "geometry"}
         if unknown:
             raise ValueError(f"{min(unknown)}: does not apply to task {name!r}")
         for key in ("features", "layers", "n_train"):
