@@ -264,3 +264,22 @@ def test_load_exported_matches_the_exported_program(tmp_path):
     assert torch.allclose(seq(x), model(x), atol=1e-6)
     assert [type(m).__name__ for m in seq] == ["Conv2d", "LeakyReLU", "Flatten", "Linear", "Tanh", "Linear",
                                                "Unflatten", "Sigmoid"]
+
+
+def test_an_image_file_of_another_size_is_resized_only_when_asked(tmp_path, capsys):
+    """The user's pixels are kept: an image file that does not match the model's input is an
+    --image error unless --size asks for resizing."""
+    from skimage.io import imsave
+    import numpy as np
+
+    image = tmp_path / "wide.png"
+    imsave(image, (np.linspace(0, 255, 24 * 40).reshape(24, 40)).astype(np.uint8), check_contrast=False)
+    out = tmp_path / "run"
+    code = main(["invert", "--model", "perceptron", "--outputs", "64", "--image", str(image),
+                 "--iterations", "5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--image" in err and "24x40" in err and "--size 64" in err
+    assert not out.exists() or not any(out.iterdir())
+    code = main(["invert", "--model", "perceptron", "--size", "16", "--outputs", "64", "--image", str(image),
+                 "--iterations", "5", "--out", str(out)])
+    assert code == 0

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..runtime import checked_device
-from ._common import check_min, config_record, load_named_image, refuse
+from ._common import check_min, config_record, is_image_file, load_named_image, refuse
 
 BUILTIN_MODELS = ("perceptron", "encoder", "resnet")
 #: per-model defaults: image, size, a-priori constant c in α = c·δ, iterations (a cap where
@@ -272,9 +272,11 @@ def _model(cfg: dict) -> torch.nn.Module:
     return pretrained.resnet(seed=cfg["seed"], cache_dir=cfg["cache_dir"])
 
 
-def ground_truth(name: str, size: int, seed: int) -> torch.Tensor:
+def ground_truth(name: str, size: int, seed: int, resize: bool = True) -> torch.Tensor:
     """``digit[:K]`` (held-out digit K, default index ``seed``, resized to ``size``) or any
-    name of :func:`~lifted_inverse.jobs._common.load_named_image`, as ``(1, size, size)``."""
+    name of :func:`~lifted_inverse.jobs._common.load_named_image`, as ``(1, size, size)``.
+    ``resize=False``: an image file is never resized; one of another size is an ``image`` error
+    (the user's pixels are kept unless ``--size`` asks for resizing)."""
     from ..inversion.pretrained import digits
 
     key = name.lower()
@@ -287,6 +289,12 @@ def ground_truth(name: str, size: int, seed: int) -> torch.Tensor:
         if size != img.shape[-1]:
             img = torch.nn.functional.interpolate(img[None], size=(size, size), mode="bilinear",
                                                   align_corners=False)[0].clamp(0, 1)
+        return img
+    if not resize and is_image_file(name):
+        img = load_named_image(name, None, seed)
+        if tuple(img.shape[-2:]) != (size, size):
+            raise ValueError(f"image: {name} has {img.shape[-2]}x{img.shape[-1]} pixels, the model takes "
+                             f"{size}x{size} inputs; give --size {size} to resize it")
         return img
     return load_named_image(name, size, seed)
 
@@ -389,7 +397,7 @@ def run_inversion(options: InvertOptions, out: str | Path) -> dict:
         f = _target(cfg, model, input_shape, device)
         delta_b = relative_delta(f, cfg["noise"])   # estimate: ‖f^δ‖ stands in for ‖N(u†)‖
     else:
-        truth = ground_truth(cfg["image"], input_shape[-1], seed)[None].to(device)
+        truth = ground_truth(cfg["image"], input_shape[-1], seed, resize=options.size is not None)[None].to(device)
         with torch.no_grad():
             z_true = net.output_pre_activation(truth)
             clean = net.output_layer.activation(z_true)
