@@ -72,6 +72,15 @@ def test_photons_store_counts_and_post_log_data_and_pwls_tv_beats_fbp(tmp_path):
     assert tv["psnr"] >= fbp["psnr"] + 3.0
 
 
+def test_pwls_weighting_beats_the_unweighted_data_term_at_the_same_alpha(tmp_path):
+    # optical depths up to ~2 (mu = 0.1 per pixel at 64²): counts vary ~10x across the rays
+    common = ["--size", "64", "--method", "tv", "--photons", "300", "--attenuation", "0.1", "--seed", "1",
+              "--alpha", "2", "--iterations", "300", "--no-progress"]
+    pwls = _run([*common, "--weighting", "pwls"], tmp_path / "pwls")
+    plain = _run([*common, "--weighting", "none"], tmp_path / "none")
+    assert pwls["psnr"] >= plain["psnr"] + 0.5 and pwls["ssim"] >= plain["ssim"] + 0.05
+
+
 def test_dose_level_of_the_lidc_scanner_sets_the_photon_count(capsys):
     assert main(["reconstruct", "--dry-run", "--scanner", "lidc", "--dose", "low", "--method", "tv"]) == 0
     config = json.loads(capsys.readouterr().out)

@@ -74,11 +74,9 @@ def expected_error(family: str, method: str, flag: str) -> bool:
         return True
     if flag == "--blocks":          # digits-resnet only
         return True
-    if flag == "--val-fraction":    # the validation split of --data FILE.h5 (tests/test_train_data.py)
-        return True
-    if flag in ("--scanner", "--geometry"):  # unrolled-ct only (tests/test_cli_ct_geometry.py)
-        return True
-    return False
+    # --val-fraction: the validation split of --data FILE.h5 (tests/test_train_data.py);
+    # --scanner, --geometry: unrolled-ct only (tests/test_cli_ct_geometry.py)
+    return flag in ("--val-fraction", "--scanner", "--geometry")
 
 
 @pytest.fixture(autouse=True, scope="module")
