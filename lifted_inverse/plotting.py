@@ -118,6 +118,12 @@ def plot_reconstructions(
         _show(axes[i], img, lo, hi, aspect="equal")
         axes[i].set_title(f"{math_title(name)}\n{metrics(img)}")
         i += 1
+    return _finish(fig, title, path)
+
+
+def _finish(fig, title: str | None, path: str | os.PathLike | None):
+    """Give ``fig`` its ``title`` and save it to ``path`` (atomically; the format from the suffix,
+    PNG by default) when given; returns ``fig``."""
     if title:
         fig.suptitle(math_title(title))
     if path is not None:
@@ -141,10 +147,4 @@ def plot_images(panels: Mapping[str, torch.Tensor], path: str | os.PathLike | No
     for ax, (name, img) in zip(fig.subplots(1, len(images), squeeze=False)[0], images.items()):
         _show(ax, img, colorbar=True)
         ax.set_title(math_title(name))
-    if title:
-        fig.suptitle(math_title(title))
-    if path is not None:
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=100)
-    return fig
+    return _finish(fig, title, path)
