@@ -51,6 +51,18 @@ def test_lidc_scanner_builds_at_a_small_size_and_angles_override_its_count(tmp_p
     assert m["psnr"] > 25.0
 
 
+def test_a_fan_beam_sinogram_file_is_reconstructed_in_the_geometry_given(tmp_path):
+    sim = _run(["--geometry", "fan", "--method", "fbp", "--size", "64", "--noise", "0", "--angles", "90"],
+               tmp_path / "sim")
+    with h5py.File(tmp_path / "sim" / "result.h5", "r") as f:
+        np.save(tmp_path / "y.npy", f["measurement"][()])
+        np.save(tmp_path / "x.npy", f["ground_truth"][()])
+    read = _run(["--measurement", str(tmp_path / "y.npy"), "--ground-truth", str(tmp_path / "x.npy"),
+                 "--geometry", "fan", "--size", "64", "--method", "fbp"], tmp_path / "read")
+    assert _spec(tmp_path / "read") == _spec(tmp_path / "sim")
+    assert read["psnr"] == pytest.approx(sim["psnr"], abs=1e-4)
+
+
 def test_lidc_scanner_angle_count_defaults_to_the_preset(capsys):
     assert main(["reconstruct", "--dry-run", "--scanner", "lidc", "--method", "fbp"]) == 0
     assert json.loads(capsys.readouterr().out)["angles"] == 360
@@ -100,7 +112,8 @@ def test_dose_level_of_the_lidc_scanner_sets_the_photon_count(capsys):
     (["--photons", "100", "--attenuation", "-1"], "--attenuation"),
     (["--photons", "100", "--method", "fbp", "--weighting", "none"], "--weighting"),
     (["--measurement", "m.npy", "--photons", "100"], "--photons"),
-    (["--measurement", "m.npy", "--geometry", "fan"], "--geometry"),
+    (["--measurement", "m.npy", "--geometry", "fan"], "--size"),
+    (["--measurement", "m.npy", "--scanner", "lidc", "--size", "32"], "--measurement"),
 ])
 def test_options_that_do_not_apply_exit_2_naming_the_flag(capsys, tmp_path, monkeypatch, argv, flag):
     monkeypatch.chdir(tmp_path)

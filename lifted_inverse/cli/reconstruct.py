@@ -81,11 +81,12 @@ def register(subparsers) -> None:
                         "--measurement the sinograms' count, checked)")
     p.add_argument("--geometry", choices=GEOMETRIES, default=None,
                    help="ct: parallel (default: angles over [0, pi)) or fan beam (a flat detector, "
-                        "angles over [0, 2 pi), source and detector at twice the image width)")
+                        "angles over [0, 2 pi), source and detector at twice the image width); with "
+                        "--measurement the sinograms' geometry (fan: --size required)")
     p.add_argument("--scanner", choices=SCANNER_NAMES, default=None,
                    help="ct: a scanner preset instead of --geometry (lidc: LION's LIDC-IDRI fan beam, "
                         "360 angles, 900 bins; --angles overrides its count; the field of view is kept "
-                        "at any --size)")
+                        "at any --size; with --measurement the sinograms' scanner, --size required)")
     p.add_argument("--photons", type=float, default=None,
                    help="ct: transmission Poisson noise with I0 incident photons per detector bin, "
                         "instead of --noise (pre-log counts and post-log data in result.h5; tv then "

@@ -76,7 +76,7 @@ MEASUREMENT_OPTIONS = ("key", "index", "layout", "angles_file", "angle_unit", "d
                        "batch_size")
 SIMULATE_OPTIONS = ("image", "seed", "normalize")
 #: geometry options a ``lifted-inverse data`` file records itself
-FILE_GEOMETRY = ("size", "angles", "angles_file", "angle_unit", "detectors", "layout")
+FILE_GEOMETRY = ("size", "angles", "angles_file", "angle_unit", "detectors", "layout", "geometry", "scanner")
 PLOT_ROWS = 8
 #: values of the options left unset (None); ``noise`` follows :func:`noise_rule` (simulated) or
 #: the file (read), ``alpha`` :func:`lifted_inverse.reconstruction.default_alpha`; ``iterations``
@@ -267,8 +267,6 @@ def resolve_ct(options: ReconstructOptions, operator: str, method: str, measured
         refuse(options, ("geometry", "scanner"), "the checkpoint of --method unrolled records the scanner "
                                                  "the network was trained for")
     if measured:
-        refuse(options, ("geometry", "scanner"), "the geometry of a simulated measurement; a --measurement's "
-                                                 "comes from its data file or --angles/--angles-file/--detectors")
         refuse(options, TRANSMISSION_OPTIONS, "transmission noise of a simulated measurement; a data file "
                                               "with transmission noise brings its counts")
     if options.photons is not None and options.dose is not None:
@@ -547,8 +545,7 @@ def load_problem(cfg: dict, options: ReconstructOptions) -> Problem:
             raise ValueError(f"measurement: {cfg['measurement']} holds sinograms of {n_angles} angles x "
                              f"{n_det} detectors (--layout {cfg['layout']}), --detectors says {cfg['detectors']}")
         cfg["angles"] = n_angles
-        cfg["size"] = cfg["size"] or n_det
-        operator = build_operator("ct", (1, cfg["size"], cfg["size"]), n_angles, ct)
+        operator = _sinogram_operator(cfg, n_angles, ct)
     else:
         y = as_images(raw)
         if cfg["size"] is not None and tuple(y.shape[2:]) != (cfg["size"],) * 2:
@@ -572,6 +569,33 @@ def load_problem(cfg: dict, options: ReconstructOptions) -> Problem:
         sigma = _file_noise(noise_record, y)
     truth = _load_truth(cfg, raw, operator, len(y)) if cfg["ground_truth"] is not None else None
     return Problem(operator, y, truth, sigma, noise_record, {"measurement": raw.source}, counts, attenuation)
+
+
+def _sinogram_operator(cfg: dict, n_angles: int, ct: dict) -> LinearOperator:
+    """The operator of a read sinogram of ``n_angles x ct["n_detectors"]`` (``ct["angles"]``: explicit
+    angles): parallel beam by default, on images as wide as the detector count unless ``size``;
+    ``geometry`` fan or a ``scanner``: their geometry on ``size x size`` images (``size`` required:
+    a fan's detector count says nothing about the image), a scanner's detector count checked."""
+    from ..operators.registry import operator_from_spec
+
+    n_det = ct["n_detectors"]
+    if cfg.get("scanner") is None and cfg.get("geometry") != "fan":
+        cfg["size"] = cfg["size"] or n_det
+        return build_operator("ct", (1, cfg["size"], cfg["size"]), n_angles, ct)
+    if cfg["size"] is None:
+        raise ValueError("size: a fan-beam sinogram does not give the image size; give --size N")
+    shape = (1, cfg["size"], cfg["size"])
+    spec = ct_spec(cfg.get("geometry"), cfg.get("scanner"), n_angles, shape)
+    if "angles" in ct:
+        spec.pop("n_angles")
+        spec.pop("angle_range", None)
+        spec["angles"] = ct["angles"]
+    if cfg.get("scanner") is None:
+        spec["n_detectors"] = n_det
+    elif spec["n_detectors"] != n_det:
+        raise ValueError(f"measurement: {cfg['measurement']} holds sinograms of {n_det} detectors, scanner "
+                         f"{cfg['scanner']} has {spec['n_detectors']}")
+    return operator_from_spec(spec, shape)
 
 
 def _file_counts(cfg: dict, raw, record, options: ReconstructOptions) -> tuple:
