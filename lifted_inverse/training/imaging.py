@@ -16,6 +16,8 @@ same network → test PSNR/SSIM, history of test PSNR against wall-clock, checkp
   steps, :mod:`~lifted_inverse.networks.unrolled`), clip level λ = 0.01; training:
   random-ellipse phantoms (seed 0) and the non-test photographs; test: 4 held-out ellipse
   phantoms (seed 10⁶), Shepp–Logan, camera, coins, moon. Baseline: FBP (ramp), TV also reported.
+  ``scanner`` (a preset of :mod:`lifted_inverse.operators.scanners`) or ``geometry='fan'``
+  replaces the parallel-beam geometry (the spec is recorded in the task description and checkpoint).
 
 ``--data`` adds a folder of images to the training images, or (an HDF5 file: ``lifted-inverse
 data`` or deepinv layout) replaces the training data, read lazily in mini-batches with the
