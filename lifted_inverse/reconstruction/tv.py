@@ -36,7 +36,9 @@ the primal step computes anyway, so the gap costs no operator application.
 Step balance: PDHG is fastest when ``tau / sigma`` matches ``||x*|| / ||xi*||`` (in the balanced
 units below). At the solution ``A^* p ~ -grad^* q`` with ``|q_ij| <= alpha``, so ``||xi*|| ~
 alpha sqrt(n)`` while ``||x*|| ~ ||y|| / ||A||``; the default ``balance`` is therefore
-``0.015 ||y|| / (||A|| alpha sqrt(n))`` (batch mean, clipped to [1e-3, 1e3]); the constant 0.015
+``0.015 ||y|| / (||A|| alpha sqrt(n))`` (per sample, clipped to [1e-8, 1e8] only to keep the steps
+finite for y = 0: operators in physical units, e.g. the ``lidc`` scanner in mm, need ratios near
+1e-5, which a tighter clip would stall); the constant 0.015
 was fitted on one CT problem (docs/results.md) and carries over to deblurring, where the ratio
 is 400 times larger.
 
@@ -68,6 +70,7 @@ from .functionals import GRADIENT_NORM_SQ, GroupL1, IndicatorBox, nonnegative
 GRAD_NORM = math.sqrt(GRADIENT_NORM_SQ)
 _tv = GroupL1(dim=2)  # TV(x) from the gradient ∇x (B, C, 2, H, W): the (2,1)-norm
 _BALANCE = 0.015  # the constant of the default step balance (module docstring)
+_BALANCE_RANGE = (1e-8, 1e8)  # the default balance's clip (module docstring)
 
 
 def data_weights(weights, y: torch.Tensor) -> torch.Tensor:
@@ -159,7 +162,7 @@ def tv_pdhg(
         wy = y if w is None else w.sqrt() * y
         y_scale = batch_norm(wy) / (a_norm * math.sqrt(n_pixels))  # s of the module docstring, (B,)
         # per-sample steps: a sample's iterates do not depend on the others in the batch
-        ratio = (_BALANCE * y_scale / lam.clamp_min(tiny)).clamp(1e-3, 1e3) if balance is None \
+        ratio = (_BALANCE * y_scale / lam.clamp_min(tiny)).clamp(*_BALANCE_RANGE) if balance is None \
             else torch.full((B,), float(balance), dtype=lam.dtype, device=lam.device)
         tau_ = (0.99 / math.sqrt(2.0)) * ratio if tau is None else torch.full_like(ratio, float(tau))
         sigma_ = 0.99 / (2.0 * tau_)
