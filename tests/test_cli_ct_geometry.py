@@ -193,3 +193,28 @@ def test_train_refuses_ct_geometry_options_that_do_not_apply(capsys, argv, flag)
     assert main(["train", "--dry-run", *argv]) == 2
     err = capsys.readouterr().err
     assert f"{flag}:" in err and err.count("\n") == 1, err
+
+
+def test_metrics_json_alone_rebuilds_the_operator(tmp_path):
+    """metrics.json carries the operator's full record (fan geometry included), so
+    ``operator_from_spec`` rebuilds the operator a run used without its result.h5."""
+    import json
+
+    import torch
+
+    from lifted_inverse.cli import main
+    from lifted_inverse.operators.registry import operator_from_spec
+
+    out = tmp_path / "fan"
+    assert main(["reconstruct", "--operator", "ct", "--geometry", "fan", "--method", "fbp", "--size", "32",
+                 "--angles", "20", "--noise", "0", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())["operator_record"]
+    assert record["spec"]["geometry"] == "fan"
+    op = operator_from_spec(record)
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    import h5py
+
+    from lifted_inverse.datasets.hdf5 import operator_from_record
+    with h5py.File(out / "result.h5", "r") as f:
+        stored = operator_from_record(json.loads(f.attrs["operator"]))
+    assert torch.allclose(op(x), stored(x))

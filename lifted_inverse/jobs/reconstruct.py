@@ -807,6 +807,8 @@ def run_reconstruction(options: ReconstructOptions, out: str | Path) -> dict:
         metrics["ground_truth"] = cfg["ground_truth"]
     else:
         metrics.update(image=cfg["image"], seed=cfg["seed"])
+    # the operator's full record (geometry included): operator_from_spec(metrics["operator_record"]) rebuilds it
+    metrics["operator_record"] = operator_record(operator)
     metrics["config"] = config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
