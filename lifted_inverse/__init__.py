@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     **dict.fromkeys(("LinearOperator", "Identity", "Blur", "Radon", "Mask", "SubsampledFourier", "Gradient",
                      "SinogramFilter", "GaussianNoise", "PoissonNoise", "make_operator", "operator_from_spec",
-                     "spec_of"), "operators"),
+                     "spec_of", "FanBeamGeometry", "ParallelBeamGeometry", "scanner_spec",
+                     "simulate_transmission", "pwls_weights"), "operators"),
     **dict.fromkeys(("fbp", "tikhonov_cg", "tv_pdhg", "tv_denoise", "default_alpha", "SolverResult"),
                     "reconstruction"),
     **dict.fromkeys(("lift", "LiftedSolver", "unrolled_network"), "lifted"),
@@ -36,14 +37,15 @@ _EXPORTS = {
 _SUBMODULES = ("operators", "reconstruction", "lifted", "networks", "training", "inversion", "datasets",
                "metrics", "plotting", "io", "runtime", "linalg", "jobs", "cli")
 
-__all__ = ["Blur", "Checkpoint", "GaussianNoise", "Gradient", "Identity", "ImageFolder",
-           "LiftedSolver", "LinearOperator", "Mask", "MeasurementDataset", "PoissonNoise", "Radon",
+__all__ = ["Blur", "Checkpoint", "FanBeamGeometry", "GaussianNoise", "Gradient", "Identity", "ImageFolder",
+           "LiftedSolver", "LinearOperator", "Mask", "MeasurementDataset", "ParallelBeamGeometry",
+           "PoissonNoise", "Radon",
            "SinogramFilter", "SolverResult", "SubsampledFourier", "TaskConfig", "TrainConfig",
            "__version__", "available_tasks", "bregman_noise", "builtin_image", "default_alpha",
            "discrepancy_principle", "ellipse_phantom", "fbp", "invert", "invert_gradient", "lift",
            "load_checkpoint", "load_image", "load_network", "make_measurements", "make_operator",
-           "make_task", "operator_from_spec", "plot_reconstructions", "psnr", "save_checkpoint",
-           "shepp_logan", "spec_of", "ssim", "tikhonov_cg", "train", "tv_denoise", "tv_pdhg",
+           "make_task", "operator_from_spec", "plot_reconstructions", "psnr", "pwls_weights",
+           "save_checkpoint", "scanner_spec", "shepp_logan", "simulate_transmission", "spec_of", "ssim", "tikhonov_cg", "train", "tv_denoise", "tv_pdhg",
            "unrolled_network"]
 
 

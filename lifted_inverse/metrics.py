@@ -88,7 +88,7 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, data_range: float | torch.Tensor, r
     sample, shape (B,). Needs H, W >= 11.
     """
     x, ref, single = _prepare(x, ref, data_range)
-    b, c, h, w = x.shape
+    _, c, h, w = x.shape
     win = _gaussian_window(sigma, 3.5, x.dtype, x.device)
     n = win.numel()
     if h < n or w < n:

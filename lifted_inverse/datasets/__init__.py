@@ -3,7 +3,14 @@ folders, MNIST-format IDX files and HDF5 measurement files (this project's ``dat
 deepinv's; read lazily, checksummed). Images are float32 (C, H, W) in [0, 1].
 """
 from .folder import ImageFolder, load_image
-from .hdf5 import MeasurementDataset, describe, describe_noise, file_layout, make_measurements, write_arrays
+from .hdf5 import (
+    MeasurementDataset,
+    describe,
+    describe_noise,
+    file_layout,
+    make_measurements,
+    write_arrays,
+)
 from .images import (
     BUILTIN_IMAGES,
     DEFAULT_TEST_IMAGES,

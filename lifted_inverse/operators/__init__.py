@@ -26,9 +26,19 @@ __all__ = [
 ]
 from .blur import Blur, box_kernel, gaussian_kernel, make_kernel, motion_kernel
 from .fourier import SubsampledFourier, sampling_mask
-from .mask import Mask, random_mask
-from .noise import GaussianNoise, PoissonNoise, TransmissionPoissonNoise, make_noise
 from .geometry import FanBeamGeometry, ParallelBeamGeometry
+from .mask import Mask, random_mask
+from .noise import (
+    GaussianNoise,
+    PoissonNoise,
+    TransmissionData,
+    TransmissionPoissonNoise,
+    log_transform,
+    make_noise,
+    pwls_weights,
+    simulate_transmission,
+    transmission_counts,
+)
 from .radon import FBP_FILTERS, Radon, diagonal_detectors, fbp, fbp_filter
 from .registry import (
     OPERATOR_CASES,
@@ -38,6 +48,7 @@ from .registry import (
     resolve_spec,
     spec_of,
 )
+from .scanners import SCANNER_NAMES, scanner_spec
 from .sinogram_filter import SinogramFilter
 
 __all__ += [
@@ -53,7 +64,14 @@ __all__ += [
     "Radon",
     "SinogramFilter",
     "SubsampledFourier",
+    "SCANNER_NAMES",
+    "TransmissionData",
     "TransmissionPoissonNoise",
+    "log_transform",
+    "pwls_weights",
+    "scanner_spec",
+    "simulate_transmission",
+    "transmission_counts",
     "box_kernel",
     "diagonal_detectors",
     "fbp",

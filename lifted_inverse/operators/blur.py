@@ -72,7 +72,7 @@ def motion_kernel(length: float = 9, angle_deg: float = 0.0, dtype=torch.float64
         raise ValueError(f"length: expected a finite number >= 1, got {length!r}")
     if not math.isfinite(angle_deg):
         raise ValueError(f"angle_deg: expected a finite number, got {angle_deg!r}")
-    size = 2 * int(math.ceil((length - 1) / 2)) + 3
+    size = 2 * math.ceil((length - 1) / 2) + 3
     c = size // 2
     t = np.linspace(-(length - 1) / 2, (length - 1) / 2, max(2, int(8 * length)))
     a = math.radians(angle_deg)

@@ -30,7 +30,7 @@ FBP_FILTERS = ("ramp", "shepp-logan", "hann", "cosine")
 
 def padded_length(n_detectors: int) -> int:
     """FFT length: a power of two >= 2D (>= 64): the circular convolution acts as a linear one."""
-    return max(64, 1 << int(math.ceil(math.log2(2 * n_detectors))))
+    return max(64, 1 << math.ceil(math.log2(2 * n_detectors)))
 
 
 def fbp_filter(n: int, filter: str = "ramp", frequency_scaling: float = 1.0, dtype=torch.float64,
