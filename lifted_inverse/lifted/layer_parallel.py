@@ -24,6 +24,11 @@ start of the sweep) and the solver's usual order inside a stage:
    repeats the stage's own sweep with the boundary values and terms frozen, and ``state_tol``
    tests the stage's part of the state objective.
 
+The transfers overlap the work (:meth:`LayerParallelSolver.step`): the forward message is sent
+as soon as the stage has gathered its states, and the backward one is waited for only when the
+state phase first reads a boundary term; with the default bottom-up state order that is after
+every other state of the stage, so a stage never idles while its successor computes the terms.
+
 Per sweep, each boundary carries ``2·B·Σ_s|s| + n_s`` numbers by point-to-point send/recv, and
 one all-reduce of a single number sums the stages' objectives; no weight travels during
 training (:meth:`LayerParallelSolver.sync_model` copies them once per epoch, for evaluation and
@@ -119,10 +124,23 @@ class StageSolver(LiftedSolver):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.boundary_terms: dict[int, tuple[torch.Tensor, float]] = {}
+        self.expected_terms: set[int] = set()
+        #: called once, the first time a boundary term is read, to deliver the terms that are
+        #: still in flight (:meth:`Stage.expect_terms`); None when they are all in place
+        self.pending_terms = None
+
+    def resolve_terms(self) -> None:
+        """Wait for the boundary terms still in flight, if any, and set them."""
+        pending, self.pending_terms = self.pending_terms, None
+        if pending is not None:
+            pending()
 
     @torch.no_grad()
     def state_gradient(self, states, s, cache=None):
+        # the local part first: the next stage's term may still be on its way (overlap)
         g, lip = super().state_gradient(states, s, cache)
+        if self.pending_terms is not None and s in self.expected_terms:
+            self.resolve_terms()
         term = self.boundary_terms.get(s)
         if term is not None:
             g.add_(term[0])
@@ -220,9 +238,21 @@ class Stage:
             lips.append(lip)
         return torch.cat([_flat(grads), torch.tensor(lips, dtype=grads[0].dtype, device=grads[0].device)])
 
+    def expect_terms(self, deliver) -> None:
+        """The next stage's message is in flight: ``deliver()`` waits for it and returns it.
+        The state phase calls it when it first reads a boundary term, so everything before
+        (with the default bottom-up order, every state below the boundary) overlaps the
+        transfer and the next stage's work on the message. The values are those
+        :meth:`take_terms` would set at once."""
+        self.solver.boundary_terms = {}
+        self.solver.expected_terms = set(self.sends)
+        self.solver.pending_terms = (lambda: self.take_terms(deliver())) if self.sends else None
+
     def take_terms(self, message: torch.Tensor | None) -> None:
         """Set the frozen ``(g_s, L_s)`` of the ``sends`` states (the next stage's message)."""
         self.solver.boundary_terms = {}
+        self.solver.expected_terms = set(self.sends)
+        self.solver.pending_terms = None
         if not self.sends:
             return
         batch = self._states[0].shape[0]
@@ -237,6 +267,7 @@ class Stage:
         """State phase and W-step of this stage; returns its part of the batch objective."""
         states, cache = self._states, self._cache
         self.solver.solve_states(states, cache)
+        self.solver.resolve_terms()       # a message no state read still completes this sweep
         value = self.solver.weight_step(states, cache)
         self.store.scatter(self._ids, {s: states[s] for s in self.view.free_states})
         self._states, self._cache = None, {}
@@ -282,24 +313,48 @@ class PipelineLink:
         self.group = group
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
         self.bytes_sent = 0
+        self._sending: list = []
 
     def _global(self, r: int) -> int:
         return r if self.group is None else dist.get_global_rank(self.group, r)
 
+    def send(self, tensor: torch.Tensor | None, to: int) -> None:
+        """Start sending ``tensor`` to rank ``rank + to`` (when that rank exists); :meth:`flush`
+        waits for it."""
+        if tensor is None or not 0 <= self.rank + to < self.world:
+            return
+        tensor = tensor.contiguous()
+        self._sending.append((dist.isend(tensor, self._global(self.rank + to), self.group), tensor))
+        self.bytes_sent += tensor.numel() * tensor.element_size()
+
+    def receive(self, numel: int, source: int, like: torch.Tensor):
+        """Start receiving ``numel`` numbers (dtype and device of ``like``) from rank
+        ``rank + source``; returns ``wait()``, which blocks until they are here and returns
+        them (None when there is nothing to receive)."""
+        if not numel or not 0 <= self.rank + source < self.world:
+            return lambda: None
+        buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+        req = dist.irecv(buf, self._global(self.rank + source), self.group)
+
+        def wait() -> torch.Tensor:
+            req.wait()
+            return buf
+        return wait
+
+    def flush(self) -> None:
+        """Wait until every message this rank started sending has left."""
+        for req, _ in self._sending:
+            req.wait()
+        self._sending = []
+
     def exchange(self, send: torch.Tensor | None, to: int, receive: int, source: int,
                  like: torch.Tensor) -> torch.Tensor | None:
-        """Send ``send`` to rank ``rank + to`` and receive ``receive`` numbers (dtype and device
-        of ``like``) from ``rank + source``, both when that rank exists."""
-        ops, buf = [], None
-        if receive and 0 <= self.rank + source < self.world:
-            buf = torch.empty(receive, dtype=like.dtype, device=like.device)
-            ops.append(dist.P2POp(dist.irecv, buf, self._global(self.rank + source), self.group))
-        if send is not None and 0 <= self.rank + to < self.world:
-            send = send.contiguous()
-            ops.append(dist.P2POp(dist.isend, send, self._global(self.rank + to), self.group))
-            self.bytes_sent += send.numel() * send.element_size()
-        for req in dist.batch_isend_irecv(ops) if ops else []:
-            req.wait()
+        """Send ``send`` to rank ``rank + to`` and receive ``receive`` numbers from
+        ``rank + source`` (both when that rank exists), and wait for both."""
+        wait = self.receive(receive, source, like)
+        self.send(send, to)
+        buf = wait()
+        self.flush()
         return buf
 
 
@@ -407,9 +462,15 @@ class LayerParallelSolver:
         down = st.start(x, target, ids)
         n_states, n_terms = st.message_sizes(x.shape[0])
         like = target       # messages are states: the target's dtype and device
-        st.take_states(link.exchange(down, +1, n_states, -1, like))
-        st.take_terms(link.exchange(st.boundary_terms(), -1, n_terms, +1, like))
+        states_in = link.receive(n_states, -1, like)
+        terms_in = link.receive(n_terms, +1, like)
+        link.send(down, +1)
+        st.take_states(states_in())
+        link.send(st.boundary_terms(), -1)
+        # the terms are waited for only when the state phase first reads one (overlap)
+        st.expect_terms(terms_in)
         value = torch.tensor([st.finish()], dtype=torch.float64, device=like.device)
+        link.flush()
         dist.all_reduce(value, group=self.group)
         self.statistics_bytes += value.numel() * value.element_size()
         return float(value[0])
