@@ -21,6 +21,7 @@ CONFIG_FLAGS = {
     "--state-init": ("forward", "state_init"), "--state-order": ("top-down", "state_order"),
     "--state-lr": ("1.5", "state_lr"), "--state-sweeps": ("3", "state_sweeps"),
     "--state-tol": ("0.001", "state_tol"), "--lam": ("0.5", "lam"), "--rho": ("2", "rho"),
+    "--penalty-growth": ("1.5", "penalty_growth"), "--penalty-max": ("4", "penalty_max"),
     "--tau": ("0.5", "tau"), "--inner-sweeps": ("2", "inner_sweeps"), "--momentum": ("0.5", "momentum"),
     "--power-iterations": ("4", "power_iterations"), "--batched-layers": (None, "batched_layers"),
     "--no-batched-layers": (None, "batched_layers"), "--regularizer": ("l2", "regularizer"),
@@ -35,7 +36,7 @@ TASK_FLAGS = {"--noise": ("0.05", "noise"), "--data": ("somewhere", None), "--fe
               "--val-fraction": ("0.2", "data"), "--scanner": ("lidc", "operator"),
               "--geometry": ("fan", "operator")}
 LIFTED_ONLY = {"--state-steps", "--state-init", "--state-order", "--state-lr", "--state-sweeps",
-               "--state-tol", "--lam", "--rho", "--tau",
+               "--state-tol", "--lam", "--rho", "--tau", "--penalty-growth", "--penalty-max",
                "--inner-sweeps", "--momentum", "--power-iterations", "--batched-layers",
                "--no-batched-layers"}
 
@@ -54,6 +55,8 @@ METHODS = {"lifted": ["--method", "bregman", "--solver", "adam"],
 def expected_error(family: str, method: str, flag: str) -> bool:
     """Where a flag does not apply (the table the test holds the CLI to)."""
     if method == "backprop" and flag in LIFTED_ONLY:
+        return True
+    if flag == "--penalty-max":      # caps a continuation: alone, refused (with --penalty-growth below)
         return True
     if flag in ("--tau", "--inner-sweeps") and method != "lifted-isgm":
         return True
@@ -134,6 +137,15 @@ def test_every_flag_applies_or_is_refused(capsys, family, method):
             key = TASK_FLAGS[flag][1]
             assert key in plan["description"], (flag, plan["description"])
             assert plan["description"][key] != base_description.get(key), (flag, plan["description"])
+
+
+def test_penalty_max_applies_with_penalty_growth(capsys):
+    rc, out, err = _run(capsys, ["--task", "digits-mlp", "--method", "bregman", "--solver", "bcd",
+                                 "--penalty-growth", "2", "--penalty-max", "8"])
+    assert rc == 0, err
+    config = json.loads(out)["config"]
+    assert (config["penalty_growth"], config["penalty_max"]) == (2.0, 8.0)
+    assert config["sources"]["penalty_max"] == "user"
 
 
 def test_dry_run_reports_the_default_sources(capsys):

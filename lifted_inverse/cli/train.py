@@ -58,6 +58,10 @@ def register(subparsers) -> None:
                         "fraction in a sweep (0: run them all)")
     p.add_argument("--lam", type=float, default=None, help="hidden-layer penalty weight λ")
     p.add_argument("--rho", type=float, default=None, help="weight ρ of residual / x-state couplings")
+    p.add_argument("--penalty-growth", type=float, default=None,
+                   help="penalty continuation: λ and ρ times min(penalty_max, growth^epoch) (≥ 1)")
+    p.add_argument("--penalty-max", type=float, default=None,
+                   help="cap of the penalty continuation factor (default 100; needs --penalty-growth)")
     p.add_argument("--tau", type=float, default=None, help="ISGM proximal weight τ")
     p.add_argument("--inner-sweeps", type=int, default=None, help="ISGM inner sweeps per mini-batch")
     p.add_argument("--momentum", type=float, default=None, help="heavy ball β / Nesterov cap")
@@ -164,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
                              dtype=DTYPES[args.dtype], extra=extra)
     fields = ("method", "solver", "epochs", "time_budget", "batch_size", "lr", "lr_schedule", "seed",
               "state_steps", "state_init", "state_order", "state_lr", "state_sweeps", "state_tol",
-              "lam", "rho", "tau",
+              "lam", "rho", "penalty_growth", "penalty_max", "tau",
               "inner_sweeps", "momentum", "power_iterations", "batched_layers", "regularizer",
               "reg_strength", "select", "checkpoint_every", "eval_every")
     config = TrainConfig(**{k: getattr(args, k) for k in fields}, distributed=args.distributed,
