@@ -22,8 +22,9 @@
     ``2·B·Σ_s|s| + n_s`` numbers (forward states, backward gradient terms and Lipschitz numbers).
 
 Run: ``.venv/bin/python benchmarks/bench_parallel.py [--quick]``; (c) alone:
-``.venv/bin/python benchmarks/bench_parallel.py --layer-parallel [--json FILE]``. Figures:
-docs/scaling.md.
+``.venv/bin/python benchmarks/bench_parallel.py --layer-parallel [--json FILE]``; larger batches
+(the per-sweep work grows with them, the per-sweep latencies do not): ``--lp-batch-scale K``.
+Figures: docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -183,10 +184,11 @@ LP_WIDTHS = (64,) + (256,) * 15 + (10,)
 LP_NETS = {"mlp": (256, {}), "pnn": (32, {"lr": 1e-2, "state_steps": 2})}
 
 
-def lp_case(kind: str, device: str = "cpu"):
-    """``(model, objective, inputs, targets, backprop_loss)`` of a (c) network (float32)."""
+def lp_case(kind: str, device: str = "cpu", batch_scale: int = 1):
+    """``(model, objective, inputs, targets, backprop_loss)`` of a (c) network (float32), with
+    4 batches of ``batch_scale`` times its :data:`LP_NETS` batch."""
     if kind == "mlp":
-        batch = LP_NETS["mlp"][0]
+        batch = LP_NETS["mlp"][0] * batch_scale
         model, obj, x, t = build(4 * batch, widths=LP_WIDTHS, device=device)
 
         def loss(m, inputs, target):
@@ -195,12 +197,12 @@ def lp_case(kind: str, device: str = "cpu"):
     from lifted_inverse.lifted.objective import LiftedObjective
     from lifted_inverse.training.imaging import make_imaging_task
 
-    task = make_imaging_task("pnn-denoise", n_train=4 * LP_NETS["pnn"][0], device=device)
+    task = make_imaging_task("pnn-denoise", n_train=4 * LP_NETS["pnn"][0] * batch_scale, device=device)
     obj = LiftedObjective(task.lifted_network(task.model), "bregman")
     return task.model, obj, task.y_train, task.x_train, task.backprop_loss
 
 
-def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu") -> None:
+def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu", batch_scale: int = 1) -> None:
     """One rank of (c): alternating blocks of 1-process sweeps (rank 0), 2-process layer-parallel
     sweeps and 2-thread Adam backprop steps (rank 0); rank 0 writes the medians."""
     import copy
@@ -215,11 +217,12 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu")
     dev = torch.device(info.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     batch, options = LP_NETS[kind]
-    model, obj, x, t, loss_fn = lp_case(kind, str(dev))
+    batch *= batch_scale
+    model, obj, x, t, loss_fn = lp_case(kind, str(dev), batch_scale)
     bp_model = copy.deepcopy(model)
     lp = LayerParallelSolver(obj, "bcd", **options)
     lp.init_store(x)
-    _, one_obj, _, _, _ = lp_case(kind, str(dev))
+    _, one_obj, _, _, _ = lp_case(kind, str(dev), batch_scale)
     one = LiftedSolver(one_obj, "bcd", **options) if info.is_main else None
     one_store = StateStore.from_forward(one_obj, x) if info.is_main else None
     adam = torch.optim.Adam(bp_model.parameters(), lr=1e-3)
@@ -303,12 +306,13 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu")
     torch.distributed.destroy_process_group()
 
 
-def bench_layer_parallel(kinds=("mlp", "pnn"), rounds: int = 6, block: int = 4) -> list[dict]:
+def bench_layer_parallel(kinds=("mlp", "pnn"), rounds: int = 6, block: int = 4, batch_scale: int = 1) -> list[dict]:
     rows = []
     for kind in kinds:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "res.json"
             _run_ranks(2, [__file__, "--lp-worker", str(out), "--lp-net", kind, "--lp-rounds", str(rounds),
+                           "--lp-batch-scale", str(batch_scale),
                            "--lp-block", str(block)])
             r = json.loads(out.read_text())
         sec = r["seconds_per_sweep"]
@@ -357,15 +361,21 @@ def main() -> None:
     ap.add_argument("--lp-net", default="mlp", choices=sorted(LP_NETS), help=argparse.SUPPRESS)
     ap.add_argument("--lp-rounds", type=int, default=6, help="(c): rounds of alternating blocks")
     ap.add_argument("--lp-block", type=int, default=4, help="(c): sweeps per block")
+    ap.add_argument("--lp-batch-scale", type=int, default=1,
+                    help="(c): batches this many times the default (MLP 256, PNN 32): the work per "
+                         "sweep grows with the batch, the per-sweep latencies do not")
+    ap.add_argument("--lp-nets", nargs="+", default=["mlp", "pnn"], choices=sorted(LP_NETS),
+                    help="(c): the networks")
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.samples, args.bench_batch, args.bench_sweeps, args.batched)
         return
     if args.lp_worker:
-        lp_worker(args.lp_worker, args.lp_net, args.lp_rounds, args.lp_block)
+        lp_worker(args.lp_worker, args.lp_net, args.lp_rounds, args.lp_block, batch_scale=args.lp_batch_scale)
         return
     if args.layer_parallel:
-        rows = bench_layer_parallel(rounds=2 if args.quick else args.lp_rounds, block=args.lp_block)
+        rows = bench_layer_parallel(tuple(args.lp_nets), rounds=2 if args.quick else args.lp_rounds,
+                                    block=args.lp_block, batch_scale=args.lp_batch_scale)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
         return
