@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -203,10 +204,46 @@ def main_more(out_dir: str) -> None:
         results[f"trainer-lp-{epochs}{'-resumed' if resume else ''}"] = {
             "params": [p.detach().clone() for p in task.model.parameters()],
             "objective": res["train_objective"]}
+    results.update(time_budget_runs(info))
     if info.is_main:
         torch.save(results, out / f"more_{info.world_size}.pt")
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+
+
+class _FastClock:
+    """A ``time`` module whose ``perf_counter`` runs ``rate`` times as fast as the real one."""
+
+    def __init__(self, rate: float):
+        self.rate, self.origin = rate, time.perf_counter()
+
+    def perf_counter(self) -> float:
+        return self.origin + self.rate * (time.perf_counter() - self.origin)
+
+
+def time_budget_runs(info) -> dict:
+    """``--time-budget`` runs (data parallel, layer parallel) whose rank 1 reads a clock running
+    4x fast: on its own clock it would stop at other batches than rank 0 and leave rank 0
+    waiting in a collective. Each rank reports (epochs, batches of its last epoch, objective)."""
+    import lifted_inverse.training.trainer as trainer_module
+    from lifted_inverse.training import train
+
+    out = {}
+    for name, kw in (("dp", {"distributed": True}), ("lp", {"layer_parallel": 2})):
+        seen = []
+        trainer_module.time = _FastClock(4.0) if info.rank == 1 else time
+        try:
+            cfg = make_config("bcd", **kw)
+            cfg.epochs, cfg.time_budget = None, 0.6
+            res = train(make_synthetic_task(), cfg,
+                        callbacks=[lambda record, trainer, seen=seen: seen.append(trainer) and None])
+        finally:
+            trainer_module.time = time
+        mine = (len(res["history"]), res["train_objective"][-1], seen[-1].seconds)
+        every = [None] * info.world_size
+        torch.distributed.all_gather_object(every, mine)
+        out[f"time-budget-{name}"] = every
+    return out
 
 
 #: 2-D grid runs (2 stages × 2 replicas): the layer-parallel batches, then one batch all in the

@@ -238,6 +238,17 @@ def test_layer_parallel_trainer_resumes_exactly(more):
     assert _max_err(fresh, straight["params"]) > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["dp", "lp"])
+def test_time_budget_stops_every_rank_at_the_same_batch(more, mode):
+    """Rank 1's clock runs 4x fast (``distributed_worker.time_budget_runs``): the ranks still
+    agree on the elapsed time (the largest), so they run the same epochs and batches (else one
+    would stop while the other waits in a collective) and report the same objective."""
+    (epochs0, value0, seconds0), (epochs1, value1, seconds1) = more[f"time-budget-{mode}"]
+    assert epochs0 == epochs1 >= 1
+    assert value0 == pytest.approx(value1, rel=1e-12)
+    assert seconds0 == seconds1 >= 0.6
+
+
 def test_one_stage_is_the_lifted_solver():
     objective, x, t = dw.lp_objective("mlp")
     reference, x2, t2 = dw.lp_objective("mlp")

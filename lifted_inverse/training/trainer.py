@@ -167,6 +167,20 @@ class Trainer:
         return (cfg.epochs is not None and self.epoch >= cfg.epochs) or \
             (cfg.time_budget is not None and self.seconds >= cfg.time_budget)
 
+    def _agreed(self, seconds: float) -> float:
+        """``seconds`` as every rank of a distributed run sees it: the largest over the ranks.
+        Ranks that read their own clocks would stop a time budget at different batches (and then
+        wait on each other's collectives for ever) and take different cosine steps."""
+        if not (self.config.distributed or self.config.layer_parallel):
+            return seconds
+        from ..lifted.distributed import rank_and_world
+
+        if rank_and_world()[1] == 1:
+            return seconds
+        t = torch.tensor([seconds], dtype=torch.float64, device=self.task.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return float(t[0])
+
     def _progress_fraction(self, epoch_fraction: float, seconds: float) -> float:
         cfg = self.config
         t = 0.0
@@ -191,19 +205,21 @@ class Trainer:
         else:
             perm = torch.randperm(n, generator=self.generator).to(task.device)
             batches = [perm[s:s + bs] for s in range(0, n, bs)]
+        timed = cfg.time_budget is not None
         for i, ids in enumerate(batches):
             if cfg.lr_schedule == "cosine":
+                elapsed = self.seconds + time.perf_counter() - t0
                 t = self._progress_fraction(self.epoch + i / len(batches),
-                                            self.seconds + time.perf_counter() - t0)
+                                            self._agreed(elapsed) if timed else elapsed)
                 self.step.set_lr(cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t)))
             values.append(self.step(ids))
             weights.append(n if ids is None else len(ids))
-            if cfg.time_budget is not None and self.seconds + time.perf_counter() - t0 >= cfg.time_budget:
+            if timed and self._agreed(self.seconds + time.perf_counter() - t0) >= cfg.time_budget:
                 break
         sync = getattr(self.step, "sync_model", None)
         if sync is not None:    # layer-parallel: each rank has updated only its stage's weights
             sync()
-        dt = time.perf_counter() - t0
+        dt = self._agreed(time.perf_counter() - t0)
         self.seconds += dt
         self.epoch += 1
         objective = sum(v * w for v, w in zip(values, weights)) / sum(weights)
