@@ -440,24 +440,29 @@ class LayerParallelSolver:
         self.shard = Shard.of(x.shape[0], self.grid.replica, self.grid.replicas)
         self.stage.init_store(x[self.shard.start:self.shard.stop])
 
-    def step(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None = None) -> float:
+    def step(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None = None,
+             total: bool = True) -> float:
+        """One sweep. ``total=False`` returns this stage's part of the batch objective and skips
+        the all-reduce that sums the stages: no rank then waits for the others at the end of a
+        sweep (a trainer sums the parts once per epoch, :meth:`sum_stages`)."""
         if self.grid is None:
-            return self._sweep(x, target, ids)
+            return self._sweep(x, target, ids, total)
         shard = self.shard
         everyone = torch.arange(x.shape[0], device=x.device) if ids is None else ids
         mine = (everyone >= shard.start) & (everyone < shard.stop)
         if bool(mine.any()):
-            return self._sweep(x[mine], target[mine], everyone[mine] - shard.start)
+            return self._sweep(x[mine], target[mine], everyone[mine] - shard.start, total)
         st = self.stage                  # no sample of this shard: a stand-in joins the collectives
         kept = st.store
         st.store = StateStore(kept.gather(torch.zeros(1, dtype=torch.long, device=x.device)))
         self.comm.absent = True
         try:
-            return self._sweep(x[:1], target[:1], None)
+            return self._sweep(x[:1], target[:1], None, total)
         finally:
             st.store, self.comm.absent = kept, False
 
-    def _sweep(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None) -> float:
+    def _sweep(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+               total: bool = True) -> float:
         st, link = self.stage, self.link
         down = st.start(x, target, ids)
         n_states, n_terms = st.message_sizes(x.shape[0])
@@ -469,11 +474,17 @@ class LayerParallelSolver:
         link.send(st.boundary_terms(), -1)
         # the terms are waited for only when the state phase first reads one (overlap)
         st.expect_terms(terms_in)
-        value = torch.tensor([st.finish()], dtype=torch.float64, device=like.device)
+        value = st.finish()
         link.flush()
-        dist.all_reduce(value, group=self.group)
-        self.statistics_bytes += value.numel() * value.element_size()
-        return float(value[0])
+        return self.sum_stages([value])[0] if total else value
+
+    def sum_stages(self, values: Sequence[float]) -> list[float]:
+        """Each entry of ``values`` (this stage's parts of some batch objectives) summed over the
+        stages: one all-reduce of ``len(values)`` numbers."""
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.stage.device)
+        dist.all_reduce(t, group=self.group)
+        self.statistics_bytes += t.numel() * t.element_size()
+        return t.tolist()
 
     @torch.no_grad()
     def sync_model(self) -> None:

@@ -216,8 +216,14 @@ class LayerParallelStep(LiftedStep):
         stage.lr = float(lr)
 
     def __call__(self, ids: torch.Tensor | None) -> float:
+        """One sweep; returns this stage's part of the batch objective (:meth:`sum_values`
+        completes it), so no rank waits for the others at the end of a sweep."""
         inputs, targets = self.task.train_batch(ids)
-        return self.solver.step(inputs, targets, ids)
+        return self.solver.step(inputs, targets, ids, total=False)
+
+    def sum_values(self, values: list[float]) -> list[float]:
+        """The batch objectives of an epoch from every stage's parts (one all-reduce)."""
+        return self.solver.sum_stages(values)
 
     def sync_model(self) -> None:
         self.solver.sync_model()

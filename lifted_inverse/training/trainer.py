@@ -219,6 +219,9 @@ class Trainer:
         sync = getattr(self.step, "sync_model", None)
         if sync is not None:    # layer-parallel: each rank has updated only its stage's weights
             sync()
+        complete = getattr(self.step, "sum_values", None)
+        if complete is not None:    # layer-parallel: each value is one stage's part
+            values = complete(values)
         dt = self._agreed(time.perf_counter() - t0)
         self.seconds += dt
         self.epoch += 1
