@@ -15,9 +15,12 @@
     :class:`~lifted_inverse.lifted.layer_parallel.LayerParallelSolver`) against 1 process ×
     1 thread (:class:`~lifted_inverse.lifted.solvers.LiftedSolver`), and an Adam backprop step on
     the same batch with 2 threads on the same 2 cores (and with 1 thread: on an oversubscribed
-    machine two OpenMP threads can be far slower than one); all in one pair of processes, in
-    alternating blocks (rank 1 waits while rank 0 runs a one-process block), medians of wall
-    time and of process CPU time (slowest rank: free of the waits a loaded machine adds). Bytes sent
+    machine two OpenMP threads can be far slower than one); one run of 3 processes: two hold the
+    stages, the third the one-process solver and the backprop model, in alternating blocks (the
+    side not running waits in a barrier, without CPU, so each has the machine to itself and no
+    process holds the other side's states); medians of wall time per sweep, each sweep alone
+    (barrier before it; the slowest stage) and back to back as the trainer runs them (no barrier,
+    the stages' objectives summed once per block), and of process CPU time. Bytes sent
     per sweep between the stages, checked against the boundary states' size
     ``2·B·Σ_s|s| + n_s`` numbers (forward states, backward gradient terms and Lipschitz numbers).
 
@@ -210,8 +213,10 @@ def lp_case(kind: str, device: str = "cpu", batch_scale: int = 1):
 
 
 def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu", batch_scale: int = 1) -> None:
-    """One rank of (c): alternating blocks of 1-process sweeps (rank 0), 2-process layer-parallel
-    sweeps and 2-thread Adam backprop steps (rank 0); rank 0 writes the medians."""
+    """One rank of (c), on 3 ranks: ranks 0 and 1 run the 2-process layer-parallel sweeps, rank 2
+    the 1-process sweeps and the Adam backprop steps (2 threads, then 1), in alternating blocks:
+    while one side runs, the other waits in a barrier (no CPU), so each side has the machine to
+    itself and no process holds the other side's model and states. Rank 0 writes the medians."""
     import copy
 
     from lifted_inverse.lifted.distributed import init_from_env
@@ -220,28 +225,31 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
 
     torch.set_num_threads(1)
     retain_freed_memory()
-    if os.environ.get("LP_PIN"):
-        os.sched_setaffinity(0, {int(os.environ["LOCAL_RANK"]) % os.cpu_count()})
     info = init_from_env(device)
     dev = torch.device(info.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if info.world_size != 3:
+        raise ValueError("lp_worker: runs on 3 ranks (2 layer-parallel stages + the baseline)")
+    pair = torch.distributed.new_group([0, 1])
+    staged, baseline = info.rank in (0, 1), info.rank == 2
     batch, options = LP_NETS[kind]
     batch *= batch_scale
     model, obj, x, t, loss_fn = lp_case(kind, str(dev), batch_scale)
-    bp_model = copy.deepcopy(model)
-    lp = LayerParallelSolver(obj, "bcd", **options)
-    lp.init_store(x)
-    _, one_obj, _, _, _ = lp_case(kind, str(dev), batch_scale)
-    one = LiftedSolver(one_obj, "bcd", **options) if info.is_main else None
-    one_store = StateStore.from_forward(one_obj, x) if info.is_main else None
-    adam = torch.optim.Adam(bp_model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(5)
     n = x.shape[0]
+    if staged:
+        lp = LayerParallelSolver(obj, "bcd", group=pair, **options)
+        lp.init_store(x)
+        bytes_before = lp.link.bytes_sent
+    else:
+        bp_model = copy.deepcopy(model)
+        one = LiftedSolver(obj, "bcd", **options)
+        one_store = StateStore.from_forward(obj, x)
+        adam = torch.optim.Adam(bp_model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(5)
     times: dict[str, list] = {"one": [], "layer_parallel": [], "backprop_2_threads": [],
                               "backprop_1_thread": [], "one_back_to_back": [], "layer_parallel_back_to_back": []}
-    cpu: dict[str, list] = {k: [] for k in times}
+    cpu: dict[str, list] = {"one": [], "layer_parallel": []}
     values: dict[str, list] = {"one": [], "layer_parallel": []}
-    bytes_before = lp.link.bytes_sent
     lp_sweeps = 0
 
     def timed(fn):
@@ -261,43 +269,41 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
 
     for rnd in range(rounds + 1):                    # the first round is warm-up
         batches = [torch.randperm(n, generator=gen)[:batch].to(dev) for _ in range(block)]
-        if info.is_main:
+        torch.distributed.barrier()
+        if baseline:                                 # 1 process: each sweep, then back to back
             for ids in batches:
                 dt, dc, v = timed(lambda ids=ids: one.step(x[ids], t[ids], one_store, ids))
                 if rnd:
                     times["one"].append(dt)
                     cpu["one"].append(dc)
                     values["one"].append(v)
-        torch.distributed.barrier()
-        for ids in batches:
-            torch.distributed.barrier()
-            dt, dc, v = timed(lambda ids=ids: lp.step(x[ids], t[ids], ids))
-            both = torch.tensor([dt, dc], dtype=torch.float64, device=dev)
-            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)   # slowest stage
+            dt, _, _ = timed(lambda: [one.step(x[ids], t[ids], one_store, ids) for ids in batches])
             if rnd:
-                times["layer_parallel"].append(float(both[0]))
-                cpu["layer_parallel"].append(float(both[1]))
-                values["layer_parallel"].append(v)
-                lp_sweeps += 1
+                times["one_back_to_back"].append(dt / len(batches))
+        torch.distributed.barrier()
+        if staged:                                   # 2 processes: each sweep, then back to back
+            for ids in batches:
+                torch.distributed.barrier(group=pair)
+                dt, dc, v = timed(lambda ids=ids: lp.step(x[ids], t[ids], ids))
+                both = torch.tensor([dt, dc], dtype=torch.float64, device=dev)
+                torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)  # slowest
+                if rnd:
+                    times["layer_parallel"].append(float(both[0]))
+                    cpu["layer_parallel"].append(float(both[1]))
+                    values["layer_parallel"].append(v)
+            # as the trainer runs them: no barrier between sweeps, the stages' parts of the
+            # objective summed once at the end
+            torch.distributed.barrier(group=pair)
+            dt, _, _ = timed(lambda: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False) for ids in batches]))
+            both = torch.tensor([dt], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+            if rnd:
+                times["layer_parallel_back_to_back"].append(float(both[0]) / len(batches))
+                lp_sweeps += 2 * len(batches)
             else:
                 bytes_before = lp.link.bytes_sent
-        # the same sweeps back to back, as the trainer runs them (no barrier between sweeps, the
-        # stages' parts of the objective summed once at the end): the block's time over its
-        # length (1-process sweeps likewise, below)
         torch.distributed.barrier()
-        dt, _, _ = timed(lambda: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False) for ids in batches]))
-        both = torch.tensor([dt], dtype=torch.float64, device=dev)
-        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
-        if info.is_main:
-            dt1, _, _ = timed(lambda: [one.step(x[ids], t[ids], one_store, ids) for ids in batches])
-            if rnd:
-                times["one_back_to_back"].append(dt1 / len(batches))
-                times["layer_parallel_back_to_back"].append(float(both[0]) / len(batches))
-        if rnd:
-            lp_sweeps += len(batches)
-        else:
-            bytes_before = lp.link.bytes_sent
-        if info.is_main:
+        if baseline:
             for threads in (2, 1):
                 torch.set_num_threads(threads)
                 key = "backprop_2_threads" if threads == 2 else "backprop_1_thread"
@@ -305,29 +311,32 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
                     dt, dc, _ = timed(lambda ids=ids: backprop(ids))
                     if rnd:
                         times[key].append(dt)
-                        cpu[key].append(dc)
             torch.set_num_threads(1)
-        torch.distributed.barrier()
-    sent = torch.tensor([lp.link.bytes_sent - bytes_before], dtype=torch.float64, device=dev)
-    torch.distributed.all_reduce(sent)
-    st = lp.stage
-    element = x.element_size()
-    expected = torch.tensor([2 * st.numel(st.sends, batch) + len(st.sends)], dtype=torch.float64, device=dev)
-    torch.distributed.all_reduce(expected)
+    mine = {"times": times, "cpu": cpu, "values": values}
+    if staged:
+        st = lp.stage
+        mine.update(sent=lp.link.bytes_sent - bytes_before, sweeps=lp_sweeps, bounds=lp.bounds,
+                    sends=st.sends, expected=(2 * st.numel(st.sends, batch) + len(st.sends)) * x.element_size())
+    every = [None] * info.world_size
+    torch.distributed.all_gather_object(every, mine)
     if info.is_main:
-        med = {k: statistics.median(v) for k, v in times.items()}
-        med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
+        r0, r1, r2 = every
+        merged = {k: r2["times"][k] or r0["times"][k] for k in times}
+        med = {k: statistics.median(v) for k, v in merged.items()}
+        med_cpu = {"one": statistics.median(r2["cpu"]["one"]), "layer_parallel": statistics.median(r0["cpu"]["layer_parallel"])}
         res = {"network": kind, "batch": batch, "world": info.world_size, "device": str(dev),
-               "bounds": lp.bounds, "boundary_states_of_rank_0": st.sends,
+               "bounds": r0["bounds"], "boundary_states_of_rank_0": r0["sends"],
                "seconds_per_sweep": med, "cpu_seconds_per_sweep": med_cpu,
                "cpu_ratio_layer_parallel_to_one": med_cpu["layer_parallel"] / med_cpu["one"],
-               "samples": {k: len(v) for k, v in times.items()},
+               "samples": {k: len(v) for k, v in merged.items()},
                "ratio_layer_parallel_to_one": med["layer_parallel"] / med["one"],
                "ratio_back_to_back": med["layer_parallel_back_to_back"] / med["one_back_to_back"],
                "ratio_layer_parallel_to_backprop": med["layer_parallel"] / med["backprop_2_threads"],
-               "bytes_per_sweep": float(sent) / lp_sweeps,
-               "expected_bytes_per_sweep": float(expected) * element,
-               "objective_first_last": {k: (v[0], v[-1]) for k, v in values.items()}}
+               "bytes_per_sweep": float(r0["sent"] + r1["sent"]) / r0["sweeps"],
+               "expected_bytes_per_sweep": float(r0["expected"] + r1["expected"]),
+               "objective_first_last": {"one": (r2["values"]["one"][0], r2["values"]["one"][-1]),
+                                        "layer_parallel": (r0["values"]["layer_parallel"][0],
+                                                           r0["values"]["layer_parallel"][-1])}}
         Path(out).write_text(json.dumps(res))
     torch.distributed.destroy_process_group()
     # about 1 run in 6 of this worker aborted at interpreter shutdown ("terminate called without
@@ -344,7 +353,7 @@ def bench_layer_parallel(kinds=("mlp", "pnn"), rounds: int = 6, block: int = 4, 
     for kind in kinds:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "res.json"
-            _run_ranks(2, [__file__, "--lp-worker", str(out), "--lp-net", kind, "--lp-rounds", str(rounds),
+            _run_ranks(3, [__file__, "--lp-worker", str(out), "--lp-net", kind, "--lp-rounds", str(rounds),
                            "--lp-batch-scale", str(batch_scale),
                            "--lp-block", str(block)])
             r = json.loads(out.read_text())
