@@ -277,7 +277,7 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
                     times["one"].append(dt)
                     cpu["one"].append(dc)
                     values["one"].append(v)
-            dt, _, _ = timed(lambda: [one.step(x[ids], t[ids], one_store, ids) for ids in batches])
+            dt, _, _ = timed(lambda batches=batches: [one.step(x[ids], t[ids], one_store, ids) for ids in batches])
             if rnd:
                 times["one_back_to_back"].append(dt / len(batches))
         torch.distributed.barrier()
@@ -294,7 +294,7 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
             # as the trainer runs them: no barrier between sweeps, the stages' parts of the
             # objective summed once at the end
             torch.distributed.barrier(group=pair)
-            dt, _, _ = timed(lambda: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False) for ids in batches]))
+            dt, _, _ = timed(lambda batches=batches: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False) for ids in batches]))
             both = torch.tensor([dt], dtype=torch.float64, device=dev)
             torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
             if rnd:

@@ -234,10 +234,10 @@ def reconstruct_refuses(operator: str, method: str, flag: str) -> bool:
 @pytest.fixture(scope="module")
 def pnn_checkpoints(tmp_path_factory):
     """A tiny PNN checkpoint per operator it was 'trained' for (the dry run reads, never runs it)."""
+    import torch
+
     from lifted_inverse.networks import save_checkpoint
     from lifted_inverse.networks.pnn import PNN
-
-    import torch
 
     root = tmp_path_factory.mktemp("ck")
     threads = torch.get_num_threads()

@@ -347,16 +347,6 @@ class PipelineLink:
             req.wait()
         self._sending = []
 
-    def exchange(self, send: torch.Tensor | None, to: int, receive: int, source: int,
-                 like: torch.Tensor) -> torch.Tensor | None:
-        """Send ``send`` to rank ``rank + to`` and receive ``receive`` numbers from
-        ``rank + source`` (both when that rank exists), and wait for both."""
-        wait = self.receive(receive, source, like)
-        self.send(send, to)
-        buf = wait()
-        self.flush()
-        return buf
-
 
 @dataclass(frozen=True)
 class ProcessGrid:
@@ -467,9 +457,12 @@ class LayerParallelSolver:
         down = st.start(x, target, ids)
         n_states, n_terms = st.message_sizes(x.shape[0])
         like = target       # messages are states: the target's dtype and device
+        # between two neighbours the ops come in the same order on both sides (states r → r+1,
+        # then terms r+1 → r): NCCL runs a pair's point-to-point ops in issue order, and a receive
+        # of the terms posted before the send of the states would wait for ever
         states_in = link.receive(n_states, -1, like)
-        terms_in = link.receive(n_terms, +1, like)
         link.send(down, +1)
+        terms_in = link.receive(n_terms, +1, like)
         st.take_states(states_in())
         link.send(st.boundary_terms(), -1)
         # the terms are waited for only when the state phase first reads one (overlap)
