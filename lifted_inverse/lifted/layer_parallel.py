@@ -30,7 +30,9 @@ state phase first reads a boundary term; with the default bottom-up state order 
 every other state of the stage, so a stage never idles while its successor computes the terms.
 
 Per sweep, each boundary carries ``2·B·Σ_s|s| + n_s`` numbers by point-to-point send/recv, and
-one all-reduce of a single number sums the stages' objectives; no weight travels during
+one all-reduce of a single number sums the stages' objectives (``step(total=False)`` skips it:
+the trainer sums a whole epoch's parts at once, so no rank waits for the others at the end of a
+sweep); no weight travels during
 training (:meth:`LayerParallelSolver.sync_model` copies them once per epoch, for evaluation and
 checkpoints). With a single stage a sweep is exactly the :class:`~.solvers.LiftedSolver` sweep.
 On a 2-D :class:`ProcessGrid` (stages × data replicas) each stage is also data parallel: the
