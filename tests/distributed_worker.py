@@ -153,14 +153,15 @@ LP_CASES = {"mlp-bcd": ("mlp", "bcd", {}), "mlp-adam": ("mlp", "adam", {"lr": 1e
             "deblur-bcd": ("unrolled-deblur", "bcd", {"lr": 1e-2, "state_order": "backward"})}
 
 
-def run_layer_parallel(case: str, solver_cls, **kw) -> dict:
-    """Sweeps of ``LP_CASES[case]`` on ``lp_batches()`` by ``solver_cls`` (the distributed or the
-    one-process staged solver); the weights, objectives and the states by sample id."""
+def run_layer_parallel(case: str, solver_cls, batches=None, **kw) -> dict:
+    """Sweeps of ``LP_CASES[case]`` on ``batches`` (default ``lp_batches()``) by ``solver_cls``
+    (the distributed or the one-process staged solver); the weights, objectives and the states
+    by sample id."""
     kind, solver, options = LP_CASES[case]
     objective, x, t = lp_objective(kind)
     lp = solver_cls(objective, solver, **options, **kw)
     lp.init_store(x)
-    values = [lp.step(x[ids], t[ids], ids) for ids in lp_batches()]
+    values = [lp.step(x[ids], t[ids], ids) for ids in (lp_batches() if batches is None else batches)]
     return {"values": values, "objective": objective, "solver": lp}
 
 
@@ -257,12 +258,7 @@ def grid_batches() -> list:
 
 def run_grid(case: str, solver_cls, **kw) -> dict:
     """``run_layer_parallel`` on ``grid_batches()``."""
-    kind, solver, options = LP_CASES[case]
-    objective, x, t = lp_objective(kind)
-    lp = solver_cls(objective, solver, **options, **kw)
-    lp.init_store(x)
-    values = [lp.step(x[ids], t[ids], ids) for ids in grid_batches()]
-    return {"values": values, "objective": objective, "solver": lp}
+    return run_layer_parallel(case, solver_cls, batches=grid_batches(), **kw)
 
 
 def main_grid(out_dir: str) -> None:
