@@ -23,6 +23,12 @@
     the stages' objectives summed once per block), and of process CPU time. Bytes sent
     per sweep between the stages, checked against the boundary states' size
     ``2·B·Σ_s|s| + n_s`` numbers (forward states, backward gradient terms and Lipschitz numbers).
+    Two controls, in the same rounds, say what the machine allows two processes at that moment:
+    *halves*, the same two stages (of a second, identical model) swept back to back at the same
+    time with stand-in boundary messages and no exchange at all, against the one-process sweep
+    (what layer parallelism would give if its messages were free); and the slowdown of fixed,
+    perfectly parallel kernels (in-cache products, sums through memory) run by the two stage
+    ranks at once against one rank alone (what the cores' shared caches and memory bus cost).
 
 Run: ``.venv/bin/python benchmarks/bench_parallel.py [--quick]``; (c) alone:
 ``.venv/bin/python benchmarks/bench_parallel.py --layer-parallel [--json FILE]``; larger batches
@@ -212,6 +218,34 @@ def lp_case(kind: str, device: str = "cpu", batch_scale: int = 1):
     return task.model, obj, task.y_train, task.x_train, task.backprop_loss
 
 
+#: the two control kernels of (c): ``compute``, 256×256 matrix products (in-cache, as the MLP's
+#: products); ``stream``, sums of 16 MB vectors (through memory, as the PNN's feature maps)
+CONTROL_SIZES = {"compute": 256, "stream": 4 * 1024 * 1024}
+
+
+def control_kernels(device: str = "cpu") -> dict:
+    """``{name: fn}``: fixed work that splits perfectly and exchanges nothing. Timed on one rank
+    alone and on two ranks at once, its slowdown says what running two processes at the same
+    time costs on this machine *now* (shared caches, memory bus, a busy neighbour on the host)
+    apart from anything the layer-parallel solver does."""
+    gen = torch.Generator().manual_seed(0)
+    n = CONTROL_SIZES["compute"]
+    a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+    c = torch.empty(n, n, device=device)
+    m = CONTROL_SIZES["stream"]
+    u, v = (torch.randn(m, generator=gen).to(device) for _ in range(2))
+    w = torch.empty(m, device=device)
+
+    def compute():
+        for _ in range(40):
+            torch.mm(a, b, out=c)
+
+    def stream():
+        for _ in range(8):
+            torch.add(u, v, out=w)
+    return {"compute": compute, "stream": stream}
+
+
 def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu", batch_scale: int = 1) -> None:
     """One rank of (c), on 3 ranks: ranks 0 and 1 run the 2-process layer-parallel sweeps, rank 2
     the 1-process sweeps and the Adam backprop steps (2 threads, then 1), in alternating blocks:
@@ -240,6 +274,22 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
         lp = LayerParallelSolver(obj, "bcd", group=pair, **options)
         lp.init_store(x)
         bytes_before = lp.link.bytes_sent
+        # the control "halves": this rank's stage of a second, identical model, swept with
+        # stand-in boundary messages (zeros) and no exchange at all; its trajectory is not used
+        from lifted_inverse.lifted.layer_parallel import Stage
+        _, ghost_obj, _, _, _ = lp_case(kind, str(dev), batch_scale)
+        ghost = Stage(ghost_obj, lp.bounds, lp.rank, "bcd", **options)
+        ghost.init_store(x)
+        n_states, n_terms = ghost.message_sizes(batch)
+        stand_in = (torch.zeros(n_states, dtype=x.dtype, device=dev) if n_states else None,
+                    torch.zeros(n_terms, dtype=x.dtype, device=dev) if n_terms else None)
+
+        def lone_sweep(ids):
+            ghost.start(x[ids], t[ids], ids)
+            ghost.take_states(stand_in[0])
+            ghost.boundary_terms()          # the terms this stage would send (computed, dropped)
+            ghost.take_terms(stand_in[1])
+            return ghost.finish()
     else:
         bp_model = copy.deepcopy(model)
         one = LiftedSolver(obj, "bcd", **options)
@@ -248,6 +298,9 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
     gen = torch.Generator().manual_seed(5)
     times: dict[str, list] = {"one": [], "layer_parallel": [], "backprop_2_threads": [],
                               "backprop_1_thread": [], "one_back_to_back": [], "layer_parallel_back_to_back": []}
+    times.update({f"control_{k}_{side}": [] for k in CONTROL_SIZES for side in ("alone", "pair")})
+    times["halves_back_to_back"] = []
+    controls = control_kernels(str(dev))
     cpu: dict[str, list] = {"one": [], "layer_parallel": []}
     values: dict[str, list] = {"one": [], "layer_parallel": []}
     lp_sweeps = 0
@@ -280,6 +333,10 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
             dt, _, _ = timed(lambda batches=batches: [one.step(x[ids], t[ids], one_store, ids) for ids in batches])
             if rnd:
                 times["one_back_to_back"].append(dt / len(batches))
+            for name, kernel in controls.items():      # the control, one process alone
+                dt, _, _ = timed(kernel)
+                if rnd:
+                    times[f"control_{name}_alone"].append(dt)
         torch.distributed.barrier()
         if staged:                                   # 2 processes: each sweep, then back to back
             for ids in batches:
@@ -302,6 +359,19 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
                 lp_sweeps += 2 * len(batches)
             else:
                 bytes_before = lp.link.bytes_sent
+            torch.distributed.barrier(group=pair)      # the control: both stages, no exchange
+            dt, _, _ = timed(lambda batches=batches: [lone_sweep(ids) for ids in batches])
+            both = torch.tensor([dt], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+            if rnd:
+                times["halves_back_to_back"].append(float(both[0]) / len(batches))
+            for name, kernel in controls.items():      # the control, both stage ranks at once
+                torch.distributed.barrier(group=pair)
+                dt, _, _ = timed(kernel)
+                both = torch.tensor([dt], dtype=torch.float64, device=dev)
+                torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+                if rnd:
+                    times[f"control_{name}_pair"].append(float(both[0]))
         torch.distributed.barrier()
         if baseline:
             for threads in (2, 1):
@@ -332,6 +402,10 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
                "ratio_layer_parallel_to_one": med["layer_parallel"] / med["one"],
                "ratio_back_to_back": med["layer_parallel_back_to_back"] / med["one_back_to_back"],
                "ratio_layer_parallel_to_backprop": med["layer_parallel"] / med["backprop_2_threads"],
+               # perfectly parallel work, nothing exchanged: two processes at once / one alone
+               # the same two stages run at once without exchanging anything / one process
+               "ratio_halves": med["halves_back_to_back"] / med["one_back_to_back"],
+               "control_slowdown": {k: med[f"control_{k}_pair"] / med[f"control_{k}_alone"] for k in CONTROL_SIZES},
                "bytes_per_sweep": float(r0["sent"] + r1["sent"]) / r0["sweeps"],
                "expected_bytes_per_sweep": float(r0["expected"] + r1["expected"]),
                "objective_first_last": {"one": (r2["values"]["one"][0], r2["values"]["one"][-1]),
@@ -367,6 +441,9 @@ def bench_layer_parallel(kinds=("mlp", "pnn"), rounds: int = 6, block: int = 4, 
               f"{r['ratio_layer_parallel_to_backprop']:.2f}; 1 thread {sec['backprop_1_thread'] * 1e3:.1f} ms); "
               f"CPU time per sweep (slowest rank) ratio {r['cpu_ratio_layer_parallel_to_one']:.2f}; sent {r['bytes_per_sweep']:.0f} B per sweep "
               f"(boundary states {r['expected_bytes_per_sweep']:.0f} B: {'OK' if ok else 'MISMATCH'}); "
+              f"the two stages without exchange (back to back) ratio {r['ratio_halves']:.2f}; "
+              f"control (2 processes at once / 1 alone): compute {r['control_slowdown']['compute']:.2f}, "
+              f"stream {r['control_slowdown']['stream']:.2f}; "
               f"{r['samples']['one']} sweeps each", flush=True)
         r["bytes_ok"] = ok
         rows.append(r)

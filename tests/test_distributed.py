@@ -262,6 +262,27 @@ def test_one_stage_is_the_lifted_solver():
                     [p.detach() for p in reference.net.model.parameters()]) == 0
 
 
+def test_forward_message_leaves_before_the_other_states_are_gathered():
+    """``Stage.start`` gathers only the boundary states it sends (the message goes out at once);
+    ``gather`` fetches the rest, and a sweep from there equals the whole-stage sweep."""
+    objective, x, t = dw.lp_objective("mlp")
+    staged = StagedSolver(objective, "bcd", stages=2)
+    staged.init_store(x)
+    first = staged.stages[0]
+    ids = dw.lp_batches()[0]
+    gathered = []
+    store_gather = first.store.gather
+    first.store.gather = lambda i, only=None: gathered.append(list(only)) or store_gather(i, only)
+    message = first.start(x[ids], t[ids], ids)
+    assert gathered == [first.sends]
+    boundary = torch.cat([first.store.states[s][ids].reshape(-1) for s in first.sends])
+    assert torch.equal(message, boundary)
+    first.gather()
+    assert sorted(s for group in gathered for s in group) == sorted(first.view.free_states)
+    first.gather()                               # a no-op once done
+    assert len(gathered) == 2
+
+
 def test_stage_bounds_keep_shared_weights_together():
     objective, _, _ = dw.lp_objective("mlp")
     assert stage_bounds(objective.net, 2) == [(0, 3), (3, 6)]

@@ -199,6 +199,8 @@ def test_state_store_by_sample_ids():
     ids = torch.tensor([7, 2])
     got = store.gather(ids)
     assert got[1].flatten().tolist() == [7.0, 2.0]
+    two = StateStore({1: torch.zeros(10, 1), 2: torch.ones(10, 1)})
+    assert list(two.gather(ids, only=[2])) == [2] and list(two.gather(None, only=[1])) == [1]
     store.scatter(ids, {1: torch.tensor([[-1.0], [-2.0]])})
     assert store.states[1][7, 0] == -1.0 and store.states[1][2, 0] == -2.0
 

@@ -190,6 +190,8 @@ class Stage:
         if self.solver.sweeps_per_batch != 1:
             raise ValueError("sweeps: layer-parallel training runs one sweep per batch")
         self.store: StateStore | None = None
+        self._batch: tuple | None = None
+        self._hidden: dict | None = None
         self._states: list | None = None
         self._cache: dict = {}
         self._ids = None
@@ -206,16 +208,31 @@ class Stage:
 
     # ---- one sweep, in the steps of the module docstring --------------------------------------
     def start(self, x: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor | None:
-        """Gather the batch's states; returns the forward message (the ``sends`` states, flat)."""
+        """Gather the batch's ``sends`` states and return them, flat: the forward message. The
+        stage's other states wait for :meth:`gather`, so the message leaves first."""
         if self.store is None:
             raise ValueError("store: call init_store with the training inputs first")
         self._ids = ids
         self._cache = {}
-        self._states = self.solver.batch_states(x, target, self.store.gather(ids))
-        return _flat([self._states[s] for s in self.sends])
+        self._states = None
+        self._batch = (x, target)
+        self._hidden = self.store.gather(ids, self.sends)
+        return _flat([self._hidden[s] for s in self.sends])
+
+    def gather(self) -> None:
+        """Gather the batch's other states (a no-op once done): a rank calls it while its
+        forward message travels, and :meth:`take_states` calls it in any case."""
+        if self._batch is None:
+            return
+        (x, target), self._batch = self._batch, None
+        rest = [s for s in self.view.free_states if s not in self._hidden]
+        self._hidden.update(self.store.gather(self._ids, rest))
+        self._states = self.solver.batch_states(x, target, self._hidden)
+        self._hidden = None
 
     def take_states(self, message: torch.Tensor | None) -> None:
         """Place the previous stage's boundary states (its forward message)."""
+        self.gather()
         if not self.receives:
             return
         batch = self._states[0].shape[0]
@@ -465,6 +482,7 @@ class LayerParallelSolver:
         states_in = link.receive(n_states, -1, like)
         link.send(down, +1)
         terms_in = link.receive(n_terms, +1, like)
+        st.gather()                         # the other states, while the message travels
         st.take_states(states_in())
         link.send(st.boundary_terms(), -1)
         # the terms are waited for only when the state phase first reads one (overlap)

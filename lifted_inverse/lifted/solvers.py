@@ -118,10 +118,13 @@ class StateStore:
                 parts[s].append(st[s])
         return cls({s: torch.cat(v) for s, v in parts.items()})
 
-    def gather(self, ids: torch.Tensor | None) -> dict[int, torch.Tensor]:
+    def gather(self, ids: torch.Tensor | None, only=None) -> dict[int, torch.Tensor]:
+        """Copies of the states of samples ``ids`` (all samples for None); of the states in
+        ``only`` when given."""
+        keys = self.states if only is None else only
         if ids is None:
-            return {s: v.clone() for s, v in self.states.items()}
-        return {s: v.index_select(0, ids) for s, v in self.states.items()}
+            return {s: self.states[s].clone() for s in keys}
+        return {s: self.states[s].index_select(0, ids) for s in keys}
 
     def scatter(self, ids: torch.Tensor | None, values: dict[int, torch.Tensor]) -> None:
         for s, v in values.items():
