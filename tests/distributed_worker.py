@@ -127,13 +127,15 @@ def imaging_config(method: str, **kw):
 
 def lp_objective(kind: str):
     """``(objective, x, target)`` of a layer-parallel case: ``'mlp'`` (12-16×5-3, softmax),
-    ``'pnn-denoise'`` or ``'unrolled-deblur'`` (``IMAGING`` sizes), float64."""
+    ``'resnet'`` (12-16, 3 residual blocks, 3, softmax), ``'pnn-denoise'`` or
+    ``'unrolled-deblur'`` (``IMAGING`` sizes), float64."""
     from lifted_inverse.lifted import LiftedObjective, Softmax, lift
-    from lifted_inverse.networks import mlp
+    from lifted_inverse.networks import mlp, resnet_mlp
 
-    if kind == "mlp":
+    if kind in ("mlp", "resnet"):
         torch.manual_seed(0)
-        model = mlp((12, 16, 16, 16, 16, 16, 3)).to(torch.float64)
+        model = (mlp((12, 16, 16, 16, 16, 16, 3)) if kind == "mlp" else resnet_mlp(12, 16, 3, blocks=3))
+        model = model.to(torch.float64)
         gen = torch.Generator().manual_seed(7)
         x = torch.randn(LP_SAMPLES, 12, generator=gen, dtype=torch.float64)
         t = torch.nn.functional.one_hot(torch.randint(0, 3, (LP_SAMPLES,), generator=gen), 3).double()
@@ -149,6 +151,7 @@ def lp_batches() -> list:
 
 #: layer-parallel cases: (network, solver, options)
 LP_CASES = {"mlp-bcd": ("mlp", "bcd", {}), "mlp-adam": ("mlp", "adam", {"lr": 1e-2}),
+            "resnet-bcd": ("resnet", "bcd", {}),
             "pnn-bcd": ("pnn-denoise", "bcd", {"lr": 1e-2, "state_steps": 2}),
             "deblur-bcd": ("unrolled-deblur", "bcd", {"lr": 1e-2, "state_order": "backward"})}
 

@@ -7,8 +7,8 @@ Two ``torchrun``-equivalent launches (``python -m torch.distributed.run --nproc-
   a 1-process checkpoint on 2 ranks (this process computes the 1-process references and resumes
   the 2-process checkpoint on 1 rank);
 * ``--more``: data parallel on an imaging task (lifted BCD, Adam backprop with DDP), backprop
-  DDP on the synthetic task, and layer-parallel sweeps of an MLP, a PNN and an unrolled
-  deblurring network against the one-process :class:`StagedSolver` running the same order, plus
+  DDP on the synthetic task, and layer-parallel sweeps of an MLP, a residual network, a PNN
+  and an unrolled deblurring network against the one-process :class:`StagedSolver` running the same order, plus
   layer-parallel training through the trainer with a resumed checkpoint;
 
 and one on 4 ranks (``--grid``): layer parallel × data parallel on a 2 × 2 process grid against
@@ -217,7 +217,7 @@ def test_layer_parallel_equals_one_process_same_order(more, case):
     assert _max_err([p.detach() for p in fresh.net.model.parameters()], params) > 1e-4
 
 
-@pytest.mark.parametrize("case", ["mlp-bcd", "deblur-bcd"])
+@pytest.mark.parametrize("case", ["mlp-bcd", "resnet-bcd", "deblur-bcd"])
 def test_layer_parallel_sends_only_boundary_states(more, case):
     """Per sweep: the boundary states forward, their gradient terms (same size) and one Lipschitz
     number per state backward; nothing else travels between the stages."""
