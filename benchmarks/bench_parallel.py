@@ -313,6 +313,12 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
         sync()
         return time.perf_counter() - t0, time.process_time() - c0, v
 
+    def slowest(seconds: float) -> float:
+        """The larger of the two stage ranks' times (a collective of the pair)."""
+        both = torch.tensor([seconds], dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+        return float(both[0])
+
     def backprop(ids):
         adam.zero_grad(set_to_none=True)
         loss = loss_fn(bp_model, x[ids], t[ids])
@@ -351,27 +357,22 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
             # as the trainer runs them: no barrier between sweeps, the stages' parts of the
             # objective summed once at the end
             torch.distributed.barrier(group=pair)
-            dt, _, _ = timed(lambda batches=batches: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False) for ids in batches]))
-            both = torch.tensor([dt], dtype=torch.float64, device=dev)
-            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+            dt = slowest(timed(lambda batches=batches: lp.sum_stages([lp.step(x[ids], t[ids], ids, total=False)
+                                                                      for ids in batches]))[0])
             if rnd:
-                times["layer_parallel_back_to_back"].append(float(both[0]) / len(batches))
+                times["layer_parallel_back_to_back"].append(dt / len(batches))
                 lp_sweeps += 2 * len(batches)
             else:
                 bytes_before = lp.link.bytes_sent
             torch.distributed.barrier(group=pair)      # the control: both stages, no exchange
-            dt, _, _ = timed(lambda batches=batches: [lone_sweep(ids) for ids in batches])
-            both = torch.tensor([dt], dtype=torch.float64, device=dev)
-            torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+            dt = slowest(timed(lambda batches=batches: [lone_sweep(ids) for ids in batches])[0])
             if rnd:
-                times["halves_back_to_back"].append(float(both[0]) / len(batches))
+                times["halves_back_to_back"].append(dt / len(batches))
             for name, kernel in controls.items():      # the control, both stage ranks at once
                 torch.distributed.barrier(group=pair)
-                dt, _, _ = timed(kernel)
-                both = torch.tensor([dt], dtype=torch.float64, device=dev)
-                torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX, group=pair)
+                dt = slowest(timed(kernel)[0])
                 if rnd:
-                    times[f"control_{name}_pair"].append(float(both[0]))
+                    times[f"control_{name}_pair"].append(dt)
         torch.distributed.barrier()
         if baseline:
             for threads in (2, 1):
@@ -402,9 +403,9 @@ def lp_worker(out: str, kind: str, rounds: int, block: int, device: str = "cpu",
                "ratio_layer_parallel_to_one": med["layer_parallel"] / med["one"],
                "ratio_back_to_back": med["layer_parallel_back_to_back"] / med["one_back_to_back"],
                "ratio_layer_parallel_to_backprop": med["layer_parallel"] / med["backprop_2_threads"],
-               # perfectly parallel work, nothing exchanged: two processes at once / one alone
                # the same two stages run at once without exchanging anything / one process
                "ratio_halves": med["halves_back_to_back"] / med["one_back_to_back"],
+               # perfectly parallel work, nothing exchanged: two processes at once / one alone
                "control_slowdown": {k: med[f"control_{k}_pair"] / med[f"control_{k}_alone"] for k in CONTROL_SIZES},
                "bytes_per_sweep": float(r0["sent"] + r1["sent"]) / r0["sweeps"],
                "expected_bytes_per_sweep": float(r0["expected"] + r1["expected"]),

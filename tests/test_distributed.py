@@ -263,8 +263,8 @@ def test_one_stage_is_the_lifted_solver():
 
 
 def test_forward_message_leaves_before_the_other_states_are_gathered():
-    """``Stage.start`` gathers only the boundary states it sends (the message goes out at once);
-    ``gather`` fetches the rest, and a sweep from there equals the whole-stage sweep."""
+    """``Stage.start`` gathers only the boundary states it sends (the message goes out at once),
+    and ``gather`` fetches the rest, once (the sweeps' values: the 2-process equality tests)."""
     objective, x, t = dw.lp_objective("mlp")
     staged = StagedSolver(objective, "bcd", stages=2)
     staged.init_store(x)
